@@ -1,0 +1,2 @@
+from autoal_dist.cli import main
+raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""Task classifiers with an explicit embed/head split.
+
+`embed(x)` is the expensive trunk; `head(e)` is dropout + linear. Scoring runs
+the trunk once and MC dropout re-runs only the head (`mc_head`), with dropout
+masks drawn from an explicit generator so they are a function of the batch,
+not of the process that happens to run it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Classifier(nn.Module):
+    """Base: subclasses build `self.trunk` (-> [n, D]) and set `embedding_dim`."""
+
+    embedding_dim: int
+
+    def __init__(self, embedding_dim: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        self.num_classes = num_classes
+        self.dropout = float(dropout)
+        self.fc = nn.Linear(embedding_dim, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
+
+    def head(self, e: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.dropout(e, self.dropout, self.training))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+    def mc_head(self, e: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
+        """[T, n, C] logits of T dropout masks on fixed embeddings (head-only MC dropout)."""
+        keep = 1.0 - self.dropout
+        if keep >= 1.0:
+            return self.fc(e).unsqueeze(0).expand(samples, -1, -1)
+        mask = torch.bernoulli(
+            torch.full((samples, *e.shape), keep, dtype=e.dtype, device=e.device),
+            generator=generator,
+        )
+        return self.fc(e.unsqueeze(0) * mask / keep)
+
+
+class SmallCNN(Classifier):
+    """Three conv layers for tiny images (digits 8x8, up to ~16px)."""
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.3, width: int = 32):
+        super().__init__(4 * width, num_classes, dropout)
+        w = width
+        self.trunk = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+
+
+class MLP(Classifier):
+    """Two hidden layers for flat feature vectors."""
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.3, width: int = 256):
+        super().__init__(width, num_classes, dropout)
+        self.trunk = nn.Sequential(
+            nn.Linear(in_features, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU()
+        )
+
+
+class ResNet18(Classifier):
+    """torchvision resnet18 with a 3x3 stride-1 stem and no max-pool for small images."""
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.3,
+                 image_size: int = 32, pretrained: str | None = None):
+        super().__init__(512, num_classes, dropout)
+        from torchvision.models import resnet18
+
+        net = resnet18(weights=None)
+        if pretrained:
+            state = torch.load(pretrained, map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        if image_size <= 64:
+            net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        elif in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        net.fc = nn.Identity()
+        self.trunk = nn.Sequential(net, nn.Flatten())
+
+
+ModelFactory = Callable[..., Classifier]
+MODELS: dict[str, ModelFactory] = {
+    "smallcnn": lambda shape, k, dropout, **kw: SmallCNN(shape[2], k, dropout),
+    "mlp": lambda shape, k, dropout, **kw: MLP(shape[0], k, dropout),
+    "resnet18": lambda shape, k, dropout, **kw: ResNet18(
+        shape[2], k, dropout, image_size=shape[0], pretrained=kw.get("pretrained")),
+}
+
+
+def auto_model_name(input_shape: tuple[int, ...]) -> str:
+    """Flat features -> mlp; images up to 16 px -> smallcnn; larger -> resnet18."""
+    if len(input_shape) == 1:
+        return "mlp"
+    return "smallcnn" if max(input_shape[:2]) <= 16 else "resnet18"
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
+                dropout: float = 0.3, pretrained: str | None = None) -> Classifier:
+    if name == "auto":
+        name = auto_model_name(input_shape)
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; allowed: auto, {', '.join(MODELS)}")
+    if (name == "mlp") != (len(input_shape) == 1):
+        raise ValueError(f"model {name!r} does not fit inputs of shape {input_shape}")
+    return MODELS[name](input_shape, num_classes, dropout, pretrained=pretrained)

@@ -1,0 +1,20 @@
+"""Query strategies: pure functions over PoolOutputs, one registry, no Ray.
+
+    >>> from autoal_dist.strategies import select, STRATEGIES
+    >>> ids = select("entropy", outputs, budget=10, seed=0)
+"""
+from autoal_dist.outputs import PoolOutputs
+from autoal_dist.strategies import uncertainty  # noqa: F401  (registers)
+from autoal_dist.strategies.base import (
+    STRATEGIES,
+    Strategy,
+    get,
+    merge_top_b,
+    needs_of,
+    select,
+    top_b,
+)
+
+__all__ = [
+    "PoolOutputs", "STRATEGIES", "Strategy", "get", "merge_top_b", "needs_of", "select", "top_b",
+]
