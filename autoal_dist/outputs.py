@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NEEDS = frozenset({"probs", "embeddings", "mc_probs"})
+# What a strategy may ask the scoring pass for. `labeled_embeddings` is optional
+# (k-center falls back to a hashed first center without it), so it is never "missing".
+NEEDS = frozenset({"probs", "embeddings", "mc_probs", "labeled_embeddings"})
+OPTIONAL_NEEDS = frozenset({"labeled_embeddings"})
 
 
 @dataclass

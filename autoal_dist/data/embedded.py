@@ -5,11 +5,6 @@ import numpy as np
 
 from autoal_dist.data.base import DataError, Dataset, holdout_split, register
 
-# The split of digits is fixed (seed 0), independent of the campaign seed, so
-# different campaign seeds are evaluated on the same test set.
-DIGITS_SPLIT_SEED = 0
-
-
 @register("digits", "digits")
 def load_digits(arg: str, data_root: str | None, seed: int) -> Dataset:
     """1797 real 8x8 handwritten digits (0..16 grey levels) shipped with scikit-learn."""
@@ -20,7 +15,7 @@ def load_digits(arg: str, data_root: str | None, seed: int) -> Dataset:
     d = sk_digits()
     x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # [N,8,8,1]
     y = d.target.astype(np.int64)
-    tx, ty, vx, vy = holdout_split(x, y, 0.25, DIGITS_SPLIT_SEED)
+    tx, ty, vx, vy = holdout_split(x, y, 0.25)
     return Dataset("digits", tx, ty, vx, vy, 10)
 
 

@@ -12,7 +12,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from autoal_dist.outputs import NEEDS, PoolOutputs
+from autoal_dist.outputs import NEEDS, OPTIONAL_NEEDS, PoolOutputs
 
 ScoreFn = Callable[[PoolOutputs, int], np.ndarray]  # (outputs, seed) -> float64 [n]
 SetFn = Callable[[PoolOutputs, int, int], np.ndarray]  # (outputs, budget, seed) -> ids
@@ -32,7 +32,7 @@ class Strategy:
         return np.asarray(self.fn(outputs, seed), dtype=np.float64)
 
     def select(self, outputs: PoolOutputs, budget: int, seed: int = 0) -> np.ndarray:
-        missing = [k for k in sorted(self.needs) if getattr(outputs, k) is None]
+        missing = [k for k in sorted(self.needs - OPTIONAL_NEEDS) if getattr(outputs, k) is None]
         if missing:
             raise ValueError(f"strategy {self.name!r} needs {missing} in PoolOutputs")
         budget = min(int(budget), len(outputs))

@@ -27,12 +27,17 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+def hashed_uniform(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform [0, 1) value per id, a pure function of (seed, id)."""
+    with np.errstate(over="ignore"):
+        key = np.asarray(ids).astype(np.uint64) ^ _splitmix64(np.array([seed], dtype=np.uint64))[0]
+    return (_splitmix64(key) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 @register("random", "scoring", needs=set())
 def random_score(out: PoolOutputs, seed: int) -> np.ndarray:
     """Uniform random order, a pure function of (seed, id) so sharding cannot change it."""
-    with np.errstate(over="ignore"):
-        key = out.ids.astype(np.uint64) ^ _splitmix64(np.array([seed], dtype=np.uint64))[0]
-    return (_splitmix64(key) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return hashed_uniform(out.ids, seed)
 
 
 @register("least_confidence", "scoring", needs={"probs"})

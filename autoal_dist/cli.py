@@ -1,0 +1,190 @@
+"""`autoal-dist run | tune | bench | export | import | report`.
+
+Every user error (bad flag, bad config value, unusable dataset) is one line on
+stderr and exit code 2, raised before anything in the run directory changes.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from autoal_dist import __version__, store
+from autoal_dist.config import Config, ConfigError, build_config, read_config_file
+from autoal_dist.data import DataError
+
+EXIT_USAGE = 2
+CONFIG_FILE = "config.json"
+# Settings a resumed campaign may change: they alter how it runs, not what it selects.
+RESUMABLE_OVERRIDES = {"rounds", "shards", "workers", "gpu"}
+NOT_YET = {"tune": 7, "bench": 10, "export": 9, "import": 9}  # command -> issue that adds it
+
+
+class UsageError(Exception):
+    """One-line user error for the CLI's own checks (run directory, resume)."""
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML or JSON campaign config")
+    p.add_argument("--dataset", help="digits | synthetic[:SPEC] | npz:PATH | parquet:PATH | "
+                   "medmnist:NAME[@SIZE] | cifar10 | cifar100 | svhn | tinyimagenet")
+    p.add_argument("--data-root", dest="data_root", help="directory holding the dataset files")
+    p.add_argument("--strategy", help="query strategy (see `autoal-dist strategies`)")
+    p.add_argument("--candidates", help="comma-separated candidate strategies for autoal")
+    p.add_argument("--init", type=int, help="size of the random initial labeled set")
+    p.add_argument("--budget", type=int, help="samples queried per round")
+    p.add_argument("--rounds", type=int, help="query rounds")
+    p.add_argument("--seed", type=int, help="campaign seed (same seed, same journal)")
+    p.add_argument("--shards", type=int, help="scorer actors over the pool (0 = one per CPU)")
+    p.add_argument("--workers", type=int, help="Ray Train workers (0 = local)")
+    p.add_argument("--gpu", action="store_true", default=None, help="use GPUs")
+    p.add_argument("--out", help="run directory (default runs/<name>)")
+    p.add_argument("--resume", action="store_true", help="continue the campaign in --out")
+    p.add_argument("--name", help="run name (default <dataset>-<strategy>-seed<S>)")
+    p.add_argument("--model", help="auto | smallcnn | mlp | resnet18")
+    p.add_argument("--epochs", type=int, help="classifier epochs per round")
+    p.add_argument("--preset", help="named defaults, e.g. paper-cifar")
+    p.add_argument("--oracle", help="simulated (labels from the dataset) | files")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autoal-dist", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"autoal-dist {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    _run_flags(sub.add_parser("run", help="run an active-learning campaign"))
+    rep = sub.add_parser("report", help="rebuild curves.png and summary.md of a run directory")
+    rep.add_argument("dir")
+    sub.add_parser("strategies", help="list the registered query strategies")
+    for name, issue in NOT_YET.items():
+        sub.add_parser(name, help=f"not yet available (issue {issue})")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("dataset", "data_root", "strategy", "candidates", "init", "budget", "rounds", "seed",
+            "shards", "workers", "gpu", "out", "name", "model", "preset", "oracle")
+    out = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if args.epochs is not None:
+        out["train"] = {"epochs": args.epochs}
+    return out
+
+
+def default_name(cfg: Config) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cfg.dataset}-{cfg.strategy}-seed{cfg.seed}")
+
+
+def fresh_run_dir(cfg: Config) -> Path:
+    """--out as given (must be new or empty); else runs/<name>, suffixed -2, -3... if taken."""
+    if cfg.out:
+        out = Path(cfg.out)
+        if out.exists() and any(out.iterdir()):
+            raise UsageError(f"--out: {out} already holds a run; pass --resume to continue it "
+                             "or choose another directory")
+        return out
+    base = Path("runs") / (cfg.name or default_name(cfg))
+    out, k = base, 1
+    while out.exists():
+        k += 1
+        out = base.with_name(f"{base.name}-{k}")
+    return out
+
+
+def dataset_fingerprint(data) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for arr in (data.train_x, data.train_y, data.test_x, data.test_y):
+        h.update(str(arr.shape).encode())
+        for lo in range(0, len(arr), 16384):
+            h.update(arr[lo:lo + 16384].tobytes())
+    return h.hexdigest()
+
+
+def _resume_config(args: argparse.Namespace) -> tuple[Config, Path, dict]:
+    if not args.out:
+        raise UsageError("--resume needs --out DIR, the run directory to continue")
+    run_dir = Path(args.out)
+    meta_path = run_dir / CONFIG_FILE
+    if not meta_path.is_file():
+        raise UsageError(f"--out: {run_dir} holds no {CONFIG_FILE}; nothing to resume")
+    meta = json.loads(meta_path.read_text())
+    stored = meta["config"]
+    overrides = _overrides(args)
+    overrides.pop("out", None)
+    if args.config:
+        raise UsageError("--config: a resumed campaign keeps its stored config; drop --config")
+    for key, value in overrides.items():
+        if key not in RESUMABLE_OVERRIDES and stored.get(key) != value:
+            raise UsageError(f"--{key.replace('_', '-')}: differs from the campaign's stored "
+                             f"value {stored.get(key)!r}; on --resume only "
+                             f"{', '.join(sorted(RESUMABLE_OVERRIDES))} may change")
+    cfg = build_config(stored, {k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES})
+    return cfg, run_dir, meta
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from autoal_dist.campaign import Campaign, prepare_data
+    from autoal_dist.report import write_report
+
+    if args.resume:
+        cfg, run_dir, meta = _resume_config(args)
+        data = prepare_data(cfg)
+        if dataset_fingerprint(data) != meta["dataset_fingerprint"]:
+            raise UsageError(f"--dataset: the data of {cfg.dataset!r} changed since the campaign "
+                             "started (fingerprint differs); resume needs the same data")
+    else:
+        file_values = read_config_file(args.config) if args.config else {}
+        cfg = build_config(file_values, _overrides(args))
+        data = prepare_data(cfg)
+        run_dir = fresh_run_dir(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        meta = {"config": cfg.to_dict(), "dataset_fingerprint": dataset_fingerprint(data),
+                "autoal_dist_version": __version__}
+        store.write_table(run_dir / "pool.parquet", store.pool_table(data.train_y, data.test_y))
+        store.write_json(run_dir / CONFIG_FILE, meta)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    meta["config"] = cfg.to_dict()  # a resume may raise rounds
+    store.write_json(run_dir / CONFIG_FILE, meta)
+    Campaign(cfg, run_dir, data, show_progress=not args.quiet).run()
+    print(write_report(run_dir))
+    print(f"\noutputs: {run_dir}/ (metrics.parquet, journal/, curves.png, summary.md)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from autoal_dist.report import write_report
+
+    run_dir = Path(args.dir)
+    if not (run_dir / "metrics.parquet").is_file():
+        raise UsageError(f"report: {run_dir} holds no metrics.parquet")
+    print(write_report(run_dir))
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from autoal_dist.strategies import STRATEGIES
+
+    for name, s in sorted(STRATEGIES.items()):
+        print(f"{name:<18} {s.kind:<8} needs {','.join(sorted(s.needs)) or '-':<28} "
+              f"{s.doc.splitlines()[0] if s.doc else ''}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "strategies": cmd_strategies}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in NOT_YET:
+        print(f"autoal-dist: error: '{argv[0]}' is not available yet "
+              f"(tracked in issue {NOT_YET[argv[0]]})", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, DataError, UsageError) as e:
+        print(f"autoal-dist: error: {e}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,83 @@
+"""Scorers: one pass over the unlabeled pool -> every requested strategy's selection.
+
+`LocalScorer` runs in the driver process; `autoal_dist.distributed.RayScorer`
+has the same `select_many` surface and runs the pass on sharded Ray actors.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from autoal_dist.data.transforms import Normalizer
+from autoal_dist.inference import compute_outputs
+from autoal_dist.models.backbones import Classifier
+from autoal_dist.outputs import PoolOutputs
+from autoal_dist.strategies import get, needs_of
+
+
+@dataclass
+class Selection:
+    ids: np.ndarray  # selected ids, in selection order
+    scores: np.ndarray  # the strategy's score per selected id (NaN for set strategies)
+
+
+class Scorer(Protocol):
+    def select_many(self, model: Classifier, positions: np.ndarray, names: list[str],
+                    budget: int, seed: int, labeled_positions: np.ndarray,
+                    timings: dict[str, float] | None = None) -> dict[str, Selection]:
+        """For each strategy name, its top-`budget` ids among pool `positions` (sorted).
+
+        Adds seconds spent to `timings["score_s"]` (the pass) and `["select_s"]`.
+        """
+
+
+def selection_from_outputs(outputs: PoolOutputs, name: str, budget: int, seed: int) -> Selection:
+    """Run one registered strategy on outputs and keep its scores for the journal."""
+    strategy = get(name)
+    ids = strategy.select(outputs, budget, seed)
+    if strategy.kind == "scoring":
+        rows = np.searchsorted(outputs.ids, ids)
+        scores = strategy.score(outputs.take(rows), seed)
+    else:
+        scores = np.full(len(ids), np.nan)
+    return Selection(ids, scores)
+
+
+@dataclass
+class LocalScorer:
+    x: np.ndarray  # the whole train pool (uint8 images or float features)
+    normalize: Normalizer
+    batch_size: int = 256
+    mc_samples: int = 10
+    device: str = "cpu"
+    show_progress: bool = True
+
+    def outputs(self, model: Classifier, positions: np.ndarray, names: list[str], seed: int,
+                labeled_positions: np.ndarray | None = None) -> PoolOutputs:
+        from tqdm import tqdm
+
+        needs = needs_of(names)
+        with tqdm(total=len(positions), desc="score", unit="img", leave=False,
+                  disable=not self.show_progress) as bar:
+            out = compute_outputs(model, self.x[positions], positions, self.normalize,
+                                  needs=needs | {"probs", "embeddings"},
+                                  batch_size=self.batch_size, mc_samples=self.mc_samples,
+                                  seed=seed, device=self.device, progress=bar.update)
+        if "labeled_embeddings" in needs and labeled_positions is not None:
+            lab = compute_outputs(model, self.x[labeled_positions], labeled_positions,
+                                  self.normalize, batch_size=self.batch_size, device=self.device)
+            out.labeled_embeddings = lab.embeddings
+        return out
+
+    def select_many(self, model, positions, names, budget, seed, labeled_positions, timings=None):
+        t0 = time.perf_counter()
+        out = self.outputs(model, positions, names, seed, labeled_positions)
+        t1 = time.perf_counter()
+        sels = {n: selection_from_outputs(out, n, budget, seed) for n in names}
+        if timings is not None:
+            timings["score_s"] = timings.get("score_s", 0.0) + t1 - t0
+            timings["select_s"] = timings.get("select_s", 0.0) + time.perf_counter() - t1
+        return sels

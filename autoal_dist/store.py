@@ -1,0 +1,122 @@
+"""Campaign state on disk: pool.parquet (immutable), journal/round_XXX.parquet, metrics.
+
+Every file is written atomically (temp file in the same directory, fsync,
+rename, fsync the directory), so a crash leaves either the old file or the new
+one, never half of one. The labeled set is *derived* from the journal: nothing
+else holds it, so there is nothing to get out of sync.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+JOURNAL_DIR = "journal"
+_ROUND_FILE = re.compile(r"^round_(\d{3,})\.parquet$")
+JOURNAL_SCHEMA = pa.schema([
+    ("id", pa.int64()), ("round", pa.int32()), ("strategy", pa.string()), ("score", pa.float64()),
+])
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, write: "callable[[str], None]") -> None:
+    """Call write(tmp_path), fsync it, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+# ---- pool -------------------------------------------------------------------
+
+def pool_table(train_y: np.ndarray, test_y: np.ndarray) -> pa.Table:
+    """ids 0..N-1 are the train pool, N..N+M-1 the test split."""
+    n, m = len(train_y), len(test_y)
+    return pa.table({
+        "id": pa.array(np.arange(n + m, dtype=np.int64)),
+        "label": pa.array(np.concatenate([train_y, test_y]).astype(np.int64)),
+        "split": pa.array(["train"] * n + ["test"] * m),
+    })
+
+
+def read_pool(run_dir: Path) -> pa.Table:
+    return pq.read_table(Path(run_dir) / "pool.parquet")
+
+
+# ---- journal ----------------------------------------------------------------
+
+def journal_path(run_dir: Path, round_: int) -> Path:
+    return Path(run_dir) / JOURNAL_DIR / f"round_{round_:03d}.parquet"
+
+
+def write_round(run_dir: Path, round_: int, ids: np.ndarray, strategy: str,
+                scores: np.ndarray | None = None) -> None:
+    """Record the batch queried in `round_` (round 0 = the initial labeled set)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError(f"round {round_}: duplicate ids in the batch")
+    scores = np.full(len(ids), np.nan) if scores is None else np.asarray(scores, np.float64)
+    table = pa.table({
+        "id": ids, "round": np.full(len(ids), round_, np.int32),
+        "strategy": [strategy] * len(ids), "score": scores,
+    }, schema=JOURNAL_SCHEMA)
+    write_table(journal_path(run_dir, round_), table)
+
+
+def journal_rounds(run_dir: Path) -> list[int]:
+    """Completed rounds, ascending. Temp files of an interrupted write are ignored."""
+    d = Path(run_dir) / JOURNAL_DIR
+    if not d.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in d.iterdir() if (m := _ROUND_FILE.match(p.name)))
+
+
+def read_journal(run_dir: Path) -> pa.Table:
+    rounds = journal_rounds(run_dir)
+    if not rounds:
+        return JOURNAL_SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(journal_path(run_dir, r), schema=JOURNAL_SCHEMA)
+                             for r in rounds])
+
+
+def labeled_ids(run_dir: Path) -> np.ndarray:
+    """The labeled set, derived from the journal; a repeated id means corruption."""
+    ids = read_journal(run_dir).column("id").to_numpy()
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError(f"{run_dir}: journal labels some ids twice")
+    return np.sort(ids)

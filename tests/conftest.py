@@ -1,0 +1,54 @@
+"""Shared fixtures. One session-scoped Ray cluster for every test that needs Ray."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the slow tiers (DDP, Tune, job submit), as CI does")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow tier: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=4, object_store_memory=300 * 1024 * 1024,
+                 include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def random_outputs(n: int = 50, c: int = 5, d: int = 8, t: int = 4, seed: int = 0):
+    """Tie-free random PoolOutputs with MC samples, ids shuffled-but-sorted (not 0..n-1)."""
+    from autoal_dist.outputs import PoolOutputs
+
+    r = np.random.default_rng(seed)
+    ids = np.sort(r.choice(10 * n, size=n, replace=False)).astype(np.int64)
+    logits = r.normal(size=(n, c))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    mc_logits = logits[None] + r.normal(scale=0.5, size=(t, n, c))
+    mc = np.exp(mc_logits) / np.exp(mc_logits).sum(2, keepdims=True)
+    return PoolOutputs(ids, probs.astype(np.float32), r.normal(size=(n, d)).astype(np.float32),
+                       mc.astype(np.float32))

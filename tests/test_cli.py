@@ -1,0 +1,94 @@
+"""The CLI contract: run writes the run directory; bad input = one line + exit 2, nothing lost."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from autoal_dist import store
+from autoal_dist.cli import main
+
+FAST = ["--init", "10", "--budget", "10", "--rounds", "2", "--epochs", "1", "--quiet",
+        "--candidates", "entropy,margin"]
+
+
+def run_cli(*args):
+    return main(["run", *FAST, *args])
+
+
+def snapshot(d):
+    return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_run_writes_the_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("--out", str(out), "--strategy", "entropy") == 0
+    for name in ("config.json", "pool.parquet", "metrics.parquet", "curves.png", "summary.md"):
+        assert (out / name).is_file(), name
+    assert store.journal_rounds(out) == [0, 1, 2]
+    m = pq.read_table(out / "metrics.parquet").to_pylist()
+    assert [r["round"] for r in m] == [0, 1, 2]
+    assert [r["n_labeled"] for r in m] == [10, 20, 30]
+    assert all(0 <= r["accuracy"] <= 1 for r in m)
+    assert {"round", "n_labeled", "accuracy", "strategy", "train_s", "score_s"} <= set(m[0])
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed and printed.count("\n") >= 5
+    assert json.loads((out / "config.json").read_text())["config"]["strategy"] == "entropy"
+
+
+def test_same_seed_same_journal(tmp_path):
+    for name in ("a", "b"):
+        assert run_cli("--out", str(tmp_path / name), "--strategy", "margin", "--seed", "3") == 0
+    a, b = (store.read_journal(tmp_path / n).to_pandas() for n in "ab")
+    assert np.array_equal(a.id, b.id) and np.array_equal(a.score, b.score, equal_nan=True)
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--dataset", "imagenet21k"], "dataset"),
+    (["--strategy", "psychic"], "strategy"),
+    (["--budget", "5000"], "budget"),
+    (["--init", "3"], "init"),
+    (["--rounds", "-2"], "rounds"),
+    (["--dataset", "cifar10"], "cifar10"),  # needs --data-root
+    (["--dataset", "npz:/nonexistent/x.npz"], "/nonexistent/x.npz"),
+    (["--candidates", "entropy,nonsense"], "candidates"),
+    (["--config", "/nonexistent.yaml"], "--config"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, field):
+    out = tmp_path / "run"
+    assert run_cli("--out", str(out), *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("autoal-dist: error:") and "\n" not in err and field in err
+    assert not out.exists()
+
+
+def test_out_holding_a_run_needs_resume_and_stays_unchanged(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("--out", str(out)) == 0
+    before = snapshot(out)
+    assert run_cli("--out", str(out)) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert run_cli("--out", str(out), "--resume", "--seed", "9") == 2  # config may not change
+    assert snapshot(out) == before
+
+
+def test_resume_extends_a_finished_campaign(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("--out", str(out), "--strategy", "entropy") == 0
+    assert main(["run", "--out", str(out), "--resume", "--rounds", "3", "--quiet"]) == 0
+    assert store.journal_rounds(out) == [0, 1, 2, 3]
+    ref = tmp_path / "ref"
+    assert main(["run", *FAST[:4], "--rounds", "3", *FAST[6:], "--out", str(ref),
+                 "--strategy", "entropy"]) == 0
+    assert np.array_equal(store.labeled_ids(out), store.labeled_ids(ref))
+
+
+def test_console_script_and_not_yet_commands(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "autoal_dist", "strategies"], capture_output=True,
+                       text=True, check=True)
+    assert "entropy" in r.stdout and "bald" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "autoal_dist", "tune", "--config", "x"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "not available yet" in r.stderr
