@@ -5,6 +5,7 @@
 """
 from autoal_dist.outputs import PoolOutputs
 from autoal_dist.strategies import uncertainty  # noqa: F401  (registers)
+from autoal_dist.strategies import badge, kcenter, kmeans  # noqa: F401  (register)
 from autoal_dist.strategies.base import (
     STRATEGIES,
     Strategy,
@@ -13,8 +14,9 @@ from autoal_dist.strategies.base import (
     needs_of,
     select,
     top_b,
+    top_b_scored,
 )
 
 __all__ = [
-    "PoolOutputs", "STRATEGIES", "Strategy", "get", "merge_top_b", "needs_of", "select", "top_b",
+    "PoolOutputs", "STRATEGIES", "Strategy", "get", "merge_top_b", "needs_of", "select", "top_b", "top_b_scored",
 ]

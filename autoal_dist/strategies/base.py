@@ -3,35 +3,52 @@
 Two kinds (DESIGN.md):
 - *scoring*: a per-sample score, higher = query first. The top-b is exact under
   sharding by merging per-shard top-b, because order is (score desc, id asc).
-- *set*: the selection needs a global view (k-center, k-means, BADGE seeding).
+- *set*: the selection needs a global view (k-center, k-means, BADGE seeding);
+  it is per-shard state plus a driver loop (see `sharded.py`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
 from autoal_dist.outputs import NEEDS, OPTIONAL_NEEDS, PoolOutputs
 
 ScoreFn = Callable[[PoolOutputs, int], np.ndarray]  # (outputs, seed) -> float64 [n]
-SetFn = Callable[[PoolOutputs, int, int], np.ndarray]  # (outputs, budget, seed) -> ids
+ShardFactory = Callable[[PoolOutputs, int, int], Any]  # (outputs, block, start) -> shard state
+Driver = Callable[[Sequence[Any], int, int], np.ndarray]  # (shards, budget, seed) -> ids
+
+# Rows per block for set strategies; shard boundaries must fall on multiples of it.
+# Callers that shard (the scorers) pass their own alignment unit instead.
+BLOCK = 4096
 
 
 @dataclass(frozen=True)
 class Strategy:
+    """A registered strategy.
+
+    Scoring strategies have `score_fn`. Set strategies have `make_shard` (one
+    shard's state) and `drive` (the loop over shards): the single-process
+    selection is `drive` over one shard, the distributed one over many, so the
+    two cannot diverge.
+    """
+
     name: str
     kind: Literal["scoring", "set"]
     needs: frozenset[str]
-    fn: Callable
     doc: str = ""
+    score_fn: ScoreFn | None = None
+    make_shard: ShardFactory | None = None
+    drive: Driver | None = None
 
     def score(self, outputs: PoolOutputs, seed: int = 0) -> np.ndarray:
-        if self.kind != "scoring":
+        if self.score_fn is None:
             raise TypeError(f"strategy {self.name!r} selects sets; it has no per-sample score")
-        return np.asarray(self.fn(outputs, seed), dtype=np.float64)
+        return np.asarray(self.score_fn(outputs, seed), dtype=np.float64)
 
-    def select(self, outputs: PoolOutputs, budget: int, seed: int = 0) -> np.ndarray:
+    def select(self, outputs: PoolOutputs, budget: int, seed: int = 0,
+               block: int = BLOCK) -> np.ndarray:
         missing = [k for k in sorted(self.needs - OPTIONAL_NEEDS) if getattr(outputs, k) is None]
         if missing:
             raise ValueError(f"strategy {self.name!r} needs {missing} in PoolOutputs")
@@ -40,41 +57,57 @@ class Strategy:
             return np.empty(0, dtype=np.int64)
         if self.kind == "scoring":
             return top_b(outputs.ids, self.score(outputs, seed), budget)
-        return np.asarray(self.fn(outputs, budget, seed), dtype=np.int64)
+        return np.asarray(self.drive([self.make_shard(outputs, block, 0)], budget, seed),
+                          dtype=np.int64)
 
 
 STRATEGIES: dict[str, Strategy] = {}
 
 
-def register(name: str, kind: Literal["scoring", "set"], needs: set[str]):
-    """Decorator: add a pure function to the registry under `name`."""
-    unknown = set(needs) - NEEDS
+def _add(strategy: Strategy) -> None:
+    unknown = strategy.needs - NEEDS
     if unknown:
         raise ValueError(f"unknown needs {unknown}; allowed: {sorted(NEEDS)}")
+    if strategy.name in STRATEGIES:
+        raise ValueError(f"strategy {strategy.name!r} registered twice")
+    STRATEGIES[strategy.name] = strategy
 
-    def deco(fn: Callable) -> Callable:
-        if name in STRATEGIES:
-            raise ValueError(f"strategy {name!r} registered twice")
-        STRATEGIES[name] = Strategy(name, kind, frozenset(needs), fn, (fn.__doc__ or "").strip())
+
+def register(name: str, needs: set[str]):
+    """Decorator: a scoring function (outputs, seed) -> per-sample scores, higher first."""
+
+    def deco(fn: ScoreFn) -> ScoreFn:
+        _add(Strategy(name, "scoring", frozenset(needs), (fn.__doc__ or "").strip(), score_fn=fn))
         return fn
 
     return deco
 
 
-def top_b(ids: np.ndarray, scores: np.ndarray, budget: int) -> np.ndarray:
-    """The `budget` ids with the highest score; ties by smallest id. Exact and total order."""
+def register_set(name: str, needs: set[str], make_shard: ShardFactory, drive: Driver,
+                 doc: str) -> None:
+    """A set-selecting strategy: per-shard state + a driver over shards."""
+    _add(Strategy(name, "set", frozenset(needs), doc, make_shard=make_shard, drive=drive))
+
+
+def top_b_scored(ids: np.ndarray, scores: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `budget` (ids, scores) with the highest score; ties by smallest id (a total order)."""
     scores = np.asarray(scores, dtype=np.float64)
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN")
-    order = np.lexsort((ids, -scores))
-    return np.asarray(ids, dtype=np.int64)[order[:budget]]
+    order = np.lexsort((ids, -scores))[:budget]
+    return np.asarray(ids, dtype=np.int64)[order], scores[order]
 
 
-def merge_top_b(parts: list[tuple[np.ndarray, np.ndarray]], budget: int) -> np.ndarray:
-    """Merge per-shard (ids, scores) top-b lists into the global top-b (same order rule)."""
+def top_b(ids: np.ndarray, scores: np.ndarray, budget: int) -> np.ndarray:
+    return top_b_scored(ids, scores, budget)[0]
+
+
+def merge_top_b(parts: list[tuple[np.ndarray, np.ndarray]], budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard top-b (ids, scores) into the global top-b: exact, because the
+    global top-b of a total order is contained in the union of the shards' top-b."""
     ids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
     scores = np.concatenate([p[1] for p in parts]) if parts else np.empty(0)
-    return top_b(ids, scores, budget)
+    return top_b_scored(ids, scores, budget)
 
 
 def get(name: str) -> Strategy:
