@@ -20,7 +20,7 @@ from autoal_dist.config import Config, check_against_data
 from autoal_dist.data import Dataset, load_dataset
 from autoal_dist.data.transforms import Normalizer, wants_augmentation
 from autoal_dist.inference import predict
-from autoal_dist.models.backbones import Classifier, build_model
+from autoal_dist.models.backbones import Classifier, auto_model_name, build_model
 from autoal_dist.policies import RoundContext, policy_for
 from autoal_dist.scoring import LocalScorer, Scorer
 from autoal_dist.seeds import derive
@@ -54,6 +54,23 @@ class Campaign:
         self.show_progress = show_progress
         self.scorer = scorer or LocalScorer(data.train_x, self.normalize, cfg.score.batch_size,
                                             cfg.score.mc_samples, self.device, show_progress)
+
+    @classmethod
+    def on_ray(cls, cfg: Config, run_dir: Path, data: Dataset, show_progress: bool = True):
+        """The campaign with its scoring pass on `cfg.shards` Ray actors (0 = one per CPU/GPU)."""
+        from autoal_dist.distributed import default_shards, ensure_ray
+        from autoal_dist.distributed.actors import ModelSpec
+        from autoal_dist.distributed.scorer import RayScorer
+
+        ensure_ray()
+        camp = cls(cfg, run_dir, data, show_progress=show_progress)
+        model = cfg.model if cfg.model != "auto" else auto_model_name(data.input_shape)
+        spec = ModelSpec(model, data.input_shape, data.num_classes, cfg.train.dropout)
+        camp.scorer = RayScorer(data.train_x, camp.normalize, spec,
+                                shards=cfg.shards or default_shards(cfg.gpu),
+                                batch_size=cfg.score.batch_size, mc_samples=cfg.score.mc_samples,
+                                use_gpu=cfg.gpu)
+        return camp
 
     # ---- state derived from files -------------------------------------------------
     def labeled_through(self, round_: int) -> np.ndarray:

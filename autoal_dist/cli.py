@@ -50,6 +50,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="named defaults, e.g. paper-cifar")
     p.add_argument("--oracle", help="simulated (labels from the dataset) | files")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--local", action="store_true",
+                   help="score in the driver process instead of on Ray actors (same results)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -148,7 +150,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run directory: {run_dir}", file=sys.stderr)
     meta["config"] = cfg.to_dict()  # a resume may raise rounds
     store.write_json(run_dir / CONFIG_FILE, meta)
-    Campaign(cfg, run_dir, data, show_progress=not args.quiet).run()
+    campaign = (Campaign if args.local else Campaign.on_ray)(cfg, run_dir, data,
+                                                           show_progress=not args.quiet)
+    campaign.run()
     print(write_report(run_dir))
     print(f"\noutputs: {run_dir}/ (metrics.parquet, journal/, curves.png, summary.md)")
     return 0

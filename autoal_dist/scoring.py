@@ -15,7 +15,7 @@ from autoal_dist.data.transforms import Normalizer
 from autoal_dist.inference import compute_outputs
 from autoal_dist.models.backbones import Classifier
 from autoal_dist.outputs import PoolOutputs
-from autoal_dist.strategies import get, needs_of
+from autoal_dist.strategies import get, needs_of, top_b_scored
 
 
 @dataclass
@@ -34,16 +34,18 @@ class Scorer(Protocol):
         """
 
 
-def selection_from_outputs(outputs: PoolOutputs, name: str, budget: int, seed: int) -> Selection:
-    """Run one registered strategy on outputs and keep its scores for the journal."""
+def selection_from_outputs(outputs: PoolOutputs, name: str, budget: int, seed: int,
+                           block: int) -> Selection:
+    """Run one registered strategy on outputs, keeping scores for the journal.
+
+    `block` is the alignment unit shared with the sharded path (RayScorer), so a
+    set strategy computes exactly what it computes there.
+    """
     strategy = get(name)
-    ids = strategy.select(outputs, budget, seed)
     if strategy.kind == "scoring":
-        rows = np.searchsorted(outputs.ids, ids)
-        scores = strategy.score(outputs.take(rows), seed)
-    else:
-        scores = np.full(len(ids), np.nan)
-    return Selection(ids, scores)
+        return Selection(*top_b_scored(outputs.ids, strategy.score(outputs, seed), budget))
+    ids = strategy.select(outputs, budget, seed, block=block)
+    return Selection(ids, np.full(len(ids), np.nan))
 
 
 @dataclass
@@ -76,7 +78,7 @@ class LocalScorer:
         t0 = time.perf_counter()
         out = self.outputs(model, positions, names, seed, labeled_positions)
         t1 = time.perf_counter()
-        sels = {n: selection_from_outputs(out, n, budget, seed) for n in names}
+        sels = {n: selection_from_outputs(out, n, budget, seed, self.batch_size) for n in names}
         if timings is not None:
             timings["score_s"] = timings.get("score_s", 0.0) + t1 - t0
             timings["select_s"] = timings.get("select_s", 0.0) + time.perf_counter() - t1

@@ -10,6 +10,8 @@ import pytest
 from autoal_dist import store
 from autoal_dist.cli import main
 
+pytestmark = pytest.mark.usefixtures("ray_cluster")  # `run` scores on Ray actors
+
 FAST = ["--init", "10", "--budget", "10", "--rounds", "2", "--epochs", "1", "--quiet",
         "--candidates", "entropy,margin"]
 

@@ -1,0 +1,158 @@
+"""RayScorer: the round's scoring pass on K actors over contiguous, aligned shards.
+
+Same contract as `autoal_dist.scoring.LocalScorer.select_many`, and the same
+results bit for bit: shards start on multiples of the alignment unit (the
+scoring batch size), set strategies use that unit as their block, and every
+merge follows a total order (score desc / key asc, then smallest id).
+
+Fault tolerance: actors restart (max_restarts=-1) and Ray retries their calls;
+a restarted actor has lost its round state and answers NeedsRebuild. The driver
+then re-runs that shard's `prepare` and replays the calls logged for it. Every
+call is deterministic, so the rebuilt shard equals the lost one and the round's
+selection does not change.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import ray
+from ray.exceptions import RayTaskError
+
+from autoal_dist.data.transforms import Normalizer
+from autoal_dist.distributed.actors import ModelSpec, NeedsRebuild, ScorerActor, ShardTask
+from autoal_dist.models.backbones import Classifier
+from autoal_dist.scoring import Selection
+from autoal_dist.strategies.sharded import shard_slices
+from autoal_dist.strategies import get, merge_top_b, needs_of
+
+REBUILD_ATTEMPTS = 5
+# Shard methods whose result the driver does not need at once: sent without
+# waiting, the actor runs them in order before the next call.
+FIRE_AND_FORGET = frozenset({"add_center"})
+
+
+def _needs_rebuild(err: BaseException) -> bool:
+    return isinstance(err, RayTaskError) and isinstance(err.as_instanceof_cause(), NeedsRebuild)
+
+
+class ShardProxy:
+    """Driver-side handle of one actor's shard; looks like a local shard object
+    (`best`, `add_center`, `assign`, `nearest`, ...) to the strategy drivers."""
+
+    def __init__(self, scorer: "RayScorer", k: int, name: str | None = None) -> None:
+        self.scorer, self.k, self.name = scorer, k, name
+        self.log: list[tuple[str, tuple]] = []  # (actor method, args) since prepare
+        self.pending: list[ray.ObjectRef] = []
+
+    def submit(self, method: str, *args: Any, wait: bool = True) -> Any:
+        self.log.append((method, args))
+        ref = getattr(self.scorer.actors[self.k], method).remote(*args)
+        if not wait:
+            self.pending.append(ref)
+            return None
+        return self.scorer.resolve(self, ref)
+
+    def __getattr__(self, method: str):
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return lambda *args: self.submit("shard_call", self.scorer.key, self.name, method, args,
+                                         wait=method not in FIRE_AND_FORGET)
+
+
+class RayScorer:
+    """K ScorerActors holding the campaign's pool, reused round after round."""
+
+    def __init__(self, x: np.ndarray, normalize: Normalizer, spec: ModelSpec, *, shards: int,
+                 batch_size: int = 256, mc_samples: int = 10, use_gpu: bool = False) -> None:
+        self.batch_size, self.mc_samples = batch_size, mc_samples
+        self.x_ref = ray.put(x)  # once per campaign; actors read it zero-copy
+        gpus = ray.cluster_resources().get("GPU", 0) if use_gpu else 0
+        opts = {"num_cpus": 1, "num_gpus": min(1.0, gpus / shards) if gpus else 0}
+        device = "cuda" if gpus else "cpu"
+        self.actors = [ScorerActor.options(**opts).remote([self.x_ref], normalize, spec, device)
+                       for _ in range(shards)]
+        self.key = ""
+        self.tasks: list[ShardTask] = []
+        self.weights_ref: ray.ObjectRef | None = None
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.actors)
+
+    def close(self) -> None:
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        self.actors = []
+
+    def resolve(self, proxy: ShardProxy, ref: ray.ObjectRef) -> Any:
+        """ray.get, rebuilding the shard and replaying its log if its actor restarted."""
+        actor = self.actors[proxy.k]
+        for _ in range(REBUILD_ATTEMPTS):
+            try:
+                ray.get(proxy.pending)
+                proxy.pending = []
+                return ray.get(ref)
+            except RayTaskError as err:
+                if not _needs_rebuild(err):
+                    raise
+            proxy.pending = []
+            ray.get(actor.prepare.remote(self.tasks[proxy.k], self.weights_ref))
+            ray.get([getattr(actor, m).remote(*a) for m, a in proxy.log[:-1]])
+            method, args = proxy.log[-1]
+            ref = getattr(actor, method).remote(*args)
+        raise RuntimeError(f"scorer shard {proxy.k} kept losing its state; giving up")
+
+    # ---- per round ------------------------------------------------------------------
+    def prepare(self, model: Classifier, positions: np.ndarray, names: list[str], seed: int,
+                labeled_positions: np.ndarray) -> np.ndarray | None:
+        """Broadcast weights, run the forward pass on every shard; gather labeled embeddings."""
+        needs = needs_of(names)
+        want_lab = "labeled_embeddings" in needs
+        self.key = f"{seed}:{len(positions)}:{int(positions.sum())}:{','.join(names)}"
+        self.weights_ref = ray.put({k: v.detach().cpu().numpy()
+                                    for k, v in model.state_dict().items()})
+        unl = shard_slices(len(positions), self.num_shards, self.batch_size)
+        lab = shard_slices(len(labeled_positions), self.num_shards, self.batch_size)
+        self.tasks = [ShardTask(self.key, positions[u], u.start,
+                                labeled_positions[l] if want_lab else np.empty(0, np.int64),
+                                needs | {"probs", "embeddings"}, self.batch_size,
+                                self.mc_samples, seed)
+                      for u, l in zip(unl, lab)]
+        parts = ray.get([a.prepare.remote(t, self.weights_ref)
+                         for a, t in zip(self.actors, self.tasks)])
+        embs = [p for p in parts if p is not None]
+        return np.concatenate(embs) if want_lab and embs else None
+
+    def _top_b(self, name: str, budget: int, seed: int) -> Selection:
+        proxies = [ShardProxy(self, k) for k in range(self.num_shards)]
+        refs = []
+        for p in proxies:  # submit all, then wait: shards score in parallel
+            p.log.append(("top_b", (self.key, name, budget, seed)))
+            refs.append(self.actors[p.k].top_b.remote(self.key, name, budget, seed))
+        return Selection(*merge_top_b([self.resolve(p, r) for p, r in zip(proxies, refs)], budget))
+
+    def _set_select(self, name: str, budget: int, seed: int,
+                    labeled_embeddings: np.ndarray | None) -> Selection:
+        lab_ref = ray.put(labeled_embeddings) if labeled_embeddings is not None else None
+        proxies = [ShardProxy(self, k, name) for k, t in enumerate(self.tasks)
+                   if len(t.positions)]
+        for p in proxies:
+            p.submit("shard_init", self.key, name, self.tasks[p.k].start, self.batch_size,
+                     lab_ref, wait=False)
+        ids = get(name).drive(proxies, budget, seed)
+        return Selection(ids, np.full(len(ids), np.nan))
+
+    def select_many(self, model, positions, names, budget, seed, labeled_positions,
+                    timings=None) -> dict[str, Selection]:
+        t0 = time.perf_counter()
+        lab_emb = self.prepare(model, np.asarray(positions, np.int64), names, seed,
+                               np.asarray(labeled_positions, np.int64))
+        t1 = time.perf_counter()
+        out = {n: self._top_b(n, budget, seed) if get(n).kind == "scoring"
+               else self._set_select(n, budget, seed, lab_emb) for n in names}
+        if timings is not None:
+            timings["score_s"] = timings.get("score_s", 0.0) + t1 - t0
+            timings["select_s"] = timings.get("select_s", 0.0) + time.perf_counter() - t1
+        return out
