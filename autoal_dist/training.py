@@ -1,12 +1,16 @@
-"""Train the task classifier on the labeled set (one process; Ray Train wraps this loop).
+"""Train the task classifier on the labeled set: one loop for every execution mode.
 
-Reproducible for a seed: weights are initialised, shuffled and augmented from
-explicit generators.
+The loop is what Ray Train runs on each worker (distributed/train.py) and what
+local mode runs in-process. Every rank draws the same global batch from the same
+generator and takes its strided slice, so DDP's averaged gradient is the
+single-process gradient of that batch. The loop's whole state (weights,
+optimizer, schedule, generators, position) can be checkpointed and resumed, so a
+crashed worker group restarts where it left off, not from scratch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -39,8 +43,35 @@ def num_steps(n: int, s: TrainSettings) -> int:
     return max(s.epochs * per_epoch, s.min_steps)
 
 
+def unwrap(model: torch.nn.Module) -> Classifier:
+    """The Classifier inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
+class BatchSampler:
+    """Global batches of indices, reshuffled each epoch; never a batch of 1 (BatchNorm)."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
+        self.n, self.batch_size, self.gen = n, batch_size, generator
+        self.order, self.pos = torch.randperm(n, generator=generator), 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos >= self.n or (self.n - self.pos < 2 <= self.n):
+            self.order, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        idx = self.order[self.pos:self.pos + self.batch_size]
+        self.pos += len(idx)
+        return idx
+
+    def state(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "order": self.order, "pos": self.pos}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        self.order, self.pos = state["order"], int(state["pos"])
+
+
 def train_classifier(
-    model: Classifier,
+    model: torch.nn.Module,
     x: np.ndarray,
     y: np.ndarray,
     normalize: Normalizer,
@@ -50,25 +81,41 @@ def train_classifier(
     use_augment: bool = False,
     device: str | torch.device = "cpu",
     progress: Callable[[int, float], None] | None = None,
+    rank: int = 0,
+    world: int = 1,
+    resume: dict[str, Any] | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> Classifier:
-    """Fit `model` in place on (x, y) with cosine-decayed LR; returns it in eval mode."""
+    """Fit `model` (a Classifier, possibly DDP-wrapped) on (x, y); returns it in eval mode.
+
+    Cosine-decayed LR over `num_steps`. With `checkpoint_every`, calls
+    `on_checkpoint(state)` every that many steps and at the end; `resume` is such
+    a state, and training continues from it exactly.
+    """
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
     opt = OPTIMIZERS[settings.optimizer](model.parameters(), settings)
     steps = num_steps(len(x), settings)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    sampler = BatchSampler(len(x), settings.batch_size, gen)
     y_t = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    order = torch.randperm(len(x), generator=gen)
-    pos = 0
-    for step in range(steps):
-        if pos >= len(x):
-            order, pos = torch.randperm(len(x), generator=gen), 0
-        idx = order[pos:pos + settings.batch_size]
-        pos += settings.batch_size
-        if len(idx) < 2 and len(x) >= 2:  # BatchNorm needs >= 2 samples
-            order, pos = torch.randperm(len(x), generator=gen), 0
-            idx = order[:settings.batch_size]
-            pos = len(idx)
+    start = 0
+    if resume is not None:
+        unwrap(model).load_state_dict(resume["model"])
+        opt.load_state_dict(resume["opt"])
+        sched.load_state_dict(resume["sched"])
+        sampler.load(resume["sampler"])
+        torch.set_rng_state(resume["torch_rng"])
+        start = int(resume["step"])
+
+    def state(step: int) -> dict[str, Any]:
+        return {"step": step, "model": unwrap(model).state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "sampler": sampler.state(),
+                "torch_rng": torch.get_rng_state()}
+
+    for step in range(start, steps):
+        idx = sampler.next()[rank::world]  # this rank's slice of the global batch
         xb = normalize(x[idx.numpy()])
         if use_augment:
             xb = augment(xb, gen)
@@ -79,4 +126,8 @@ def train_classifier(
         sched.step()
         if progress:
             progress(step, loss.item())
-    return model.eval()
+        if on_checkpoint and checkpoint_every and (step + 1) % checkpoint_every == 0:
+            on_checkpoint(state(step + 1))
+    if on_checkpoint and checkpoint_every and steps % checkpoint_every:
+        on_checkpoint(state(steps))
+    return unwrap(model).eval()

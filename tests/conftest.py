@@ -29,8 +29,10 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
+        # The dashboard serves the state API, which Ray Train's retry path and Tune's
+        # early stopping query; without it a retried worker group is torn down.
         ray.init(address="local", num_cpus=4, object_store_memory=300 * 1024 * 1024,
-                 include_dashboard=False, log_to_driver=False)
+                 include_dashboard=True, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -10,7 +10,7 @@ from autoal_dist import store
 from autoal_dist.cli import main
 from autoal_dist.data import load_dataset
 from autoal_dist.data.transforms import Normalizer
-from autoal_dist.distributed.actors import ModelSpec
+from autoal_dist.models.backbones import ModelSpec
 from autoal_dist.distributed.scorer import RayScorer, ShardProxy
 from autoal_dist.models import build_model
 from autoal_dist.scoring import LocalScorer

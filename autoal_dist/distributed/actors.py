@@ -18,26 +18,13 @@ import torch
 
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.inference import compute_outputs
-from autoal_dist.models.backbones import build_model
+from autoal_dist.models.backbones import ModelSpec
 from autoal_dist.outputs import PoolOutputs
 from autoal_dist.strategies import get, top_b_scored
 
 
 class NeedsRebuild(RuntimeError):
     """The actor holds no state for this round/shard (it restarted); re-prepare and replay."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Enough to rebuild the classifier's architecture in another process."""
-
-    name: str
-    input_shape: tuple[int, ...]
-    num_classes: int
-    dropout: float
-
-    def build(self):
-        return build_model(self.name, self.input_shape, self.num_classes, self.dropout)
 
 
 @dataclass(frozen=True)

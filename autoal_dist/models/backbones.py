@@ -7,6 +7,7 @@ not of the process that happens to run it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -118,3 +119,25 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
     if (name == "mlp") != (len(input_shape) == 1):
         raise ValueError(f"model {name!r} does not fit inputs of shape {input_shape}")
     return MODELS[name](input_shape, num_classes, dropout, pretrained=pretrained)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Enough to rebuild a classifier's architecture in another process (actor, worker)."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    dropout: float
+    pretrained: str | None = None
+
+    @classmethod
+    def resolve(cls, name: str, input_shape: tuple[int, ...], num_classes: int, dropout: float,
+                pretrained: str | None = None) -> "ModelSpec":
+        """`auto` resolved now, so every process builds the same architecture."""
+        name = auto_model_name(input_shape) if name == "auto" else name
+        return cls(name, tuple(input_shape), num_classes, dropout, pretrained)
+
+    def build(self) -> Classifier:
+        return build_model(self.name, self.input_shape, self.num_classes, self.dropout,
+                           self.pretrained)

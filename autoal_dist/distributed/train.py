@@ -1,0 +1,138 @@
+"""Classifier training as a Ray Train (V2) TorchTrainer job.
+
+`workers=0` is Ray Train's local mode (the loop runs in this process: tests,
+laptops); `workers=N` runs N DDP workers (gloo on CPU, nccl on GPU). Each round
+gets a unique run name, because reusing a name silently resumes the old run.
+Rank 0 checkpoints the loop's whole state under the run directory; a crashed
+worker group is restarted by FailureConfig and resumes from the last checkpoint.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from autoal_dist.data.transforms import Normalizer
+from autoal_dist.models.backbones import ModelSpec
+from autoal_dist.models.backbones import Classifier
+from autoal_dist.training import TrainSettings, num_steps, train_classifier
+
+STATE_FILE = "train_state.pt"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything a worker needs, small enough to ship in train_loop_config."""
+
+    spec: ModelSpec
+    settings: TrainSettings
+    seed: int
+    use_augment: bool
+    checkpoint_every: int
+    threads: int = 1  # torch CPU threads (see TrainConfig.threads)
+    fail_at_step: int = -1  # test hook: crash the first attempt at this step
+
+
+def _load_state(checkpoint: ray.train.Checkpoint | None) -> dict[str, Any] | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def _report(state: dict[str, Any], rank: int, local_dir: Path | None) -> None:
+    """Rank 0 saves the loop state as a checkpoint; every rank reports (a collective).
+
+    Worker groups write to a temp dir that Ray uploads to the run's storage and
+    deletes. Local mode does not upload, so it writes under `local_dir` (inside
+    the run directory) and keeps only the newest checkpoint.
+    """
+    metrics = {"step": state["step"]}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    if local_dir is None:
+        d = Path(tempfile.mkdtemp(prefix="autoal-ckpt-"))
+    else:
+        d = local_dir / f"step_{state['step']:08d}"
+        d.mkdir(parents=True, exist_ok=True)
+    torch.save(state, d / STATE_FILE)
+    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(d)),
+                     delete_local_checkpoint_after_upload=local_dir is None)
+    if local_dir is not None:
+        for old in local_dir.iterdir():
+            if old != d:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the fail_at_step test hook."""
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs on every worker (or in-process in local mode)."""
+    job: TrainJob = config["job"]
+    x, y = ray.get(config["x"]), ray.get(config["y"])
+    normalize: Normalizer = config["normalize"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    resume = _load_state(ray.train.get_checkpoint())
+    torch.set_num_threads(job.threads)
+    torch.manual_seed(job.seed)  # identical initial weights on every rank
+    model = job.spec.build()
+    device = ray.train.torch.get_device()
+    if world > 1:
+        model = ray.train.torch.prepare_model(model)
+
+    local_dir = Path(config["local_dir"]) if config["local_dir"] else None
+
+    def on_checkpoint(state: dict[str, Any]) -> None:
+        _report(state, rank, local_dir)
+
+    def progress(step: int, loss: float) -> None:
+        if step == job.fail_at_step and resume is None:
+            raise InjectedFailure(f"injected failure at step {step}")
+
+    train_classifier(model, x, y, normalize, job.settings, job.seed,
+                     use_augment=job.use_augment, device=device, rank=rank, world=world,
+                     resume=resume, checkpoint_every=job.checkpoint_every,
+                     on_checkpoint=on_checkpoint, progress=progress)
+
+
+def fit_classifier(x: np.ndarray, y: np.ndarray, normalize: Normalizer, job: TrainJob, *,
+                   workers: int, use_gpu: bool, storage: Path, name: str,
+                   max_failures: int = 2) -> Classifier:
+    """Train through a TorchTrainer and return the final weights in a local Classifier."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    run_name = f"{name}-{uuid.uuid4().hex[:8]}"  # never resume a stale run by name
+    storage = Path(storage).absolute()
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"job": job, "x": ray.put(x), "y": ray.put(y), "normalize": normalize,
+                           "local_dir": str(storage / run_name / "local") if workers == 0 else ""},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu and workers > 0),
+        run_config=RunConfig(
+            name=run_name, storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1)),
+    )
+    result = trainer.fit()
+    state = _load_state(result.checkpoint)
+    if state is None or state["step"] != num_steps(len(x), job.settings):
+        raise RuntimeError(f"training run {run_name} ended without its final checkpoint")
+    torch.manual_seed(job.seed)
+    model = job.spec.build()
+    model.load_state_dict(state["model"])
+    # The checkpoints exist to survive a crash inside this fit; the round's result
+    # is the returned weights, so they would only fill the disk (~100 MB per ResNet round).
+    shutil.rmtree(storage / run_name, ignore_errors=True)
+    return model.eval()
