@@ -6,6 +6,7 @@ next starts, so a campaign resumes from whatever its files say, exactly.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -15,12 +16,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from autoal_dist import store
+from autoal_dist import labeling, store
 from autoal_dist.config import Config, check_against_data
 from autoal_dist.data import Dataset, load_dataset
 from autoal_dist.data.transforms import Normalizer, wants_augmentation
+from autoal_dist.faults import crashpoint
 from autoal_dist.inference import predict
-from autoal_dist.models.backbones import Classifier, auto_model_name, build_model
+from autoal_dist.models.backbones import Classifier, ModelSpec
 from autoal_dist.policies import RoundContext, policy_for
 from autoal_dist.scoring import LocalScorer, Scorer
 from autoal_dist.seeds import derive
@@ -52,6 +54,10 @@ class Campaign:
         self.device = "cuda" if cfg.gpu and torch.cuda.is_available() else "cpu"
         self.normalize = Normalizer.fit(data.train_x)
         self.show_progress = show_progress
+        self.awaiting: int | None = None  # oracle files: the round whose batch awaits labels
+        self.spec = ModelSpec.resolve(cfg.model, data.input_shape, data.num_classes,
+                                      cfg.train.dropout, cfg.pretrained)
+        self.ray_train = False  # True: classifier training runs as a Ray Train job
         self.scorer = scorer or LocalScorer(data.train_x, self.normalize, cfg.score.batch_size,
                                             cfg.score.mc_samples, self.device, show_progress)
 
@@ -59,14 +65,12 @@ class Campaign:
     def on_ray(cls, cfg: Config, run_dir: Path, data: Dataset, show_progress: bool = True):
         """The campaign with its scoring pass on `cfg.shards` Ray actors (0 = one per CPU/GPU)."""
         from autoal_dist.distributed import default_shards, ensure_ray
-        from autoal_dist.distributed.actors import ModelSpec
         from autoal_dist.distributed.scorer import RayScorer
 
         ensure_ray()
         camp = cls(cfg, run_dir, data, show_progress=show_progress)
-        model = cfg.model if cfg.model != "auto" else auto_model_name(data.input_shape)
-        spec = ModelSpec(model, data.input_shape, data.num_classes, cfg.train.dropout)
-        camp.scorer = RayScorer(data.train_x, camp.normalize, spec,
+        camp.ray_train = True
+        camp.scorer = RayScorer(data.train_x, camp.normalize, camp.spec,
                                 shards=cfg.shards or default_shards(cfg.gpu),
                                 batch_size=cfg.score.batch_size, mc_samples=cfg.score.mc_samples,
                                 use_gpu=cfg.gpu)
@@ -98,27 +102,55 @@ class Campaign:
 
     # ---- phases ---------------------------------------------------------------------
     def train(self, labeled: np.ndarray, round_: int) -> Classifier:
+        """Fit a fresh classifier on the labeled set (seeded by campaign seed and round)."""
         from tqdm import tqdm
 
         cfg, t = self.cfg, self.cfg.train
         seed = derive(cfg.seed, round_, "train")
-        torch.manual_seed(seed)
-        model = build_model(cfg.model, self.data.input_shape, self.data.num_classes,
-                            t.dropout, cfg.pretrained)
         settings = TrainSettings(t.epochs, t.batch_size, t.lr, t.optimizer, t.weight_decay,
                                  t.min_steps)
-        with tqdm(total=num_steps(len(labeled), settings), desc=f"train r{round_}", leave=False,
+        x, y = self.data.train_x[labeled], self.data.train_y[labeled]
+        use_augment = wants_augmentation(t.augment, self.data.input_shape)
+        steps = num_steps(len(x), settings)
+        if self.ray_train:
+            from autoal_dist.distributed.train import TrainJob, fit_classifier
+
+            job = TrainJob(self.spec, settings, seed, use_augment, max(1, steps // 4), t.threads)
+            return fit_classifier(x, y, self.normalize, job, workers=cfg.workers,
+                                  use_gpu=cfg.gpu, storage=self.run_dir / "train",
+                                  name=f"round{round_:03d}")
+        torch.set_num_threads(t.threads)
+        torch.manual_seed(seed)
+        with tqdm(total=steps, desc=f"train r{round_}", leave=False,
                   disable=not self.show_progress) as bar:
+
+            def progress(step: int, loss: float) -> None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+                crashpoint("train_step", round_)
+
             return train_classifier(
-                model, self.data.train_x[labeled], self.data.train_y[labeled], self.normalize,
-                settings, seed, use_augment=wants_augmentation(t.augment, self.data.input_shape),
-                device=self.device, progress=lambda step, loss: (bar.update(1),
-                                                                 bar.set_postfix(loss=f"{loss:.3f}")))
+                self.spec.build(), x, y, self.normalize, settings, seed, use_augment=use_augment,
+                device=self.device, progress=progress)
 
     def evaluate(self, model: Classifier) -> float:
         pred = predict(model, self.data.test_x, self.normalize, self.cfg.train.eval_batch_size,
                        self.device)
         return float((pred == self.data.test_y).mean())
+
+    def reveal_labels(self, round_: int) -> bool:
+        """Oracle files: train on the labels people imported, never the dataset's.
+
+        False (and `self.awaiting` set) while a batch journaled in rounds 0..round_ still
+        lacks labels: the campaign stops there until `autoal-dist import` supplies them.
+        """
+        awaiting = labeling.awaiting_round(self.run_dir)
+        if awaiting is not None and awaiting <= round_:
+            self.awaiting = awaiting
+            return False
+        self.data = dataclasses.replace(
+            self.data, train_y=labeling.revealed_labels(self.run_dir, len(self.data.train_y)))
+        return True
 
     # ---- the loop -------------------------------------------------------------------
     def run(self) -> list[dict]:
@@ -130,16 +162,21 @@ class Campaign:
         rows = self.completed_rows()
         policy = policy_for(cfg.strategy)
         for r in range(len(rows), cfg.rounds + 1):
+            if cfg.oracle == "files" and not self.reveal_labels(r):
+                break
             labeled = self.labeled_through(r)
             t0 = time.perf_counter()
             model = self.train(labeled, r)
+            crashpoint("trained", r)
             t1 = time.perf_counter()
             acc = self.evaluate(model)
+            crashpoint("evaluated", r)
             t2 = time.perf_counter()
             ctx = RoundContext(cfg, self.data, self.normalize, model, self.scorer, r, labeled,
                                np.setdiff1d(np.arange(n_pool), labeled), self.device, self.run_dir)
             if r < cfg.rounds and (r + 1) not in store.journal_rounds(self.run_dir):
                 sel = policy(ctx)
+                crashpoint("selected", r)
                 store.write_round(self.run_dir, r + 1, sel.ids, cfg.strategy, sel.scores)
             rows.append({"round": r, "n_labeled": len(labeled), "accuracy": acc,
                          "strategy": cfg.strategy, "train_s": t1 - t0, "eval_s": t2 - t1,

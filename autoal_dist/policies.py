@@ -58,15 +58,5 @@ def policy_for(strategy: str) -> Policy:
 
 
 
-def _register_builtin_policies() -> None:
-    """Import modules that add policies (AutoAL); done last to avoid an import cycle."""
-    import importlib
-
-    try:
-        importlib.import_module("autoal_dist.autoal.policy")
-    except ModuleNotFoundError as e:  # the AutoAL package is optional only while it is being built
-        if e.name != "autoal_dist.autoal.policy":
-            raise
-
-
-_register_builtin_policies()
+# AutoAL registers itself here; imported last because it imports this module.
+from autoal_dist.autoal import policy as _autoal_policy  # noqa: E402,F401

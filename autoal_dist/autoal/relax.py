@@ -1,0 +1,108 @@
+"""The relaxed top-r membership (AUTOAL.md steps 3-5): z = A.w, p = softmax(z), s, soft count c.
+
+Two choices AUTOAL.md leaves open, made here on measurements (issue #4 note):
+- t and tau are differentiated through. t follows p (it is a quantile of p); with
+  t detached, the soft count's gradient pushes the samples near t down, t moves
+  down with them, nothing changes, and sum(s) drifts to ~N/2 within a few dozen
+  steps. With t in the graph, c's gradient is the true one and holds sum(s) ~ rN.
+- Everything after the aggregation runs in float64: the vectors are short, and the
+  `reference` temperature (1e-11) is only an exact 0/1 step (zero gradient) when p
+  and t carry float64 precision, which is the behaviour that mode reproduces.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.special import ndtr
+from sklearn.mixture import GaussianMixture
+
+from autoal_dist.config import AutoALConfig
+
+REFERENCE_TAU = 1e-11  # the released code's temperature
+BISECTION_STEPS = 200  # more halvings than float64 can resolve; the loop stops when it cannot
+
+
+@dataclass
+class Relaxed:
+    p: torch.Tensor  # [n] float64, softmax over the rows
+    t: float  # threshold: the (1 - r)-quantile of p
+    tau: float  # sigmoid temperature
+    s: torch.Tensor  # [n] float64 relaxed membership in the top r
+    c: torch.Tensor  # scalar soft count |sum s - rN| / (rN)
+
+
+def aggregate(memberships: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """z_j = sum_m A[j, m] w_m(x_j), in float64."""
+    return (memberships.double() * weights.double()).sum(dim=1)
+
+
+def mixture_quantile(means: np.ndarray, stds: np.ndarray, mix: np.ndarray, level: float) -> float:
+    """x with sum_k mix_k Phi((x - mean_k) / std_k) = level, by bisection (the CDF is monotone)."""
+    lo, hi = float(np.min(means - 10 * stds)), float(np.max(means + 10 * stds))
+    for _ in range(BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if float(mix @ ndtr((mid - means) / stds)) < level:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def gmm_threshold(p: np.ndarray, level: float, components: int, seed: int) -> float:
+    """The `level`-quantile of a 1-D Gaussian mixture fitted to p.
+
+    Fitted to standardized p with sklearn's default reg_covar, i.e. reg_covar scaled
+    by var(p) on the raw values: the released code's unscaled 1e-6 exceeds var(p)
+    (p ~ 1/N), which blurs every component into one. k-means++ seeding instead of a
+    full k-means keeps the per-iteration fit at a few ms.
+    """
+    mean, std = float(p.mean()), float(p.std())
+    if std == 0.0:
+        return mean
+    u = ((p - mean) / std)[:, None]
+    k = min(components, len(np.unique(u)))
+    gmm = GaussianMixture(k, init_params="k-means++", random_state=seed).fit(u)
+    t = mixture_quantile(gmm.means_[:, 0], np.sqrt(gmm.covariances_[:, 0, 0]), gmm.weights_, level)
+    return mean + std * t
+
+
+def threshold(p: torch.Tensor, r: float, method: str, components: int, seed: int) -> torch.Tensor:
+    """t = (1 - r)-quantile of p, in the graph.
+
+    `empirical`: torch.quantile (linear interpolation, as numpy's default). `gmm`:
+    the fitted mixture's quantile as the value, with the empirical quantile's
+    gradient (both move with p alike under shifts and scalings of p; the EM fit has
+    no gradient of its own).
+    """
+    t = torch.quantile(p, 1.0 - r)
+    if method == "empirical":
+        return t
+    value = gmm_threshold(p.detach().cpu().numpy(), 1.0 - r, components, seed)
+    return t + (value - t).detach()
+
+
+def temperature(a: AutoALConfig, p: torch.Tensor) -> torch.Tensor:
+    """tau: `auto` = tau_std_fraction * std(p) (in the graph), `reference` = 1e-11, or a number.
+
+    With all p equal, s = 1/2 whatever tau is; `auto` then uses 1 so 0/0 cannot occur.
+    """
+    if a.tau == "auto":
+        std = p.std(unbiased=False)
+        if float(std.detach()) > 0:
+            return a.tau_std_fraction * std
+    fixed = {"auto": 1.0, "reference": REFERENCE_TAU}.get(a.tau)
+    return torch.tensor(float(a.tau) if fixed is None else fixed, dtype=p.dtype, device=p.device)
+
+
+def relax(z: torch.Tensor, r: float, a: AutoALConfig, seed: int) -> Relaxed:
+    """s_j = sigmoid((p_j - t) / tau) and the soft count c, over the rows of z."""
+    p = torch.softmax(z.double(), dim=0)
+    t = threshold(p, r, a.threshold, a.gmm_components, seed)
+    tau = temperature(a, p)
+    s = torch.sigmoid((p - t) / tau)
+    target = r * len(p)
+    return Relaxed(p, float(t.detach()), float(tau.detach()), s, torch.abs(s.sum() - target) / target)

@@ -1,0 +1,207 @@
+"""One round of AutoAL's search on the labeled set (AUTOAL.md "One round of search").
+
+L is split 50/50 afresh each round into L_fit and L_search; the candidates'
+memberships on L_search come from f's outputs once; FitNet is pre-fit on L_fit;
+then SearchNet, the loss head and FitNet take first-order steps together: one
+forward pass per iteration, each net stepping on its own objective with the
+others' outputs detached (AUTOAL.md's alternation; no second-order term).
+
+Batching: AUTOAL.md defines p, t, s and c over the rows being relaxed (softmax over
+j, count against r*N). We relax over a minibatch of `autoal.batch_size` rows of
+L_search per iteration (N = rows in the batch), which is the full L_search whenever
+it fits in one batch (always on digits) and keeps each step's cost bounded on
+paper-sized L (~10k search rows). Rows, memberships and losses are aligned by
+indexing the same row numbers of `Rows.ids`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from autoal_dist.autoal.memberships import candidate_memberships, search_q
+from autoal_dist.autoal.objectives import columns, fitnet_objective, searchnet_objective
+from autoal_dist.autoal.relax import aggregate
+from autoal_dist.config import AutoALConfig, Config
+from autoal_dist.data import Dataset
+from autoal_dist.data.transforms import Normalizer
+from autoal_dist.models.autoal_nets import SearchNet, SearchOutput, build_fitnet
+from autoal_dist.models.backbones import Classifier
+from autoal_dist.scoring import LocalScorer
+from autoal_dist.seeds import derive
+
+if TYPE_CHECKING:
+    from autoal_dist.policies import RoundContext
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Samples of one set, aligned by explicit pool ids (sorted)."""
+
+    ids: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def of(cls, data: Dataset, ids: np.ndarray) -> "Rows":
+        return cls(ids, data.train_x[ids], data.train_y[ids])
+
+    def batch(self, rows: np.ndarray, normalize: Normalizer,
+              device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval transforms (no augmentation): l and A must describe the same input."""
+        return (normalize(self.x[rows]).to(device),
+                torch.from_numpy(np.asarray(self.y[rows], np.int64)).to(device))
+
+
+@dataclass
+class SearchModels:
+    """The nets and their optimizers; optimizer state persists across every step."""
+
+    searchnet: SearchNet
+    fitnet: Classifier
+    search_opt: torch.optim.Optimizer
+    loss_head_opt: torch.optim.Optimizer | None
+    fit_opt: torch.optim.Optimizer
+    schedules: list[torch.optim.lr_scheduler.LRScheduler]
+
+    def train(self) -> None:
+        self.searchnet.train()
+        self.fitnet.train()
+
+    def fit_step(self, loss: torch.Tensor) -> None:
+        """A FitNet-only step (pre-fit)."""
+        self.fit_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.fit_opt.step()
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One step of every net on the sum of their objectives (cross terms are detached,
+        so each net gets exactly its own objective's gradient), then decay the SGD rates."""
+        opts = [o for o in (self.search_opt, self.loss_head_opt, self.fit_opt) if o is not None]
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        loss.backward()
+        for o in opts:
+            o.step()
+        for s in self.schedules:
+            s.step()
+
+
+def build_models(cfg: Config, input_shape: tuple[int, ...], num_classes: int,
+                 device: str) -> SearchModels:
+    """SearchNet (+ loss head) with cosine-decayed SGD, FitNet with Adam (AUTOAL.md step 6).
+
+    The loss head uses SearchNet's momentum, weight decay and decay schedule (LPL's
+    own recipe is SGD, momentum 0.9, wd 5e-4) at its own rate `loss_head_lr`.
+    """
+    a = cfg.autoal
+    searchnet = SearchNet(cfg.model, input_shape, num_classes, len(cfg.candidates),
+                          a.use_loss_head, cfg.pretrained).to(device)
+    fitnet = build_fitnet(cfg.model, input_shape, num_classes, cfg.train.dropout,
+                          cfg.pretrained).to(device)
+
+    def sgd(params: list[torch.nn.Parameter], lr: float) -> torch.optim.SGD:
+        return torch.optim.SGD(params, lr=lr, momentum=a.searchnet_momentum,
+                               weight_decay=a.searchnet_weight_decay)
+
+    search_opt = sgd(searchnet.search_parameters(), a.searchnet_lr)
+    loss_head_opt = (sgd(list(searchnet.loss_head.parameters()), a.loss_head_lr)
+                     if searchnet.loss_head is not None else None)
+    schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(o, max(1, a.search_iters))
+                 for o in (search_opt, loss_head_opt) if o is not None]
+    fit_opt = torch.optim.Adam(fitnet.parameters(), lr=a.fitnet_lr)
+    return SearchModels(searchnet, fitnet, search_opt, loss_head_opt, fit_opt, schedules)
+
+
+def split_labeled(labeled: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """L -> (L_fit, L_search) at random 50/50, each sorted; L_search gets the odd sample."""
+    perm = np.random.default_rng(seed).permutation(np.asarray(labeled, np.int64))
+    half = len(perm) // 2
+    return np.sort(perm[:half]), np.sort(perm[half:])
+
+
+def row_batches(n: int, size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
+    """Endless batches of min(size, n) row numbers, reshuffled each pass.
+
+    The short tail of a pass is dropped (no 1-row batch reaches BatchNorm or the
+    quantile); with n <= size every batch is the whole set.
+    """
+    size = min(size, n)
+    while True:
+        order = torch.randperm(n, generator=generator).numpy()
+        for lo in range(0, n - size + 1, size):
+            yield order[lo:lo + size]
+
+
+def train_search(models: SearchModels, search: Rows, memberships: np.ndarray, fit: Rows,
+                 r: float, a: AutoALConfig, normalize: Normalizer, device: str,
+                 seed: int) -> None:
+    """FitNet pre-fit on L_fit, then `search_iters` joint first-order steps."""
+    gen = torch.Generator().manual_seed(seed)
+    fit_rows = row_batches(len(fit.ids), a.batch_size, gen)
+    search_rows = row_batches(len(search.ids), a.batch_size, gen)
+    member_t = torch.from_numpy(memberships).to(device)
+    models.train()
+    for _ in range(a.fitnet_pretrain_iters):
+        xf, yf = fit.batch(next(fit_rows), normalize, device)
+        models.fit_step(F.cross_entropy(models.fitnet(xf), yf))
+    for _ in range(a.search_iters):
+        rows = next(search_rows)
+        xs, ys = search.batch(rows, normalize, device)
+        loss = F.cross_entropy(models.fitnet(xs), ys, reduction="none")
+        losses = searchnet_objective(models.searchnet(xs), member_t[rows], loss, search.ids[rows],
+                                     r, a, seed, search_q(r, len(rows)))
+        xf, yf = fit.batch(next(fit_rows), normalize, device)
+        fit_loss = fitnet_objective(loss, losses.relaxed.s, models.fitnet(xf), yf)
+        models.step(losses.searchnet + losses.loss_head + fit_loss)
+
+
+@dataclass
+class Scores:
+    weights: np.ndarray  # [n, M (+1)] w_m(x_j)
+    columns: np.ndarray  # [n, M (+1)] 0/1 memberships, the loss head's last when used
+    z: torch.Tensor  # [n] float64 aggregate
+
+
+@torch.no_grad()
+def score_rows(net: SearchNet, x: np.ndarray, memberships: np.ndarray, ids: np.ndarray, q: int,
+               normalize: Normalizer, batch_size: int, device: str) -> Scores:
+    """SearchNet in eval mode on samples x (rows aligned with ids): weights, columns, z."""
+    net.eval()
+    outs = [net(normalize(x[lo:lo + batch_size]).to(device)) for lo in range(0, len(x), batch_size)]
+    out = SearchOutput(
+        torch.cat([o.weights for o in outs]).cpu(),
+        None if net.loss_head is None else torch.cat([o.predicted_loss for o in outs]).cpu(),
+    )
+    cols = columns(torch.from_numpy(memberships), out, ids, q)
+    return Scores(out.weights.numpy(), cols.numpy(), aggregate(cols, out.weights))
+
+
+def labeled_memberships(ctx: "RoundContext", search_ids: np.ndarray, fit_ids: np.ndarray,
+                        q: int, seed: int) -> np.ndarray:
+    """Each candidate's top-q of L_search from one eval-mode pass of the frozen f.
+
+    L_fit plays the labeled set for strategies seeded from it (k-center). Run in
+    the driver: L_search is small next to U, and its cost is search time, not score time.
+    """
+    cfg = ctx.cfg
+    scorer = LocalScorer(ctx.data.train_x, ctx.normalize, cfg.score.batch_size,
+                         cfg.score.mc_samples, ctx.device, show_progress=False)
+    outputs = scorer.outputs(ctx.model, search_ids, cfg.candidates, seed, fit_ids)
+    return candidate_memberships(outputs, cfg.candidates, q, seed)
+
+
+def search_round(ctx: "RoundContext", r: float) -> SearchNet:
+    """Split L, compute A on L_search once, train the nets; return SearchNet in eval mode."""
+    cfg = ctx.cfg
+    fit_ids, search_ids = split_labeled(ctx.labeled, derive(cfg.seed, ctx.round, "split"))
+    seed = derive(cfg.seed, ctx.round, "search")
+    memberships = labeled_memberships(ctx, search_ids, fit_ids, search_q(r, len(search_ids)), seed)
+    torch.manual_seed(seed)
+    models = build_models(cfg, ctx.data.input_shape, ctx.data.num_classes, ctx.device)
+    train_search(models, Rows.of(ctx.data, search_ids), memberships, Rows.of(ctx.data, fit_ids),
+                 r, cfg.autoal, ctx.normalize, ctx.device, seed)
+    return models.searchnet.eval()
