@@ -15,13 +15,14 @@ from typing import Any, Sequence
 
 from autoal_dist import __version__, store
 from autoal_dist.config import Config, ConfigError, build_config, read_config_file
-from autoal_dist.data import DataError
+from autoal_dist.data import DataError, Dataset
+from autoal_dist.labeling import LabelError, export_batch, import_labels, next_steps
 
 EXIT_USAGE = 2
 CONFIG_FILE = "config.json"
 # Settings a resumed campaign may change: they alter how it runs, not what it selects.
 RESUMABLE_OVERRIDES = {"rounds", "shards", "workers", "gpu"}
-NOT_YET = {"tune": 7, "bench": 10, "export": 9, "import": 9}  # command -> issue that adds it
+NOT_YET = {"tune": 7, "bench": 10}  # command -> issue that adds it
 
 
 class UsageError(Exception):
@@ -62,6 +63,17 @@ def parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild curves.png and summary.md of a run directory")
     rep.add_argument("dir")
     sub.add_parser("strategies", help="list the registered query strategies")
+    exp = sub.add_parser("export", help="write a queried batch for people to label "
+                         "(PNG images, batch.csv, Label Studio tasks)")
+    exp.add_argument("dir", help="run directory")
+    exp.add_argument("--round", type=int, help="journal round to export (default: the round "
+                     "awaiting labels)")
+    exp.add_argument("--to", required=True, help="new (or empty) directory to write")
+    exp.add_argument("--ls-root", dest="ls_root", help="Label Studio's "
+                     "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the parent of --to)")
+    imp = sub.add_parser("import", help="record people's labels for queried samples")
+    imp.add_argument("dir", help="run directory (started with --oracle files)")
+    imp.add_argument("--labels", required=True, help="UTF-8 CSV with the columns id,label")
     for name, issue in NOT_YET.items():
         sub.add_parser(name, help=f"not yet available (issue {issue})")
     return p
@@ -84,7 +96,7 @@ def fresh_run_dir(cfg: Config) -> Path:
     """--out as given (must be new or empty); else runs/<name>, suffixed -2, -3... if taken."""
     if cfg.out:
         out = Path(cfg.out)
-        if out.exists() and any(out.iterdir()):
+        if out.exists() and any(not store.is_temp(p) for p in out.iterdir()):
             raise UsageError(f"--out: {out} already holds a run; pass --resume to continue it "
                              "or choose another directory")
         return out
@@ -105,14 +117,30 @@ def dataset_fingerprint(data) -> str:
     return h.hexdigest()
 
 
+def read_run_meta(run_dir: Path, flag: str) -> dict:
+    """The run directory's config.json: stored config, dataset fingerprint, class count."""
+    meta_path = run_dir / CONFIG_FILE
+    if not meta_path.is_file():
+        raise UsageError(f"{flag}: {run_dir} holds no {CONFIG_FILE}; not a campaign run directory")
+    return json.loads(meta_path.read_text())
+
+
+def stored_data(cfg: Config, meta: dict) -> Dataset:
+    """The campaign's dataset, refused if it changed since the campaign started."""
+    from autoal_dist.campaign import prepare_data
+
+    data = prepare_data(cfg)
+    if dataset_fingerprint(data) != meta["dataset_fingerprint"]:
+        raise UsageError(f"--dataset: the data of {cfg.dataset!r} changed since the campaign "
+                         "started (fingerprint differs); the campaign needs the same data")
+    return data
+
+
 def _resume_config(args: argparse.Namespace) -> tuple[Config, Path, dict]:
     if not args.out:
         raise UsageError("--resume needs --out DIR, the run directory to continue")
     run_dir = Path(args.out)
-    meta_path = run_dir / CONFIG_FILE
-    if not meta_path.is_file():
-        raise UsageError(f"--out: {run_dir} holds no {CONFIG_FILE}; nothing to resume")
-    meta = json.loads(meta_path.read_text())
+    meta = read_run_meta(run_dir, "--out")
     stored = meta["config"]
     overrides = _overrides(args)
     overrides.pop("out", None)
@@ -133,10 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.resume:
         cfg, run_dir, meta = _resume_config(args)
-        data = prepare_data(cfg)
-        if dataset_fingerprint(data) != meta["dataset_fingerprint"]:
-            raise UsageError(f"--dataset: the data of {cfg.dataset!r} changed since the campaign "
-                             "started (fingerprint differs); resume needs the same data")
+        data = stored_data(cfg, meta)
     else:
         file_values = read_config_file(args.config) if args.config else {}
         cfg = build_config(file_values, _overrides(args))
@@ -144,15 +169,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = fresh_run_dir(cfg)
         run_dir.mkdir(parents=True, exist_ok=True)
         meta = {"config": cfg.to_dict(), "dataset_fingerprint": dataset_fingerprint(data),
-                "autoal_dist_version": __version__}
+                "num_classes": data.num_classes, "autoal_dist_version": __version__}
+        store.write_json(run_dir / CONFIG_FILE, meta)  # first: it makes the directory resumable
+    if not (run_dir / "pool.parquet").is_file():  # absent if a crash came right after config.json
         store.write_table(run_dir / "pool.parquet", store.pool_table(data.train_y, data.test_y))
-        store.write_json(run_dir / CONFIG_FILE, meta)
     print(f"run directory: {run_dir}", file=sys.stderr)
     meta["config"] = cfg.to_dict()  # a resume may raise rounds
     store.write_json(run_dir / CONFIG_FILE, meta)
     campaign = (Campaign if args.local else Campaign.on_ray)(cfg, run_dir, data,
                                                            show_progress=not args.quiet)
     campaign.run()
+    if campaign.awaiting is not None:
+        print(next_steps(run_dir, campaign.awaiting))
+        return 0
     print(write_report(run_dir))
     print(f"\noutputs: {run_dir}/ (metrics.parquet, journal/, curves.png, summary.md)")
     return 0
@@ -177,7 +206,31 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "strategies": cmd_strategies}
+def cmd_export(args: argparse.Namespace) -> int:
+    run_dir = Path(args.dir)
+    meta = read_run_meta(run_dir, "export")
+
+    def load_data():
+        return stored_data(build_config(meta["config"]), meta)
+
+    print(export_batch(run_dir, args.round, load_data, Path(args.to),
+                       Path(args.ls_root) if args.ls_root else None))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    run_dir = Path(args.dir)
+    meta = read_run_meta(run_dir, "import")
+    oracle = meta["config"]["oracle"]
+    if oracle != "files":
+        raise UsageError(f"import: {run_dir} runs with oracle {oracle!r}, which takes labels from "
+                         "the dataset; start the campaign with --oracle files to label with people")
+    print(import_labels(run_dir, Path(args.labels), meta["num_classes"]))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "strategies": cmd_strategies,
+            "export": cmd_export, "import": cmd_import}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,6 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, DataError, UsageError) as e:
+    except (ConfigError, DataError, LabelError, UsageError) as e:
         print(f"autoal-dist: error: {e}", file=sys.stderr)
         return EXIT_USAGE

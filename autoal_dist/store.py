@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from autoal_dist.faults import crashpoint
+
 JOURNAL_DIR = "journal"
 _ROUND_FILE = re.compile(r"^round_(\d{3,})\.parquet$")
 JOURNAL_SCHEMA = pa.schema([
@@ -43,11 +45,18 @@ def write_atomic(path: Path, write: "callable[[str], None]") -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        crashpoint("pre_rename", path.name)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    crashpoint("post_rename", path.name)
     _fsync_dir(path.parent)
+
+
+def is_temp(path: Path) -> bool:
+    """A temp file of write_atomic (one a killed process left behind is never read)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def write_table(path: Path, table: pa.Table) -> None:
@@ -80,8 +89,21 @@ def read_pool(run_dir: Path) -> pa.Table:
 
 # ---- journal ----------------------------------------------------------------
 
+def round_path(directory: Path, round_: int) -> Path:
+    """`directory/round_XXX.parquet`: the per-round file of the journal (and of labels/)."""
+    return Path(directory) / f"round_{round_:03d}.parquet"
+
+
+def rounds_in(directory: Path) -> list[int]:
+    """Rounds with a round_XXX.parquet in `directory`, ascending; temp files are ignored."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in d.iterdir() if (m := _ROUND_FILE.match(p.name)))
+
+
 def journal_path(run_dir: Path, round_: int) -> Path:
-    return Path(run_dir) / JOURNAL_DIR / f"round_{round_:03d}.parquet"
+    return round_path(Path(run_dir) / JOURNAL_DIR, round_)
 
 
 def write_round(run_dir: Path, round_: int, ids: np.ndarray, strategy: str,
@@ -100,10 +122,7 @@ def write_round(run_dir: Path, round_: int, ids: np.ndarray, strategy: str,
 
 def journal_rounds(run_dir: Path) -> list[int]:
     """Completed rounds, ascending. Temp files of an interrupted write are ignored."""
-    d = Path(run_dir) / JOURNAL_DIR
-    if not d.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in d.iterdir() if (m := _ROUND_FILE.match(p.name)))
+    return rounds_in(Path(run_dir) / JOURNAL_DIR)
 
 
 def read_journal(run_dir: Path) -> pa.Table:

@@ -164,6 +164,7 @@ NPZ_LAYOUT = (
     "labels int [N] or [N,1]"
 )
 NPZ_REQUIRED = ("train_images", "train_labels", "test_images", "test_labels")
+ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive of .npy files
 
 
 @register("npz", "npz:PATH")
@@ -174,10 +175,13 @@ def load_npz(arg: str, data_root: str | None, seed: int) -> Dataset:
     gets an output unit.
     """
     path = user_file("npz", arg, NPZ_LAYOUT)
+    with reading("npz", path), open(path, "rb") as f:
+        magic = f.read(len(ZIP_MAGIC))
+    if magic != ZIP_MAGIC:  # else numpy falls back to (refusing to) unpickle it: a baffling error
+        raise DataError(f"dataset 'npz': {path} is not an .npz archive (not a zip file; "
+                        f"{NPZ_LAYOUT})")
     with reading("npz", path):
         archive = np.load(path, allow_pickle=False)
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"dataset 'npz': {path} is one array, not an .npz archive ({NPZ_LAYOUT})")
     with archive:
         missing = [key for key in NPZ_REQUIRED if key not in archive.files]
         if missing:
@@ -207,8 +211,9 @@ def load_npz(arg: str, data_root: str | None, seed: int) -> Dataset:
 
 
 PARQUET_LAYOUT = (
-    "expected a parquet file with an int column 'label', optional 'split' ('train'/'test'), and "
-    "either 'image' (PNG/JPEG bytes or a {bytes, path} struct) or 'features' (list<float>)"
+    "expected a parquet file with an int column 'label', optional 'split' ('train'/'test') and "
+    "'id' (unique per row), and either 'image' (PNG/JPEG bytes or a {bytes, path} struct) or "
+    "'features' (list<float>)"
 )
 PARQUET_TEST_FRACTION = 0.2  # held out when the file has no 'split' column
 
@@ -233,9 +238,11 @@ def load_parquet(arg: str, data_root: str | None, seed: int) -> Dataset:
         )
     (kind,) = kinds
     with reading("parquet", path):
-        table = pq.read_table(path, columns=sorted(columns & {"label", "split", kind}))
+        table = pq.read_table(path, columns=sorted(columns & {"id", "label", "split", kind}))
     if table.num_rows == 0:
         raise DataError(f"{where} has no rows")
+    if "id" in columns:
+        _check_unique_ids(table.column("id"), where)
 
     labels = table.column("label")
     if not pa.types.is_integer(labels.type) or labels.null_count:
@@ -263,6 +270,21 @@ def load_parquet(arg: str, data_root: str | None, seed: int) -> Dataset:
         train = split == "train"
         tx, ty, vx, vy = x[train], y[train], x[~train], y[~train]
     return Dataset(f"parquet:{arg}", tx, ty, vx, vy, int(y.max()) + 1)
+
+
+def _check_unique_ids(column, where: str) -> None:
+    """The optional 'id' column names each sample once: a repeated id means rows were
+    duplicated (e.g. a file appended twice), which would bias training and evaluation."""
+    import pyarrow.compute as pc
+
+    if column.null_count:
+        raise DataError(f"{where} column 'id' has {column.null_count} empty values; "
+                        "every row needs an id")
+    counts = pc.value_counts(column).flatten()
+    repeated = pc.filter(counts[0], pc.greater(counts[1], 1))
+    if len(repeated):
+        raise DataError(f"{where} column 'id' repeats {len(repeated)} ids, e.g. "
+                        f"{repeated[0].as_py()!r}; each row needs its own id")
 
 
 def _image_bytes(column, where: str) -> list[bytes]:

@@ -1,0 +1,300 @@
+"""Bad input corpus: every case is exit code 2, ONE stderr line `autoal-dist: error: ...` naming
+the problem, and no change on disk (a fresh --out is not even created; an existing run
+directory keeps every byte). Inputs are generated here; nothing needs Ray or training."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from autoal_dist import labeling, store
+from autoal_dist.cli import main
+
+# oracle files: a case wrongly accepted stops after choosing the seed set instead of training
+RUN = ["run", "--local", "--quiet"]
+CAMPAIGN = [*RUN, "--init", "20", "--budget", "10", "--rounds", "2", "--oracle", "files"]
+
+
+def snapshot(d: Path) -> dict:
+    return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def fails_cleanly(capsys, argv: list[str], names: str) -> str:
+    """Exit 2 and exactly one stderr line starting `autoal-dist: error:` that contains `names`."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("autoal-dist: error:"), err
+    assert names in err, err
+    return err
+
+
+# ---- generated inputs -----------------------------------------------------------------
+
+def write(d: Path, name: str, content: str | bytes) -> str:
+    p = d / name
+    p.write_bytes(content.encode() if isinstance(content, str) else content)
+    return str(p)
+
+
+def conf(d: Path, text: str) -> str:
+    """A config file setting `text` on top of oracle files (see RUN)."""
+    return write(d, "c.yaml", "oracle: files\n" + text)
+
+
+def npz(d: Path, **changes) -> str:
+    """A valid MedMNIST-layout npz (2 classes, 8x8 grayscale), with `changes` (None = drop key)."""
+    rng = np.random.default_rng(0)
+    arrays = {"train_images": rng.integers(0, 256, (60, 8, 8), dtype=np.uint8),
+              "train_labels": np.arange(60) % 2, "test_images": rng.integers(0, 256, (20, 8, 8),
+                                                                            dtype=np.uint8),
+              "test_labels": np.arange(20) % 2}
+    for key, value in changes.items():
+        if value is None:
+            del arrays[key]
+        else:
+            arrays[key] = value
+    path = d / "data.npz"
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+def parquet(d: Path, **columns) -> str:
+    """A valid features parquet (2 classes), with columns replaced/added (None = drop)."""
+    n = 60
+    cols = {"features": [[float(i), float(i % 7)] for i in range(n)],
+            "label": [i % 2 for i in range(n)],
+            "split": ["train" if i < 45 else "test" for i in range(n)]}
+    cols.update(columns)
+    path = d / "data.parquet"
+    pq.write_table(pa.table({k: v for k, v in cols.items() if v is not None}), path)
+    return f"parquet:{path}"
+
+
+def features_with(value: float) -> list[list[float]]:
+    return [[float(i), value if i == 7 else 1.0] for i in range(60)]
+
+
+# ---- run with a fresh --out: the directory is never created ----------------------------
+
+Args = Callable[[Path], list[str]]
+RUN_CASES: list[tuple[str, Args, str]] = [
+    # config values: wrong types, out of range, unknown keys (top level and nested)
+    ("type-int", lambda d: ["--config", conf(d, "init: abc\n")], "init: must be an integer"),
+    ("type-nested", lambda d: ["--config", conf(d, "train: {epochs: 1.5}\n")],
+     "train.epochs"),
+    ("type-bool", lambda d: ["--config", conf(d, "gpu: maybe\n")], "gpu"),
+    ("type-section", lambda d: ["--config", conf(d, "train: 5\n")], "train: must be a mapping"),
+    ("range-budget", lambda d: ["--config", conf(d, "budget: 0\n")], "budget: must be >= 1"),
+    ("range-nested", lambda d: ["--config", conf(d, "train: {dropout: 1.5}\n")],
+     "train.dropout"),
+    ("range-mc", lambda d: ["--config", conf(d, "score: {mc_samples: 1}\n")],
+     "score.mc_samples"),
+    ("range-tau", lambda d: ["--config", conf(d, "autoal: {tau: -1}\n")], "autoal.tau"),
+    ("range-seed", lambda d: ["--seed", "-1"], "seed: must be >= 0"),
+    ("range-rounds-vs-pool", lambda d: ["--rounds", "500"], "rounds"),
+    ("range-init-vs-classes", lambda d: ["--init", "3"], "init"),
+    ("unknown-key", lambda d: ["--config", conf(d, "colour: blue\n")], "colour: unknown key"),
+    ("unknown-nested-key", lambda d: ["--config", conf(d, "train: {colour: 1}\n")],
+     "train.colour: unknown key"),
+    ("unknown-oracle", lambda d: ["--config", write(d, "c.yaml", "oracle: crowd\n")], "oracle"),
+    ("unknown-candidate-flag", lambda d: ["--candidates", "entropy,psychic"], "psychic"),
+    ("unknown-candidate-file", lambda d: ["--config", conf(d, "candidates: [margin, x]\n")],
+     "candidates"),
+    ("unknown-strategy", lambda d: ["--strategy", "psychic"], "strategy"),
+    ("bad-name", lambda d: ["--name", "a b/c"], "name"),
+    ("bad-yaml", lambda d: ["--config", write(d, "c.yaml", "init: [1, 2\n")], "not valid YAML"),
+    ("yaml-not-mapping", lambda d: ["--config", write(d, "c.yaml", "- init\n- 3\n")], "mapping"),
+    ("bad-json", lambda d: ["--config", write(d, "c.json", "{init: 3")], "not valid JSON"),
+    ("config-not-utf8", lambda d: ["--config", write(d, "c.yaml", b"init: \xff\xfe\n")],
+     "--config"),
+    ("config-missing", lambda d: ["--config", str(d / "nope.yaml")], "nope.yaml"),
+    # datasets
+    ("npz-missing-file", lambda d: ["--dataset", f"npz:{d / 'none.npz'}"], "none.npz"),
+    ("npz-not-npz", lambda d: ["--dataset", "npz:" + write(d, "x.npz", b"not a zip")],
+     "x.npz is not an .npz archive"),
+    ("npz-missing-key", lambda d: ["--dataset", npz(d, test_labels=None)], "'test_labels'"),
+    ("npz-label-count", lambda d: ["--dataset", npz(d, train_labels=np.arange(59) % 2)],
+     "59 labels for 60 images"),
+    ("npz-float-images", lambda d: ["--dataset", npz(d, train_images=np.zeros((60, 8, 8)))],
+     "must be uint8"),
+    ("npz-float-labels", lambda d: ["--dataset", npz(d, test_labels=np.zeros(20))],
+     "labels must be integers"),
+    ("npz-empty-test", lambda d: ["--dataset", npz(d, test_images=np.zeros((0, 8, 8), np.uint8),
+                                                   test_labels=np.zeros(0, np.int64))],
+     "test split is empty"),
+    ("npz-one-class", lambda d: ["--dataset", npz(d, train_labels=np.zeros(60, np.int64))],
+     "one class"),
+    ("npz-negative-label", lambda d: ["--dataset", npz(d, test_labels=np.full(20, -1))],
+     "labels must lie in"),
+    ("parquet-nan", lambda d: ["--dataset", parquet(d, features=features_with(float("nan")))],
+     "NaN or inf"),
+    ("parquet-inf", lambda d: ["--dataset", parquet(d, features=features_with(float("inf")))],
+     "NaN or inf"),
+    ("parquet-duplicate-ids", lambda d: ["--dataset", parquet(d, id=[i // 2 for i in range(60)])],
+     "column 'id' repeats"),
+    ("parquet-no-label", lambda d: ["--dataset", parquet(d, label=None)], "column 'label'"),
+    ("parquet-float-label", lambda d: ["--dataset", parquet(d, label=[0.5] * 60)],
+     "column 'label'"),
+    ("parquet-text-features", lambda d: ["--dataset", parquet(d, features=[["a", "b"]] * 60)],
+     "column 'features'"),
+    ("parquet-empty-test", lambda d: ["--dataset", parquet(d, split=["train"] * 60)],
+     "test split is empty"),
+    ("parquet-bad-split", lambda d: ["--dataset", parquet(d, split=["train", "dev"] * 30)],
+     "column 'split'"),
+]
+
+
+@pytest.mark.parametrize("make_args, names", [c[1:] for c in RUN_CASES],
+                         ids=[c[0] for c in RUN_CASES])
+def test_bad_run_input(tmp_path, capsys, make_args, names):
+    out = tmp_path / "run"
+    args = make_args(tmp_path)
+    safety = [] if "--config" in args else ["--oracle", "files"]
+    fails_cleanly(capsys, [*RUN, "--out", str(out), *safety, *args], names)
+    assert not out.exists()
+
+
+# ---- import / export / resume against an existing run: not one byte changes ---------------
+
+@pytest.fixture(scope="module")
+def awaiting_run(tmp_path_factory) -> Path:
+    """An oracle-files campaign whose seed set (round 0) is half labeled, from the truth."""
+    d = tmp_path_factory.mktemp("labeling") / "run"
+    assert main([*CAMPAIGN, "--out", str(d)]) == 0
+    ids = store.read_journal(d).column("id").to_numpy()[:10]
+    truth = store.read_pool(d).column("label").to_numpy()
+    labels = d.parent / "half.csv"
+    labels.write_text("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in ids))
+    assert main(["import", str(d), "--labels", str(labels)]) == 0
+    assert labeling.awaiting_round(d) == 0
+    return d
+
+
+@pytest.fixture
+def run_copy(awaiting_run, tmp_path) -> Path:
+    d = tmp_path / "run"
+    shutil.copytree(awaiting_run, d)
+    return d
+
+
+def ids_of(run_dir: Path) -> dict[str, int]:
+    """Ids in each role: labeled (truth label known), unlabeled (queried), unqueried, test."""
+    journal = store.read_journal(run_dir).column("id").to_numpy()
+    split = store.read_pool(run_dir).column("split").to_pylist()
+    return {"labeled": int(journal[0]), "unlabeled": int(journal[-1]),
+            "unqueried": int(np.setdiff1d(np.arange(len(journal) + 1), journal)[0]),
+            "test": split.index("test"), "pool": len(split)}
+
+
+def truth(run_dir: Path, i: int) -> int:
+    return int(store.read_pool(run_dir).column("label")[i].as_py())
+
+
+# (case, label file content as a function of the ids and truth, names)
+Content = Callable[[dict, Callable[[int], int]], "str | bytes"]
+LABEL_CASES: list[tuple[str, Content, str]] = [
+    ("unknown-id", lambda i, t: f"id,label\n{i['pool'] + 5},1\n", "is not a sample"),
+    ("negative-id", lambda i, t: "id,label\n-3,1\n", "id -3 is not a sample"),
+    ("test-split-id", lambda i, t: f"id,label\n{i['test']},1\n", "test split"),
+    ("not-queried", lambda i, t: f"id,label\n{i['unqueried']},1\n", "was not queried"),
+    ("label-too-big", lambda i, t: f"id,label\n{i['unlabeled']},10\n", "label 10"),
+    ("label-negative", lambda i, t: f"id,label\n{i['unlabeled']},-1\n", "label -1"),
+    ("label-not-int", lambda i, t: f"id,label\n{i['unlabeled']},cat\n", "label 'cat'"),
+    ("id-not-int", lambda i, t: "id,label\nabc,1\n", "id 'abc'"),
+    ("duplicate-rows", lambda i, t: f"id,label\n{i['unlabeled']},1\n{i['unlabeled']},1\n",
+     "repeats line 2"),
+    ("conflicting-relabel", lambda i, t: f"id,label\n{i['labeled']},{(t(i['labeled']) + 1) % 10}\n",
+     "already has label"),
+    ("wrong-header", lambda i, t: f"sample,class\n{i['unlabeled']},1\n", "header"),
+    ("no-header", lambda i, t: f"{i['unlabeled']},1\n", "header"),
+    ("field-count", lambda i, t: f"id,label\n{i['unlabeled']},1,extra\n", "3 fields"),
+    ("not-utf8", lambda i, t: b"id,label\n1,\xff\xfe\n", "not UTF-8"),
+    ("empty-file", lambda i, t: "", "is empty"),
+    ("header-only", lambda i, t: "id,label\n", "holds no labels"),
+    ("huge-field", lambda i, t: "id,label\n1," + "9" * 200_000 + "\n", "not valid CSV"),
+    ("unclosed-quote", lambda i, t: f'id,label\n"{i["unlabeled"]},1\n', "1 fields"),
+]
+
+
+@pytest.mark.parametrize("content, names", [c[1:] for c in LABEL_CASES],
+                         ids=[c[0] for c in LABEL_CASES])
+def test_bad_label_file(run_copy, tmp_path, capsys, content, names):
+    path = write(tmp_path, "labels.csv", content(ids_of(run_copy), lambda i: truth(run_copy, i)))
+    before = snapshot(run_copy)
+    fails_cleanly(capsys, ["import", str(run_copy), "--labels", path], names)
+    assert snapshot(run_copy) == before
+
+
+def test_a_bad_row_anywhere_rejects_the_whole_file(run_copy, tmp_path, capsys):
+    i = ids_of(run_copy)
+    good = f"{i['unlabeled']},{truth(run_copy, i['unlabeled'])}\n"
+    path = write(tmp_path, "labels.csv", f"id,label\n{good}{i['unqueried']},1\n")
+    before = snapshot(run_copy)
+    fails_cleanly(capsys, ["import", str(run_copy), "--labels", path], "line 3")
+    assert snapshot(run_copy) == before
+
+
+RUN_DIR_CASES: list[tuple[str, Callable[[Path, Path], list[str]], str]] = [
+    ("import-missing-file", lambda r, d: ["import", str(r), "--labels", str(d / "no.csv")],
+     "no.csv"),
+    ("import-not-a-run", lambda r, d: ["import", str(d), "--labels", str(d)], "config.json"),
+    ("export-not-a-run", lambda r, d: ["export", str(d), "--to", str(d / "x")], "config.json"),
+    ("export-round-not-journaled", lambda r, d: ["export", str(r), "--round", "7", "--to",
+                                                 str(d / "x")], "--round: round 7"),
+    ("export-to-nonempty", lambda r, d: ["export", str(r), "--to", str(r)], "--to"),
+    ("export-ls-root-outside", lambda r, d: ["export", str(r), "--to", str(d / "x"), "--ls-root",
+                                             str(d / "elsewhere")], "--ls-root"),
+    ("resume-changed-config", lambda r, d: ["run", "--resume", "--out", str(r), "--budget", "5"],
+     "--budget"),
+    ("resume-with-config", lambda r, d: ["run", "--resume", "--out", str(r), "--config",
+                                         write(d, "c.yaml", "init: 20\n")], "--config"),
+    ("resume-without-out", lambda r, d: ["run", "--resume"], "--out"),
+]
+
+
+@pytest.mark.parametrize("make_argv, names", [c[1:] for c in RUN_DIR_CASES],
+                         ids=[c[0] for c in RUN_DIR_CASES])
+def test_bad_command_on_a_run_directory(run_copy, tmp_path, capsys, make_argv, names):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    argv = make_argv(run_copy, elsewhere)
+    before = snapshot(run_copy), snapshot(elsewhere)
+    fails_cleanly(capsys, argv, names)
+    assert (snapshot(run_copy), snapshot(elsewhere)) == before
+    assert not (elsewhere / "x").exists()
+
+
+def test_import_into_a_simulated_run_is_refused(tmp_path, capsys):
+    run = tmp_path / "sim"
+    fast = write(tmp_path, "fast.yaml", "train: {min_steps: 2}\n")
+    assert main([*RUN, "--out", str(run), "--rounds", "0", "--init", "20", "--config", fast]) == 0
+    labels = write(tmp_path, "l.csv", "id,label\n1,1\n")
+    before = snapshot(run)
+    fails_cleanly(capsys, ["import", str(run), "--labels", labels], "oracle 'simulated'")
+    assert snapshot(run) == before
+
+
+def test_resume_or_export_on_changed_data_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([*CAMPAIGN, "--dataset", npz(tmp_path), "--out", str(run)]) == 0
+    npz(tmp_path, train_labels=(np.arange(60) + 1) % 2)  # same path, other labels
+    before = snapshot(run)
+    fails_cleanly(capsys, ["run", "--resume", "--out", str(run), "--local"], "changed")
+    fails_cleanly(capsys, ["export", str(run), "--to", str(tmp_path / "x")], "changed")
+    assert snapshot(run) == before and not (tmp_path / "x").exists()
+
+
+def test_import_before_any_batch_is_refused(run_copy, tmp_path, capsys):
+    """A run killed between config.json and its seed set has nothing to label yet."""
+    shutil.rmtree(run_copy / "journal")
+    shutil.rmtree(run_copy / labeling.LABELS_DIR)
+    before = snapshot(run_copy)
+    labels = write(tmp_path, "l.csv", "id,label\n1,1\n")
+    fails_cleanly(capsys, ["import", str(run_copy), "--labels", labels], "queried no batch")
+    assert snapshot(run_copy) == before
