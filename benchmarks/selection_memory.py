@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import shlex
 import subprocess
 import sys
 import time
@@ -27,9 +25,10 @@ from autoal_dist.outputs import PoolOutputs
 from autoal_dist.strategies import select
 from autoal_dist.strategies.kmeans import KMeansShard, lloyd, nearest_distinct
 from autoal_dist.strategies.sharded import greedy_select
+from common import RESULTS as RESULTS_DIR, command, machine
 
 STRATEGIES = ("kcenter", "kmeans", "badge")
-RESULTS = Path(__file__).parent / "results" / "selection_memory.md"
+RESULTS = RESULTS_DIR / "selection_memory.md"
 MiB = 1024 * 1024
 
 
@@ -114,29 +113,9 @@ def spawn(args: argparse.Namespace, strategy: str, n: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def machine() -> str:
-    """CPU, cores, RAM, Python/numpy/BLAS versions as markdown bullets."""
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
-                if line.startswith("model name")), platform.processor())
-    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
-    blas = ", ".join(f"{i['internal_api']} {i['version']}" for i in _threadpools())
-    return (f"- CPU: {cpu}, {os.cpu_count()} cores; RAM {ram:.0f} GiB\n"
-            f"- Python {platform.python_version()}, numpy {np.__version__}, "
-            f"BLAS: {blas or 'unknown'}\n")
-
-
-def _threadpools() -> list[dict]:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
-    return threadpool_info()
-
-
 def report(args: argparse.Namespace, rows: list[dict]) -> str:
     head = (f"# Set-selection memory and time\n\n"
-            f"Command: `python {shlex.join(sys.argv)}`\n\n"
+            f"Command: {command()}\n\n"
             f"{machine()}"
             f"- Inputs: C={args.classes}, D={args.dim}, b={args.budget}, float32 "
             f"softmax(3*N(0,1)) probs, N(0,1) embeddings; kcenter also gets {args.labeled} "
