@@ -10,6 +10,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -73,8 +74,14 @@ class Campaign:
         camp.scorer = RayScorer(data.train_x, camp.normalize, camp.spec,
                                 shards=cfg.shards or default_shards(cfg.gpu),
                                 batch_size=cfg.score.batch_size, mc_samples=cfg.score.mc_samples,
-                                use_gpu=cfg.gpu)
+                                use_gpu=cfg.gpu, persistent=cfg.workers == 0)
         return camp
+
+    def close(self) -> None:
+        """Stop the scorer's actors (a campaign inside a long-lived process must not leak them)."""
+        close = getattr(self.scorer, "close", None)
+        if close is not None:
+            close()
 
     # ---- state derived from files -------------------------------------------------
     def labeled_through(self, round_: int) -> np.ndarray:
@@ -153,7 +160,9 @@ class Campaign:
         return True
 
     # ---- the loop -------------------------------------------------------------------
-    def run(self) -> list[dict]:
+    def run(self, on_round: Callable[[dict], None] | None = None) -> list[dict]:
+        """Run the remaining rounds; `on_round(row)` follows each durable metrics row
+        (a Tune trial reports it, so ASHA can stop the campaign between rounds)."""
         cfg = self.cfg
         n_pool = len(self.data.train_y)
         if 0 not in store.journal_rounds(self.run_dir):
@@ -173,7 +182,8 @@ class Campaign:
             crashpoint("evaluated", r)
             t2 = time.perf_counter()
             ctx = RoundContext(cfg, self.data, self.normalize, model, self.scorer, r, labeled,
-                               np.setdiff1d(np.arange(n_pool), labeled), self.device, self.run_dir)
+                               np.setdiff1d(np.arange(n_pool), labeled), self.device, self.run_dir,
+                               ray_train=self.ray_train)
             if r < cfg.rounds and (r + 1) not in store.journal_rounds(self.run_dir):
                 sel = policy(ctx)
                 crashpoint("selected", r)
@@ -189,6 +199,8 @@ class Campaign:
             log(f"round {r:>3}/{cfg.rounds}  labeled {m['n_labeled']:>6}  acc {acc:.4f}  "
                 f"train {m['train_s']:.1f}s  score {m['score_s']:.1f}s  "
                 f"search {m['search_s']:.1f}s  select {m['select_s']:.2f}s")
+            if on_round is not None:
+                on_round(m)
         return rows
 
 

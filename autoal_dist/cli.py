@@ -22,7 +22,7 @@ EXIT_USAGE = 2
 CONFIG_FILE = "config.json"
 # Settings a resumed campaign may change: they alter how it runs, not what it selects.
 RESUMABLE_OVERRIDES = {"rounds", "shards", "workers", "gpu"}
-NOT_YET = {"tune": 7, "bench": 10}  # command -> issue that adds it
+NOT_YET: dict[str, int] = {}  # command -> issue that adds it
 
 
 class UsageError(Exception):
@@ -74,9 +74,42 @@ def parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="record people's labels for queried samples")
     imp.add_argument("dir", help="run directory (started with --oracle files)")
     imp.add_argument("--labels", required=True, help="UTF-8 CSV with the columns id,label")
+    sub.add_parser("bench", help="run a benchmark of the repository's benchmarks/ folder: "
+                   "bench NAME [ARGS...] (bench --list names them)", add_help=False)
+    tun = sub.add_parser("tune", help="search candidate pools and AutoAL hyperparameters "
+                         "with Ray Tune (ASHA stops weak trials between rounds)")
+    tun.add_argument("--config", required=True, help="sweep YAML: a campaign: and a tune: section")
+    tun.add_argument("--out", help="sweep directory, new or empty (default runs/tune-<config stem>)")
+    tun.add_argument("--num-samples", dest="num_samples", type=int,
+                     help="number of trials (replaces tune.num_samples)")
+    tun.add_argument("--quiet", action="store_true", help="no Tune progress tables")
     for name, issue in NOT_YET.items():
         sub.add_parser(name, help=f"not yet available (issue {issue})")
     return p
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def cmd_bench(argv: list[str]) -> int:
+    """`bench NAME ARGS...` = `python benchmarks/NAME.py ARGS...` of this source checkout.
+
+    The benchmarks are scripts beside the package, not part of it: they exist in a
+    checkout (an editable install), not in a wheel.
+    """
+    import subprocess
+
+    names = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem != "common")
+    if not BENCHMARKS.is_dir():
+        raise UsageError(f"bench: no benchmarks/ folder at {BENCHMARKS}; run from a source "
+                         "checkout installed with pip install -e .")
+    if not argv or argv[0] in ("--list", "-h", "--help"):
+        print("benchmarks: " + ", ".join(names) + "\nusage: autoal-dist bench NAME [ARGS...] "
+              "(NAME --help for its flags)")
+        return 0
+    if argv[0] not in names:
+        raise UsageError(f"bench: unknown benchmark {argv[0]!r}; allowed: {', '.join(names)}")
+    return subprocess.call([sys.executable, str(BENCHMARKS / f"{argv[0]}.py"), *argv[1:]])
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -178,7 +211,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     store.write_json(run_dir / CONFIG_FILE, meta)
     campaign = (Campaign if args.local else Campaign.on_ray)(cfg, run_dir, data,
                                                            show_progress=not args.quiet)
-    campaign.run()
+    try:
+        campaign.run()
+    finally:
+        campaign.close()
     if campaign.awaiting is not None:
         print(next_steps(run_dir, campaign.awaiting))
         return 0
@@ -229,8 +265,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from autoal_dist.distributed.tune import run_tune
+
+    return run_tune(Path(args.config), args.out, args.num_samples, args.quiet)
+
+
 COMMANDS = {"run": cmd_run, "report": cmd_report, "strategies": cmd_strategies,
-            "export": cmd_export, "import": cmd_import}
+            "export": cmd_export, "import": cmd_import, "tune": cmd_tune}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,8 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"autoal-dist: error: '{argv[0]}' is not available yet "
               f"(tracked in issue {NOT_YET[argv[0]]})", file=sys.stderr)
         return EXIT_USAGE
-    args = parser().parse_args(argv)
     try:
+        if argv and argv[0] == "bench":  # the rest of the line belongs to the script
+            return cmd_bench(argv[1:])
+        args = parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except (ConfigError, DataError, LabelError, UsageError) as e:
         print(f"autoal-dist: error: {e}", file=sys.stderr)

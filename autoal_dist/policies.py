@@ -35,6 +35,7 @@ class RoundContext:
     device: str
     run_dir: Path
     timings: dict[str, float] = field(default_factory=dict)
+    ray_train: bool = False  # train networks as Ray Train jobs (cfg.workers workers)
 
 
 Policy = Callable[[RoundContext], Selection]
@@ -60,3 +61,4 @@ def policy_for(strategy: str) -> Policy:
 
 # AutoAL registers itself here; imported last because it imports this module.
 from autoal_dist.autoal import policy as _autoal_policy  # noqa: E402,F401
+from autoal_dist.albl import policy as _albl_policy  # noqa: E402,F401

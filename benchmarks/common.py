@@ -27,7 +27,9 @@ def machine() -> str:
                 if line.startswith("model name")), platform.processor())
     ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     blas = ", ".join(f"{i['internal_api']} {i['version']}" for i in _threadpools())
-    lines = [f"- CPU: {cpu}, {os.cpu_count()} cores; RAM {ram:.0f} GiB",
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    lines = [f"- CPU: {cpu}, {os.cpu_count()} cores; RAM {ram:.0f} GiB; load average when "
+             f"written (1/5/15 min): {load} (other work on a shared machine slows runs)",
              f"- Python {platform.python_version()}, numpy {np.__version__}, "
              f"BLAS: {blas or 'unknown'}"]
     try:
@@ -50,3 +52,27 @@ def write_result(name: str, text: str) -> Path:
     path = RESULTS / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+PHASES = ("train_s", "eval_s", "score_s", "search_s", "select_s")
+
+
+def run_campaign(overrides: dict, run_dir: Path) -> list[dict]:
+    """One campaign in this process (LocalScorer, in-process training): its metric rows.
+
+    In-process so that benchmarks time the algorithm, not Ray's startup. A run_dir that
+    already holds the campaign is resumed by `Campaign.run` itself (exactly), so a
+    benchmark restarted with the same --workdir only runs what is missing; the rows
+    keep each phase's seconds (PHASES) from the run that measured them.
+    """
+    from autoal_dist.campaign import Campaign, prepare_data
+    from autoal_dist.config import build_config
+
+    cfg = build_config({}, overrides)
+    return Campaign(cfg, Path(run_dir), prepare_data(cfg), show_progress=False).run()
+
+
+def mean_std(values) -> str:
+    """`mean ± std` over seeds (sample std, ddof=1; 0 for one seed)."""
+    v = np.asarray(values, float)
+    return f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}"

@@ -94,3 +94,11 @@ def test_console_script_and_not_yet_commands(tmp_path):
     r = subprocess.run([sys.executable, "-m", "autoal_dist", "tune", "--config", "x"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "not available yet" in r.stderr
+
+
+def test_bench_lists_runs_and_rejects_unknown(capsys):
+    assert main(["bench", "--list"]) == 0
+    assert "scoring" in capsys.readouterr().out
+    assert main(["bench", "no_such_benchmark"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("autoal-dist: error: bench: unknown benchmark") and "\n" not in err

@@ -16,7 +16,7 @@ indexing the same row numbers of `Rows.ids`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -56,6 +56,36 @@ class Rows:
                 torch.from_numpy(np.asarray(self.y[rows], np.int64)).to(device))
 
 
+class Comm(Protocol):
+    """How one process takes part in a search step (see `SingleProcess`, and
+    `autoal_dist.distributed.search_train.Collective` for Ray Train workers)."""
+
+    def local(self, rows: np.ndarray) -> np.ndarray:
+        """This process's contiguous part of a batch's rows."""
+
+    def assemble(self, part: torch.Tensor) -> torch.Tensor:
+        """The whole batch's tensor: this process's part live, the others' as constants."""
+
+    def reduce_grads(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """Sum gradients over processes (each saw only its part's rows)."""
+
+
+class SingleProcess:
+    """The whole batch in this process: every method is the identity."""
+
+    def local(self, rows: np.ndarray) -> np.ndarray:
+        return rows
+
+    def assemble(self, part: torch.Tensor) -> torch.Tensor:
+        return part
+
+    def reduce_grads(self, params: Iterable[torch.nn.Parameter]) -> None:
+        return None
+
+
+SINGLE_PROCESS = SingleProcess()
+
+
 @dataclass
 class SearchModels:
     """The nets and their optimizers; optimizer state persists across every step."""
@@ -71,19 +101,21 @@ class SearchModels:
         self.searchnet.train()
         self.fitnet.train()
 
-    def fit_step(self, loss: torch.Tensor) -> None:
+    def fit_step(self, loss: torch.Tensor, comm: Comm = SINGLE_PROCESS) -> None:
         """A FitNet-only step (pre-fit)."""
         self.fit_opt.zero_grad(set_to_none=True)
         loss.backward()
+        comm.reduce_grads(self.fitnet.parameters())
         self.fit_opt.step()
 
-    def step(self, loss: torch.Tensor) -> None:
+    def step(self, loss: torch.Tensor, comm: Comm = SINGLE_PROCESS) -> None:
         """One step of every net on the sum of their objectives (cross terms are detached,
         so each net gets exactly its own objective's gradient), then decay the SGD rates."""
         opts = [o for o in (self.search_opt, self.loss_head_opt, self.fit_opt) if o is not None]
         for o in opts:
             o.zero_grad(set_to_none=True)
         loss.backward()
+        comm.reduce_grads([*self.searchnet.parameters(), *self.fitnet.parameters()])
         for o in opts:
             o.step()
         for s in self.schedules:
@@ -138,25 +170,43 @@ def row_batches(n: int, size: int, generator: torch.Generator) -> Iterator[np.nd
 
 def train_search(models: SearchModels, search: Rows, memberships: np.ndarray, fit: Rows,
                  r: float, a: AutoALConfig, normalize: Normalizer, device: str,
-                 seed: int) -> None:
-    """FitNet pre-fit on L_fit, then `search_iters` joint first-order steps."""
+                 seed: int, comm: Comm | None = None) -> None:
+    """FitNet pre-fit on L_fit, then `search_iters` joint first-order steps.
+
+    With several processes (`comm`), every process draws the same batches, runs the
+    nets on its part only, and computes the whole batch's objectives from the
+    assembled per-row tensors; its backward pass reaches only its own rows, so the
+    summed gradients are the single-process gradients (to float rounding).
+    """
+    comm = comm or SINGLE_PROCESS
     gen = torch.Generator().manual_seed(seed)
     fit_rows = row_batches(len(fit.ids), a.batch_size, gen)
     search_rows = row_batches(len(search.ids), a.batch_size, gen)
     member_t = torch.from_numpy(memberships).to(device)
+
+    def fit_logits(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """FitNet's logits on a whole L_fit batch (this process's part live) and its labels."""
+        xf, _ = fit.batch(comm.local(rows), normalize, device)
+        yf = torch.from_numpy(np.asarray(fit.y[rows], np.int64)).to(device)
+        return comm.assemble(models.fitnet(xf)), yf
+
     models.train()
     for _ in range(a.fitnet_pretrain_iters):
-        xf, yf = fit.batch(next(fit_rows), normalize, device)
-        models.fit_step(F.cross_entropy(models.fitnet(xf), yf))
+        logits, yf = fit_logits(next(fit_rows))
+        models.fit_step(F.cross_entropy(logits, yf), comm)
     for _ in range(a.search_iters):
         rows = next(search_rows)
-        xs, ys = search.batch(rows, normalize, device)
-        loss = F.cross_entropy(models.fitnet(xs), ys, reduction="none")
-        losses = searchnet_objective(models.searchnet(xs), member_t[rows], loss, search.ids[rows],
+        xs, ys = search.batch(comm.local(rows), normalize, device)
+        loss = comm.assemble(F.cross_entropy(models.fitnet(xs), ys, reduction="none"))
+        part = models.searchnet(xs)
+        out = SearchOutput(comm.assemble(part.weights),
+                           None if part.predicted_loss is None
+                           else comm.assemble(part.predicted_loss))
+        losses = searchnet_objective(out, member_t[rows], loss, search.ids[rows],
                                      r, a, seed, search_q(r, len(rows)))
-        xf, yf = fit.batch(next(fit_rows), normalize, device)
-        fit_loss = fitnet_objective(loss, losses.relaxed.s, models.fitnet(xf), yf)
-        models.step(losses.searchnet + losses.loss_head + fit_loss)
+        logits, yf = fit_logits(next(fit_rows))
+        fit_loss = fitnet_objective(loss, losses.relaxed.s, logits, yf)
+        models.step(losses.searchnet + losses.loss_head + fit_loss, comm)
 
 
 @dataclass
@@ -200,8 +250,16 @@ def search_round(ctx: "RoundContext", r: float) -> SearchNet:
     fit_ids, search_ids = split_labeled(ctx.labeled, derive(cfg.seed, ctx.round, "split"))
     seed = derive(cfg.seed, ctx.round, "search")
     memberships = labeled_memberships(ctx, search_ids, fit_ids, search_q(r, len(search_ids)), seed)
+    search, fit = Rows.of(ctx.data, search_ids), Rows.of(ctx.data, fit_ids)
+    if ctx.ray_train:  # a Ray Train job: local mode, or cfg.workers workers
+        from autoal_dist.distributed.search_train import SearchJob, fit_search
+
+        job = SearchJob(cfg, ctx.data.input_shape, ctx.data.num_classes, r, seed)
+        searchnet, _ = fit_search(job, search, fit, memberships, ctx.normalize,
+                                  workers=cfg.workers, use_gpu=cfg.gpu,
+                                  storage=ctx.run_dir / "train", name=f"search{ctx.round:03d}")
+        return searchnet.to(ctx.device)
     torch.manual_seed(seed)
     models = build_models(cfg, ctx.data.input_shape, ctx.data.num_classes, ctx.device)
-    train_search(models, Rows.of(ctx.data, search_ids), memberships, Rows.of(ctx.data, fit_ids),
-                 r, cfg.autoal, ctx.normalize, ctx.device, seed)
+    train_search(models, search, memberships, fit, r, cfg.autoal, ctx.normalize, ctx.device, seed)
     return models.searchnet.eval()

@@ -63,24 +63,37 @@ class ShardProxy:
 
 
 class RayScorer:
-    """K ScorerActors holding the campaign's pool, reused round after round."""
+    """K ScorerActors over the campaign's pool (put in the object store once).
+
+    `persistent` actors live for the whole campaign. Otherwise they are started for
+    each round's scoring and stopped after it, giving their CPUs/GPUs back to the
+    Ray Train workers of the next round's training: actors that held them across
+    phases would leave training unschedulable (a deadlock) on a small cluster.
+    """
 
     def __init__(self, x: np.ndarray, normalize: Normalizer, spec: ModelSpec, *, shards: int,
-                 batch_size: int = 256, mc_samples: int = 10, use_gpu: bool = False) -> None:
+                 batch_size: int = 256, mc_samples: int = 10, use_gpu: bool = False,
+                 persistent: bool = True) -> None:
         self.batch_size, self.mc_samples = batch_size, mc_samples
+        self.normalize, self.spec, self.shards, self.persistent = normalize, spec, shards, persistent
         self.x_ref = ray.put(x)  # once per campaign; actors read it zero-copy
         gpus = ray.cluster_resources().get("GPU", 0) if use_gpu else 0
-        opts = {"num_cpus": 1, "num_gpus": min(1.0, gpus / shards) if gpus else 0}
-        device = "cuda" if gpus else "cpu"
-        self.actors = [ScorerActor.options(**opts).remote([self.x_ref], normalize, spec, device)
-                       for _ in range(shards)]
+        self.options = {"num_cpus": 1, "num_gpus": min(1.0, gpus / shards) if gpus else 0}
+        self.device = "cuda" if gpus else "cpu"
+        self.actors: list[ray.actor.ActorHandle] = []
         self.key = ""
         self.tasks: list[ShardTask] = []
         self.weights_ref: ray.ObjectRef | None = None
+        if persistent:
+            self.start()
 
     @property
     def num_shards(self) -> int:
         return len(self.actors)
+
+    def start(self) -> None:
+        self.actors = [ScorerActor.options(**self.options).remote(
+            [self.x_ref], self.normalize, self.spec, self.device) for _ in range(self.shards)]
 
     def close(self) -> None:
         for a in self.actors:
@@ -148,11 +161,17 @@ class RayScorer:
     def select_many(self, model, positions, names, budget, seed, labeled_positions,
                     timings=None) -> dict[str, Selection]:
         t0 = time.perf_counter()
-        lab_emb = self.prepare(model, np.asarray(positions, np.int64), names, seed,
-                               np.asarray(labeled_positions, np.int64))
-        t1 = time.perf_counter()
-        out = {n: self._top_b(n, budget, seed) if get(n).kind == "scoring"
-               else self._set_select(n, budget, seed, lab_emb) for n in names}
+        if not self.actors:
+            self.start()
+        try:
+            lab_emb = self.prepare(model, np.asarray(positions, np.int64), names, seed,
+                                   np.asarray(labeled_positions, np.int64))
+            t1 = time.perf_counter()
+            out = {n: self._top_b(n, budget, seed) if get(n).kind == "scoring"
+                   else self._set_select(n, budget, seed, lab_emb) for n in names}
+        finally:
+            if not self.persistent:
+                self.close()
         if timings is not None:
             timings["score_s"] = timings.get("score_s", 0.0) + t1 - t0
             timings["select_s"] = timings.get("select_s", 0.0) + time.perf_counter() - t1

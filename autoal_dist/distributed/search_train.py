@@ -1,0 +1,138 @@
+"""AutoAL's bi-level search (SearchNet + loss head + FitNet) as a Ray Train job.
+
+Why not plain DDP: the relaxation couples every row of a batch (softmax over
+rows, quantile threshold, soft count), so a worker's rows cannot be trained
+alone, and DDP would not reduce gradients of such a graph correctly anyway.
+Instead each worker runs the nets on its contiguous part of the batch, gathers
+the other parts' per-row outputs as constants (`Collective.assemble`), computes
+the whole batch's objectives exactly as one process would, and its backward
+pass reaches only its own rows; the gradients are then summed explicitly across
+workers (`reduce_grads`) — the single-process gradient, to float rounding.
+
+BatchNorm statistics are per worker on CPU (SyncBatchNorm needs GPUs; it is used
+with --gpu), and dropout masks are per-worker streams: as in any DDP run, models
+with either are equivalent in distribution, not bit for bit, to one process.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import ray
+import torch
+import torch.distributed as dist
+
+from autoal_dist.autoal.search import Rows, build_models, train_search
+from autoal_dist.config import Config
+from autoal_dist.data.transforms import Normalizer
+from autoal_dist.models.autoal_nets import SearchNet
+
+STATE_FILE = "searchnet.pt"
+
+
+class Collective:
+    """Comm over the Train workers' torch.distributed group (gloo on CPU, nccl on GPU)."""
+
+    def __init__(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+    def _bounds(self, n: int) -> list[int]:
+        return [n * k // self.world for k in range(self.world + 1)]
+
+    def local(self, rows: np.ndarray) -> np.ndarray:
+        b = self._bounds(len(rows))
+        return rows[b[self.rank]:b[self.rank + 1]]
+
+    def assemble(self, part: torch.Tensor) -> torch.Tensor:
+        n_local = torch.tensor([len(part)], device=part.device)
+        sizes = [torch.zeros_like(n_local) for _ in range(self.world)]
+        dist.all_gather(sizes, n_local)
+        width = int(max(s.item() for s in sizes))
+        padded = torch.zeros((width, *part.shape[1:]), dtype=part.dtype, device=part.device)
+        padded[:len(part)] = part.detach()
+        gathered = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(gathered, padded)
+        pieces = [g[:int(s.item())] for g, s in zip(gathered, sizes)]
+        pieces[self.rank] = part  # live: gradients flow into this worker's rows only
+        return torch.cat(pieces)
+
+    def reduce_grads(self, params: Iterable[torch.nn.Parameter]) -> None:
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    cfg: Config
+    input_shape: tuple[int, ...]
+    num_classes: int
+    r: float
+    seed: int
+
+
+def search_loop(config: dict[str, Any]) -> None:
+    job: SearchJob = config["job"]
+    search, fit = ray.get(config["search"]), ray.get(config["fit"])
+    memberships: np.ndarray = ray.get(config["memberships"])
+    normalize: Normalizer = config["normalize"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = str(ray.train.torch.get_device())
+    torch.set_num_threads(job.cfg.train.threads)
+    torch.manual_seed(job.seed)  # identical initial nets on every worker
+    models = build_models(job.cfg, job.input_shape, job.num_classes, device)
+    if device.startswith("cuda") and world > 1:
+        models.searchnet = torch.nn.SyncBatchNorm.convert_sync_batchnorm(models.searchnet)
+        models.fitnet = torch.nn.SyncBatchNorm.convert_sync_batchnorm(models.fitnet)
+    comm = Collective(rank, world) if world > 1 else None
+    train_search(models, search, memberships, fit, job.r, job.cfg.autoal, normalize, device,
+                 job.seed, comm)
+    state = {net: {k: v.cpu() for k, v in getattr(models, net).state_dict().items()}
+             for net in ("searchnet", "fitnet")}
+    if rank == 0:
+        d = Path(config["local_dir"]) if config["local_dir"] else Path(tempfile.mkdtemp())
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save(state, d / STATE_FILE)
+        ray.train.report({"done": 1}, checkpoint=ray.train.Checkpoint.from_directory(str(d)),
+                         delete_local_checkpoint_after_upload=not config["local_dir"])
+    else:
+        ray.train.report({"done": 1})
+
+
+def fit_search(job: SearchJob, search: Rows, fit: Rows, memberships: np.ndarray,
+               normalize: Normalizer, *, workers: int, use_gpu: bool, storage: Path,
+               name: str, max_failures: int = 2) -> tuple[SearchNet, torch.nn.Module]:
+    """Run the search on `workers` Train workers (0 = local mode): (SearchNet, FitNet), eval mode.
+
+    A failed worker group is retried from scratch: the search is deterministic and
+    short next to scoring, so a mid-search checkpoint would buy little.
+    """
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    run_name = f"{name}-{uuid.uuid4().hex[:8]}"
+    storage = Path(storage).absolute()
+    trainer = TorchTrainer(
+        search_loop,
+        train_loop_config={"job": job, "search": ray.put(search), "fit": ray.put(fit),
+                           "memberships": ray.put(memberships), "normalize": normalize,
+                           "local_dir": str(storage / run_name / "local") if workers == 0 else ""},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu and workers > 0),
+        run_config=RunConfig(name=run_name, storage_path=str(storage),
+                             failure_config=FailureConfig(max_failures=max_failures)),
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+    torch.manual_seed(job.seed)
+    models = build_models(job.cfg, job.input_shape, job.num_classes, "cpu")
+    models.searchnet.load_state_dict(state["searchnet"])
+    models.fitnet.load_state_dict(state["fitnet"])
+    shutil.rmtree(storage / run_name, ignore_errors=True)
+    return models.searchnet.eval(), models.fitnet.eval()
