@@ -99,7 +99,7 @@ def train_classifier(
     steps = num_steps(len(x), settings)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     sampler = BatchSampler(len(x), settings.batch_size, gen)
-    y_t = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    y_t = torch.tensor(np.asarray(y), dtype=torch.int64)  # a copy: y may be a read-only Ray object
     start = 0
     if resume is not None:
         unwrap(model).load_state_dict(resume["model"])

@@ -182,7 +182,7 @@ def train_search(models: SearchModels, search: Rows, memberships: np.ndarray, fi
     gen = torch.Generator().manual_seed(seed)
     fit_rows = row_batches(len(fit.ids), a.batch_size, gen)
     search_rows = row_batches(len(search.ids), a.batch_size, gen)
-    member_t = torch.from_numpy(memberships).to(device)
+    member_t = torch.tensor(memberships, device=device)  # a copy: may be a read-only Ray object
 
     def fit_logits(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """FitNet's logits on a whole L_fit batch (this process's part live) and its labels."""
