@@ -14,6 +14,7 @@ selection does not change.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import numpy as np
@@ -124,7 +125,7 @@ class RayScorer:
         """Broadcast weights, run the forward pass on every shard; gather labeled embeddings."""
         needs = needs_of(names)
         want_lab = "labeled_embeddings" in needs
-        self.key = f"{seed}:{len(positions)}:{int(positions.sum())}:{','.join(names)}"
+        self.key = uuid.uuid4().hex  # names this round's state in the actors
         self.weights_ref = ray.put({k: v.detach().cpu().numpy()
                                     for k, v in model.state_dict().items()})
         unl = shard_slices(len(positions), self.num_shards, self.batch_size)
