@@ -22,7 +22,6 @@ EXIT_USAGE = 2
 CONFIG_FILE = "config.json"
 # Settings a resumed campaign may change: they alter how it runs, not what it selects.
 RESUMABLE_OVERRIDES = {"rounds", "shards", "workers", "gpu"}
-NOT_YET: dict[str, int] = {}  # command -> issue that adds it
 
 
 class UsageError(Exception):
@@ -78,13 +77,13 @@ def parser() -> argparse.ArgumentParser:
                    "bench NAME [ARGS...] (bench --list names them)", add_help=False)
     tun = sub.add_parser("tune", help="search candidate pools and AutoAL hyperparameters "
                          "with Ray Tune (ASHA stops weak trials between rounds)")
-    tun.add_argument("--config", required=True, help="sweep YAML: a campaign: and a tune: section")
-    tun.add_argument("--out", help="sweep directory, new or empty (default runs/tune-<config stem>)")
+    tun.add_argument("--config", required=True,
+                     help="sweep YAML: a campaign: and a tune: section")
+    tun.add_argument("--out",
+                     help="sweep directory, new or empty (default runs/tune-<config stem>)")
     tun.add_argument("--num-samples", dest="num_samples", type=int,
                      help="number of trials (replaces tune.num_samples)")
     tun.add_argument("--quiet", action="store_true", help="no Tune progress tables")
-    for name, issue in NOT_YET.items():
-        sub.add_parser(name, help=f"not yet available (issue {issue})")
     return p
 
 
@@ -277,10 +276,6 @@ COMMANDS = {"run": cmd_run, "report": cmd_report, "strategies": cmd_strategies,
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in NOT_YET:
-        print(f"autoal-dist: error: '{argv[0]}' is not available yet "
-              f"(tracked in issue {NOT_YET[argv[0]]})", file=sys.stderr)
-        return EXIT_USAGE
     try:
         if argv and argv[0] == "bench":  # the rest of the line belongs to the script
             return cmd_bench(argv[1:])

@@ -1,0 +1,293 @@
+"""`autoal-dist tune`: a Ray Tune sweep over candidate pools and AutoAL hyperparameters.
+
+A trial is one short campaign with the trial's sampled values, run by a Tune function
+trainable that reports {round, accuracy, auc, n_labeled} after every round, so ASHA (time
+axis: the round) stops weak pools early. Each trial's campaign is an ordinary run directory,
+`<out>/trials/<trial id>/`: `autoal-dist report` works on it, and `run --resume --out` on it
+finishes a trial ASHA stopped.
+
+How Tune and Ray Train fit (Ray 2.60, Train V2: a Tune function launches the Trainer):
+* workers: 0 (the default): the trial process runs the whole campaign, scoring with the
+  LocalScorer and training in-process, on the trial's own reservation (resources_per_trial).
+* workers > 0: the trial drives its campaign through `Campaign.on_ray`: each round's networks
+  are fitted by TorchTrainers launched from inside the trial. Ray Train gives their worker group
+  a placement group of its own, outside the trial's reservation (so keep max_concurrent_trials
+  within what the cluster holds besides). Scorer actors are child actors, which Tune captures
+  into the trial's placement group, so the trial reserves one bundle per shard for them.
+  `TuneReportCallback` is deliberately absent: it forwards each Train report as a Tune result,
+  and those are per-step training checkpoints ({"step": n}). The tuned metric exists only
+  after a round's training and evaluation, in the trial, which reports it itself; a forwarded
+  result without it fails Tune's strict metric check and would put step counts on ASHA's axis.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import yaml
+
+from autoal_dist import __version__, store
+from autoal_dist.cli import CONFIG_FILE, dataset_fingerprint
+from autoal_dist.config import Config, ConfigError, read_config_file
+from autoal_dist.data import Dataset
+from autoal_dist.report import learning_curve_auc
+from autoal_dist.tune_space import (Dist, Sweep, check_samples, parse_sweep, prefixed,
+                                    trial_config)
+
+RESULTS_FILE = "tune_results.parquet"
+# Column types that inference cannot see when every trial has None there (no errors, ...).
+RESULT_TYPES = {"trial_id": pa.string(), "auc": pa.float64(), "accuracy": pa.float64(),
+                "n_labeled": pa.int64(), "last_round": pa.int64(), "stopped_early": pa.bool_(),
+                "status": pa.string(), "error": pa.string(), "time_s": pa.float64()}
+STATUS_ORDER = ("complete", "stopped", "error")
+BEST_FILE = "best_config.yaml"
+PATH_KEYS = ("data_root", "pretrained")  # trials run in their own working directory
+
+
+def _domain(dist: Dist) -> Any:
+    """The ray.tune sampling function of a parsed distribution."""
+    from ray import tune
+
+    if dist.kind == "choice":
+        # Tune reads a list in a config as a nested space: a candidate pool travels as the
+        # text "a,b,c", which the campaign config reads as that list (and the results table shows).
+        return tune.choice([",".join(v) if isinstance(v, list) else v for v in dist.args])
+    if dist.kind == "randint":
+        return tune.randint(dist.args[0], dist.args[1] + 1)  # tune's upper end is exclusive
+    return getattr(tune, dist.kind)(*dist.args)
+
+
+def sample_trials(sweep: Sweep) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Tune's param space and `num_samples` draws from it, fixed by tune.seed.
+
+    Drawn here rather than by Tune's searcher so that every trial's config is checked
+    before the first trial starts, and the same seed gives the same trials; Tune then runs
+    exactly these points (`points_to_evaluate`).
+    """
+    domains = {key: _domain(dist) for key, dist in sweep.space.items()}
+    rng = np.random.default_rng(sweep.seed)
+    samples = [{key: _plain(d.sample(random_state=rng)) for key, d in domains.items()}
+               for _ in range(sweep.num_samples)]
+    return domains, samples
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _trial(sample: dict[str, Any], *, campaign: dict[str, Any], data: Dataset,
+           meta: dict[str, Any], trials_dir: str) -> None:
+    """One trial: the campaign with the sampled values, reporting after every round."""
+    from ray import tune
+
+    from autoal_dist.campaign import Campaign
+
+    cfg = trial_config(campaign, sample)
+    run_dir = Path(trials_dir) / tune.get_context().get_trial_id()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store.write_json(run_dir / CONFIG_FILE, {"config": cfg.to_dict(), **meta})
+    store.write_table(run_dir / "pool.parquet", store.pool_table(data.train_y, data.test_y))
+    n_labeled: list[int] = []
+    accuracy: list[float] = []
+
+    def report(row: dict[str, Any]) -> None:
+        n_labeled.append(row["n_labeled"])
+        accuracy.append(row["accuracy"])
+        tune.report({"round": row["round"], "accuracy": row["accuracy"],
+                     "auc": learning_curve_auc(np.array(n_labeled), np.array(accuracy)),
+                     "n_labeled": row["n_labeled"]})
+
+    camp = (Campaign.on_ray if cfg.workers else Campaign)(cfg, run_dir, data, show_progress=False)
+    try:
+        camp.run(on_round=report)
+    finally:
+        camp.close()
+
+
+def _trial_resources(cfg: Config, cpu: float, gpu: float) -> Any:
+    """The trial's placement group: the trial process, plus its scorer actors with workers > 0."""
+    import ray
+    from ray import tune
+
+    bundles = [{"CPU": cpu, "GPU": gpu}]
+    if cfg.workers > 0:  # each bundle is what one RayScorer actor asks for
+        gpus = ray.cluster_resources().get("GPU", 0) if cfg.gpu else 0
+        bundles += [{"CPU": 1.0, "GPU": min(1.0, gpus / cfg.shards)}] * cfg.shards
+    return tune.PlacementGroupFactory(bundles)
+
+
+def _logger_callbacks(names: tuple[str, ...], out_dir: Path) -> list[Any]:
+    callbacks: list[Any] = []
+    if "tensorboard" in names:
+        from ray.tune.logger import TBXLoggerCallback
+
+        callbacks.append(TBXLoggerCallback())
+    if "mlflow" in names:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        callbacks.append(MLflowLoggerCallback(tracking_uri=(out_dir / "mlruns").as_uri(),
+                                              experiment_name=out_dir.name))
+    return callbacks
+
+
+def _trial_dirname(trial: Any) -> str:
+    return trial.trial_id
+
+
+def _fit(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
+         samples: list[dict[str, Any]], data: Dataset, out_dir: Path, quiet: bool) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    meta = {"dataset_fingerprint": dataset_fingerprint(data), "num_classes": data.num_classes,
+            "autoal_dist_version": __version__}
+    trainable = tune.with_parameters(_trial, campaign=campaign, data=data, meta=meta,
+                                     trials_dir=str(out_dir / "trials"))
+    asha = sweep.scheduler
+    scheduler = None if asha is None else ASHAScheduler(
+        time_attr="round", max_t=sweep.base.rounds, grace_period=asha.grace_period,
+        reduction_factor=asha.reduction_factor)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, _trial_resources(sweep.base, sweep.cpu, sweep.gpu)),
+        param_space=domains,
+        tune_config=tune.TuneConfig(
+            metric=sweep.metric, mode="max", num_samples=len(samples), scheduler=scheduler,
+            # the generator, not TuneConfig, limits concurrency: Tune ignores
+            # max_concurrent_trials with a SearchGenerator such as this one
+            search_alg=BasicVariantGenerator(points_to_evaluate=samples,
+                                             max_concurrent=sweep.max_concurrent_trials or 0),
+            trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(name="ray_tune", storage_path=str(out_dir),
+                                  verbose=0 if quiet else 1,
+                                  callbacks=_logger_callbacks(sweep.loggers, out_dir)))
+    # stdout is for the ranked table, as `run` keeps it for its table: Tune's prints (its
+    # header box even at verbose 0) go to stderr, or nowhere with --quiet
+    with contextlib.redirect_stdout(io.StringIO() if quiet else sys.stderr):
+        return tuner.fit()
+
+
+# ---- results ----------------------------------------------------------------------
+
+def result_rows(grid: Any, sweep: Sweep) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(row of tune_results.parquet, the trial's sample) per trial, best first.
+
+    Complete trials come first, by the metric; then ASHA-stopped ones, furthest round first:
+    an AUC over fewer rounds is not comparable (ASHA compared them at their last round).
+    """
+    out = []
+    for result in grid:
+        last = result.metrics or {}
+        last_round = last.get("round")
+        status = ("error" if result.error is not None
+                  else "stopped" if last_round is None or last_round < sweep.base.rounds
+                  else "complete")
+        row = {"trial_id": Path(result.path).name,
+               **{key: result.config.get(key) for key in sweep.space},
+               "auc": float(last.get("auc", math.nan)),
+               "accuracy": float(last.get("accuracy", math.nan)),
+               "n_labeled": last.get("n_labeled"), "last_round": last_round,
+               "stopped_early": status == "stopped", "status": status,
+               "error": None if result.error is None
+               else str(result.error).strip().splitlines()[-1],
+               "time_s": last.get("time_total_s")}
+        out.append((row, result.config))
+
+    def rank(row_sample: tuple[dict[str, Any], dict[str, Any]]) -> tuple[int, int, float]:
+        row = row_sample[0]
+        value = row[sweep.metric]
+        return (STATUS_ORDER.index(row["status"]), -(row["last_round"] or 0),
+                math.inf if math.isnan(value) else -value)
+
+    return sorted(out, key=rank)
+
+
+def ranked_table(rows: list[dict[str, Any]], sweep: Sweep) -> str:
+    """Best first by the sweep's metric; the sampled values last."""
+    other = "accuracy" if sweep.metric == "auc" else "auc"
+    head = ["rank", "trial", sweep.metric, other, "labeled", "round", "status", *sweep.space]
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, float):
+            return "-" if math.isnan(value) else f"{value:.4g}"
+        return "-" if value is None else str(value)
+
+    body = [[str(i), r["trial_id"], fmt(r[sweep.metric]), fmt(r[other]), fmt(r["n_labeled"]),
+             "-" if r["last_round"] is None else f"{r['last_round']}/{sweep.base.rounds}",
+             r["status"], *(fmt(r[k]) for k in sweep.space)] for i, r in enumerate(rows, 1)]
+    widths = [max(len(line[c]) for line in [head, *body]) for c in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+             for line in [head, *body]]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def write_best_config(path: Path, campaign: dict[str, Any], sample: dict[str, Any],
+                      note: str) -> None:
+    """The full campaign config of the best trial, for `autoal-dist run --config` (a fresh run:
+    no out, no name)."""
+    cfg = trial_config(campaign, sample).to_dict()
+    cfg.pop("out")
+    cfg.pop("name")
+    store.write_text(path, f"# {note}\n# autoal-dist run --config {path}\n"
+                     + yaml.safe_dump(cfg, sort_keys=False))
+
+
+# ---- the command --------------------------------------------------------------------
+
+def _absolute_paths(campaign: dict[str, Any]) -> dict[str, Any]:
+    """Tune runs each trial in its own working directory: pin relative paths to this one."""
+    return {**campaign, **{k: str(Path(campaign[k]).absolute()) for k in PATH_KEYS
+                           if campaign.get(k) is not None}}
+
+
+def run_tune(config: Path, out: str | None, num_samples: int | None, quiet: bool) -> int:
+    """Check the sweep, run it on Ray Tune, write the results; 1 if every trial failed."""
+    from autoal_dist.campaign import prepare_data
+    from autoal_dist.distributed import ensure_ray
+
+    sweep = parse_sweep(read_config_file(config), num_samples)
+    out_dir = (Path(out) if out else Path("runs") / f"tune-{config.stem}").absolute()
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError("--out", f"{out_dir} is not an empty directory; a sweep writes a "
+                          "new one")
+    try:
+        data = prepare_data(sweep.base)
+    except ConfigError as e:
+        raise prefixed(e, "campaign") from None
+    domains, samples = sample_trials(sweep)
+    check_samples(sweep, samples, data.num_classes, len(data.train_y))
+    campaign = _absolute_paths(sweep.campaign)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store.write_text(out_dir / "sweep.yaml", config.read_text(encoding="utf-8"))
+    # With include_dashboard=None Ray starts the dashboard where ray[default] is installed.
+    # It is needed: when ASHA kills a trial that runs a Train job, Train V2's placement
+    # group cleaner asks the dashboard's state API about the job before freeing its workers.
+    ensure_ray()
+    grid = _fit(sweep, campaign, domains, samples, data, out_dir, quiet)
+
+    ranked = result_rows(grid, sweep)
+    rows = [row for row, _ in ranked]
+    table = pa.Table.from_pylist(rows)
+    store.write_table(out_dir / RESULTS_FILE, table.cast(pa.schema(
+        [pa.field(f.name, RESULT_TYPES.get(f.name, f.type)) for f in table.schema])))
+    print(ranked_table(rows, sweep))
+    for row in rows:
+        if row["error"]:
+            print(f"trial {row['trial_id']} failed: {row['error']}", file=sys.stderr)
+    best, best_sample = ranked[0]
+    if best["status"] == "error":
+        print(f"autoal-dist: error: every trial failed; see the errors above and "
+              f"{out_dir / 'ray_tune'}", file=sys.stderr)
+        return 1
+    write_best_config(out_dir / BEST_FILE, campaign, best_sample,
+                      f"best of the sweep {out_dir.name}: trial {best['trial_id']}, "
+                      f"{sweep.metric} {best[sweep.metric]:.4f}")
+    print(f"\noutputs: {out_dir}/ ({RESULTS_FILE}, {BEST_FILE}, trials/<trial id>/)")
+    return 0
