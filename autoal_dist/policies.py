@@ -59,6 +59,6 @@ def policy_for(strategy: str) -> Policy:
 
 
 
-# AutoAL registers itself here; imported last because it imports this module.
+# AutoAL and ALBL register themselves here; imported last because they import this module.
 from autoal_dist.autoal import policy as _autoal_policy  # noqa: E402,F401
 from autoal_dist.albl import policy as _albl_policy  # noqa: E402,F401
