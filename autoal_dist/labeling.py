@@ -114,7 +114,8 @@ def next_steps(run_dir: Path, round_: int) -> str:
         f"round {round_} awaits labels: {p.labeled} of {p.batch} queried samples are labeled.",
         "Next:",
         f"  autoal-dist export {run} --round {round_} --to {shlex.quote(str(out))}",
-        f"  # fill the label column of {csv_path} (or label in Label Studio, see docs/labeling.md)",
+        f"  # fill the label column of {csv_path}\n"
+        "  #   (or label in Label Studio: README, 'Labeling with people')",
         f"  autoal-dist import {run} --labels {csv_path}",
         f"  autoal-dist run --resume --out {run}",
     ])
