@@ -15,9 +15,6 @@ with either are equivalent in distribution, not bit for bit, to one process.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -30,10 +27,8 @@ import torch.distributed as dist
 from autoal_dist.autoal.search import Rows, build_models, train_search
 from autoal_dist.config import Config
 from autoal_dist.data.transforms import Normalizer
+from autoal_dist.distributed.train import report_state, run_job
 from autoal_dist.models.autoal_nets import SearchNet
-
-STATE_FILE = "searchnet.pt"
-
 
 class Collective:
     """Comm over the Train workers' torch.distributed group (gloo on CPU, nccl on GPU)."""
@@ -95,14 +90,7 @@ def search_loop(config: dict[str, Any]) -> None:
                  job.seed, comm)
     state = {net: {k: v.cpu() for k, v in getattr(models, net).state_dict().items()}
              for net in ("searchnet", "fitnet")}
-    if rank == 0:
-        d = Path(config["local_dir"]) if config["local_dir"] else Path(tempfile.mkdtemp())
-        d.mkdir(parents=True, exist_ok=True)
-        torch.save(state, d / STATE_FILE)
-        ray.train.report({"done": 1}, checkpoint=ray.train.Checkpoint.from_directory(str(d)),
-                         delete_local_checkpoint_after_upload=not config["local_dir"])
-    else:
-        ray.train.report({"done": 1})
+    report_state(state, {"done": 1}, rank, config["local_dir"])
 
 
 def fit_search(job: SearchJob, search: Rows, fit: Rows, memberships: np.ndarray,
@@ -113,26 +101,12 @@ def fit_search(job: SearchJob, search: Rows, fit: Rows, memberships: np.ndarray,
     A failed worker group is retried from scratch: the search is deterministic and
     short next to scoring, so a mid-search checkpoint would buy little.
     """
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    run_name = f"{name}-{uuid.uuid4().hex[:8]}"
-    storage = Path(storage).absolute()
-    trainer = TorchTrainer(
-        search_loop,
-        train_loop_config={"job": job, "search": ray.put(search), "fit": ray.put(fit),
-                           "memberships": ray.put(memberships), "normalize": normalize,
-                           "local_dir": str(storage / run_name / "local") if workers == 0 else ""},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu and workers > 0),
-        run_config=RunConfig(name=run_name, storage_path=str(storage),
-                             failure_config=FailureConfig(max_failures=max_failures)),
-    )
-    result = trainer.fit()
-    with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+    state = run_job(search_loop, {"job": job, "search": ray.put(search), "fit": ray.put(fit),
+                                  "memberships": ray.put(memberships), "normalize": normalize},
+                    workers=workers, use_gpu=use_gpu, storage=storage, name=name,
+                    max_failures=max_failures)
     torch.manual_seed(job.seed)
     models = build_models(job.cfg, job.input_shape, job.num_classes, "cpu")
     models.searchnet.load_state_dict(state["searchnet"])
     models.fitnet.load_state_dict(state["fitnet"])
-    shutil.rmtree(storage / run_name, ignore_errors=True)
     return models.searchnet.eval(), models.fitnet.eval()

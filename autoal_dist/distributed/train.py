@@ -13,15 +13,14 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import ray
 import torch
 
 from autoal_dist.data.transforms import Normalizer
-from autoal_dist.models.backbones import ModelSpec
-from autoal_dist.models.backbones import Classifier
+from autoal_dist.models.backbones import Classifier, ModelSpec
 from autoal_dist.training import TrainSettings, num_steps, train_classifier
 
 STATE_FILE = "train_state.pt"
@@ -47,29 +46,57 @@ def _load_state(checkpoint: ray.train.Checkpoint | None) -> dict[str, Any] | Non
         return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
-def _report(state: dict[str, Any], rank: int, local_dir: Path | None) -> None:
-    """Rank 0 saves the loop state as a checkpoint; every rank reports (a collective).
+def report_state(state: dict[str, Any], metrics: dict[str, Any], rank: int,
+                 local_dir: str) -> None:
+    """Rank 0 saves `state` as a checkpoint; every rank reports (it is a collective).
 
     Worker groups write to a temp dir that Ray uploads to the run's storage and
-    deletes. Local mode does not upload, so it writes under `local_dir` (inside
-    the run directory) and keeps only the newest checkpoint.
+    deletes. Local mode (`local_dir` set) does not upload, so it writes under the
+    run's storage itself and keeps only the newest checkpoint.
     """
-    metrics = {"step": state["step"]}
     if rank != 0:
         ray.train.report(metrics)
         return
-    if local_dir is None:
+    if not local_dir:
         d = Path(tempfile.mkdtemp(prefix="autoal-ckpt-"))
     else:
-        d = local_dir / f"step_{state['step']:08d}"
-        d.mkdir(parents=True, exist_ok=True)
+        d = Path(local_dir) / uuid.uuid4().hex
+        d.mkdir(parents=True)
     torch.save(state, d / STATE_FILE)
     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(d)),
-                     delete_local_checkpoint_after_upload=local_dir is None)
-    if local_dir is not None:
-        for old in local_dir.iterdir():
+                     delete_local_checkpoint_after_upload=not local_dir)
+    if local_dir:
+        for old in Path(local_dir).iterdir():
             if old != d:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def run_job(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], *, workers: int,
+            use_gpu: bool, storage: Path, name: str, max_failures: int) -> dict[str, Any]:
+    """Fit a TorchTrainer running `loop` and return the state of its last checkpoint.
+
+    A unique run name per call (reusing one silently resumes an old run). The run's
+    checkpoints exist to survive a crash inside this fit; once its result is back
+    they are deleted (~100 MB per ResNet round would otherwise fill the disk).
+    `config` gains `local_dir` for report_state.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    run_name = f"{name}-{uuid.uuid4().hex[:8]}"
+    storage = Path(storage).absolute()
+    local_dir = str(storage / run_name / "local") if workers == 0 else ""
+    trainer = TorchTrainer(
+        loop, train_loop_config={**config, "local_dir": local_dir},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu and workers > 0),
+        run_config=RunConfig(name=run_name, storage_path=str(storage),
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)))
+    state = _load_state(trainer.fit().checkpoint)
+    shutil.rmtree(storage / run_name, ignore_errors=True)
+    if state is None:
+        raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint")
+    return state
 
 
 class InjectedFailure(RuntimeError):
@@ -91,10 +118,8 @@ def train_loop(config: dict[str, Any]) -> None:
     if world > 1:
         model = ray.train.torch.prepare_model(model)
 
-    local_dir = Path(config["local_dir"]) if config["local_dir"] else None
-
     def on_checkpoint(state: dict[str, Any]) -> None:
-        _report(state, rank, local_dir)
+        report_state(state, {"step": state["step"]}, rank, config["local_dir"])
 
     def progress(step: int, loss: float) -> None:
         if step == job.fail_at_step and resume is None:
@@ -110,29 +135,13 @@ def fit_classifier(x: np.ndarray, y: np.ndarray, normalize: Normalizer, job: Tra
                    workers: int, use_gpu: bool, storage: Path, name: str,
                    max_failures: int = 2) -> Classifier:
     """Train through a TorchTrainer and return the final weights in a local Classifier."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    run_name = f"{name}-{uuid.uuid4().hex[:8]}"  # never resume a stale run by name
-    storage = Path(storage).absolute()
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"job": job, "x": ray.put(x), "y": ray.put(y), "normalize": normalize,
-                           "local_dir": str(storage / run_name / "local") if workers == 0 else ""},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu and workers > 0),
-        run_config=RunConfig(
-            name=run_name, storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=1)),
-    )
-    result = trainer.fit()
-    state = _load_state(result.checkpoint)
-    if state is None or state["step"] != num_steps(len(x), job.settings):
-        raise RuntimeError(f"training run {run_name} ended without its final checkpoint")
+    state = run_job(train_loop, {"job": job, "x": ray.put(x), "y": ray.put(y),
+                                 "normalize": normalize},
+                    workers=workers, use_gpu=use_gpu, storage=storage, name=name,
+                    max_failures=max_failures)
+    if state["step"] != num_steps(len(x), job.settings):
+        raise RuntimeError(f"training {name} ended at step {state['step']}, not at the end")
     torch.manual_seed(job.seed)
     model = job.spec.build()
     model.load_state_dict(state["model"])
-    # The checkpoints exist to survive a crash inside this fit; the round's result
-    # is the returned weights, so they would only fill the disk (~100 MB per ResNet round).
-    shutil.rmtree(storage / run_name, ignore_errors=True)
     return model.eval()
