@@ -43,6 +43,11 @@ def machine() -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_average() -> str:
+    """1/5/15-minute load averages: on a shared machine, what else competed for the cores."""
+    return "/".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def command() -> str:
     return f"`python {shlex.join(sys.argv)}`"
 
@@ -57,19 +62,24 @@ def write_result(name: str, text: str) -> Path:
 PHASES = ("train_s", "eval_s", "score_s", "search_s", "select_s")
 
 
-def run_campaign(overrides: dict, run_dir: Path) -> list[dict]:
-    """One campaign in this process (LocalScorer, in-process training): its metric rows.
-
-    In-process so that benchmarks time the algorithm, not Ray's startup. A run_dir that
-    already holds the campaign is resumed by `Campaign.run` itself (exactly), so a
-    benchmark restarted with the same --workdir only runs what is missing; the rows
-    keep each phase's seconds (PHASES) from the run that measured them.
-    """
+def campaign_for(overrides: dict, run_dir: Path):
+    """An in-process Campaign (LocalScorer, in-process training) for config overrides:
+    benchmarks time the algorithm, not Ray's startup, unless they measure Ray itself."""
     from autoal_dist.campaign import Campaign, prepare_data
     from autoal_dist.config import build_config
 
     cfg = build_config({}, overrides)
-    return Campaign(cfg, Path(run_dir), prepare_data(cfg), show_progress=False).run()
+    return Campaign(cfg, Path(run_dir), prepare_data(cfg), show_progress=False)
+
+
+def run_campaign(overrides: dict, run_dir: Path) -> list[dict]:
+    """One in-process campaign's metric rows.
+
+    A run_dir that already holds the campaign is resumed by `Campaign.run` itself
+    (exactly), so a benchmark restarted with the same --workdir only runs what is
+    missing; the rows keep each phase's seconds (PHASES) from the run that measured them.
+    """
+    return campaign_for(overrides, run_dir).run()
 
 
 def mean_std(values) -> str:

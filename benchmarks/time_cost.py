@@ -1,0 +1,221 @@
+"""Time cost per round (the paper's Table 2 form): each candidate alone, ALBL and AutoAL vs Entropy.
+
+One harness per round and labeled-set size: the classifier is trained once (every
+strategy trains the same classifier on the same labeled set, so the train column is
+shared), then
+  - each candidate alone: its own scoring pass + its selection. Candidates with the
+    same needs (probs; mc_probs; embeddings) run the identical pass, so it is timed
+    once per needs group and charged to each of them;
+  - ALBL and AutoAL: their round policies, exactly as a campaign calls them (one pass
+    for all candidates; AutoAL adds the SearchNet/FitNet search).
+Reports train / score / search / select seconds per round, the total as a ratio to
+Entropy's (the paper: AutoAL 2.95x-6.54x Entropy with 7 candidates) and the search
+share of AutoAL's time. Labeled sets are random of the round's size (init + r * b):
+timing does not depend on which samples are labeled.
+
+Datasets: `digits` (the `autoal-dist run` defaults, every round) and a synthetic
+TinyImageNet-shaped pool (64x64x3, 200 classes, ResNet-18). On CPU the latter runs at
+a small N, one round and cut-down training/search, and the results file projects the
+round to the paper's scale from the measured unit costs (formula in the file).
+
+    python benchmarks/time_cost.py                      # digits (8 rounds) + tiny N=2000
+    python benchmarks/time_cost.py --tiny-n 100000 --tiny-epochs 40 --tiny-autoal-iters 400,200 --gpu
+    python benchmarks/time_cost.py --quick              # digits, 1 round, no results file
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from autoal_dist.albl.policy import albl_policy
+from autoal_dist.autoal.policy import autoal_policy
+from autoal_dist.campaign import Campaign, initial_ids
+from autoal_dist.config import DEFAULT_CANDIDATES, Config
+from autoal_dist.data import Dataset
+from autoal_dist.policies import RoundContext
+from autoal_dist.scoring import selection_from_outputs
+from autoal_dist.seeds import derive
+from autoal_dist.strategies import needs_of
+from autoal_dist.training import TrainSettings, num_steps
+from common import campaign_for, command, load_average, machine, write_result
+
+COLUMNS = ("train_s", "score_s", "search_s", "select_s")
+TARGET_N = 100_000  # TinyImageNet's train pool
+
+
+@dataclass
+class Setting:
+    """One dataset's campaign settings for the harness."""
+
+    title: str
+    overrides: dict
+    rounds: int
+    notes: list[str] = field(default_factory=list)
+
+
+def round_costs(camp: Campaign, labeled: np.ndarray, round_: int) -> dict[str, dict[str, float]]:
+    """Seconds per phase of one round, per strategy (see the module docstring)."""
+    cfg, data = camp.cfg, camp.data
+    t0 = time.perf_counter()
+    model = camp.train(labeled, round_)
+    train_s = time.perf_counter() - t0
+    unlabeled = np.setdiff1d(np.arange(len(data.train_y)), labeled)
+    seed = derive(cfg.seed, round_, "select")
+    # untimed warm-up: the first pass of a process pays one-time allocations
+    camp.scorer.outputs(model, unlabeled[:8], cfg.candidates, seed, labeled)
+    costs: dict[str, dict[str, float]] = {}
+    passes: dict[frozenset, tuple] = {}
+    for name in cfg.candidates:
+        needs = needs_of([name])
+        if needs not in passes:
+            t0 = time.perf_counter()
+            out = camp.scorer.outputs(model, unlabeled, [name], seed, labeled)
+            passes[needs] = (out, time.perf_counter() - t0)
+        out, score_s = passes[needs]
+        t0 = time.perf_counter()
+        selection_from_outputs(out, name, cfg.budget, seed, cfg.score.batch_size)
+        costs[name] = {"train_s": train_s, "score_s": score_s, "search_s": 0.0,
+                       "select_s": time.perf_counter() - t0}
+    for name, policy in (("albl", albl_policy), ("autoal", autoal_policy)):
+        ctx = RoundContext(cfg, data, camp.normalize, model, camp.scorer, round_, labeled,
+                           unlabeled, camp.device, camp.run_dir / name)
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        policy(ctx)
+        costs[name] = {"train_s": train_s, **{c: ctx.timings.get(c, 0.0) for c in COLUMNS[1:]}}
+    return costs
+
+
+def measure(setting: Setting, workdir: Path) -> tuple[Campaign, dict[str, np.ndarray]]:
+    """strategy -> [rounds, 4] seconds (COLUMNS), rounds r = 0..R-1 at |L| = init + r b."""
+    camp = campaign_for(setting.overrides, workdir)
+    cfg, data = camp.cfg, camp.data
+    per_round = []
+    for r in range(setting.rounds):
+        labeled = initial_ids(len(data.train_y), cfg.init + r * cfg.budget,
+                              derive(cfg.seed, 0, "init"))
+        costs = round_costs(camp, labeled, r)
+        per_round.append(costs)
+        print(f"{setting.title} round {r}: " + ", ".join(
+            f"{n} {sum(c.values()):.1f}s" for n, c in costs.items()), flush=True)
+    return camp, {n: np.array([[c[n][k] for k in COLUMNS] for c in per_round])
+                       for n in per_round[0]}
+
+
+def table(res: dict[str, np.ndarray]) -> str:
+    """Mean seconds per round and the ratio of totals to Entropy's, AutoAL's search share."""
+    base = res["entropy"].mean(0).sum()
+    lines = ["| strategy | train s | score s | search s | select s | total s/round | "
+             "ratio to Entropy |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, t in sorted(res.items(), key=lambda kv: kv[1].mean(0).sum()):
+        m = t.mean(0)
+        lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in m)
+                     + f" | {m.sum():.2f} | **{m.sum() / base:.2f}x** |")
+    a = res["autoal"].mean(0)
+    lines += ["", f"AutoAL / Entropy = **{a.sum() / base:.2f}x**; search share of AutoAL's round "
+              f"time = **{a[2] / a.sum():.1%}**; its one scoring pass for "
+              f"{len(DEFAULT_CANDIDATES)} candidates = {a[1]:.2f} s vs Entropy's "
+              f"{res['entropy'].mean(0)[1]:.2f} s."]
+    return "\n".join(lines)
+
+
+def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
+    """Scale the measured tiny round to N = TARGET_N and the default training/search.
+
+    t_round(N) = t_step * S + t_iter * I + (c_score + c_select) * N, with the measured
+    per-step, per-iteration and per-pool-sample costs; S and I are the defaults'.
+    """
+    d, t = Config(), cfg.train
+    measured = TrainSettings(t.epochs, t.batch_size, t.lr, t.optimizer, t.weight_decay,
+                             t.min_steps)
+    full = TrainSettings(d.train.epochs, t.batch_size, t.lr, t.optimizer, t.weight_decay,
+                         d.train.min_steps)
+    steps, steps_full = num_steps(cfg.init, measured), num_steps(cfg.init, full)
+    iters = cfg.autoal.search_iters + cfg.autoal.fitnet_pretrain_iters
+    iters_full = d.autoal.search_iters + d.autoal.fitnet_pretrain_iters
+    n_u = len(data.train_y) - cfg.init
+    rows = ["| strategy | per pool sample: score + select ms | projected s/round at N = "
+            f"{TARGET_N:,} | ratio to Entropy |", "|---|---:|---:|---:|"]
+    proj = {}
+    for name, tt in res.items():
+        train_s, score_s, search_s, select_s = tt.mean(0)
+        per_sample = (score_s + select_s) / n_u
+        search_full = search_s / iters * iters_full if iters else 0.0
+        proj[name] = (train_s / steps * steps_full + search_full + per_sample * TARGET_N,
+                      per_sample)
+    for name, (total, per_sample) in sorted(proj.items(), key=lambda kv: kv[1][0]):
+        rows.append(f"| {name} | {per_sample * 1e3:.2f} | {total:,.0f} | "
+                    f"{total / proj['entropy'][0]:.2f}x |")
+    return "\n".join([
+        f"Measured at N = {len(data.train_y):,} ({n_u:,} unlabeled), |L| = {cfg.init}, "
+        f"{steps} training steps, AutoAL {cfg.autoal.search_iters} search + "
+        f"{cfg.autoal.fitnet_pretrain_iters} FitNet pre-fit iterations. Projection: "
+        f"t_round(N) = t_step * S + t_iter * I + (c_score + c_select) * N with the measured "
+        f"t_step = train_s / {steps}, t_iter = search_s / {iters} (an upper bound: it also "
+        "carries the search's fixed L_search pass) and c = seconds per unlabeled sample; "
+        f"S = {steps_full} (default epochs {d.train.epochs} at |L| = {cfg.init}), "
+        f"I = {iters_full} (default iterations). Linear in N for the pass; k-means' "
+        "selection grows faster (N x b per Lloyd pass), so its row is a lower bound.", "",
+        *rows])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--digits-rounds", type=int, default=Config().rounds,
+                   help="digits rounds measured (|L| = init + r b)")
+    p.add_argument("--tiny-n", type=int, default=2000, help="synthetic TinyImageNet pool size")
+    p.add_argument("--tiny-rounds", type=int, default=1)
+    p.add_argument("--tiny-init", type=int, default=200, help=">= 200 classes")
+    p.add_argument("--tiny-budget", type=int, default=100)
+    p.add_argument("--tiny-epochs", type=int, default=1,
+                   help="classifier epochs on the tiny pool (CPU: 1; default config: 40)")
+    p.add_argument("--tiny-autoal-iters", default="2,2", metavar="SEARCH,PRETRAIN",
+                   help="AutoAL iterations on the tiny pool (CPU: 2,2; default config: 400,200)")
+    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--quick", action="store_true", help="digits, 1 round; no results file")
+    args = p.parse_args()
+    search_iters, pretrain_iters = (int(v) for v in args.tiny_autoal_iters.split(","))
+    settings = [Setting("digits", {"gpu": args.gpu}, 1 if args.quick else args.digits_rounds,
+                        ["`autoal-dist run` defaults"])]
+    if not args.quick:
+        settings.append(Setting(
+            "tinyimagenet-shaped", {
+                "dataset": f"synthetic:tinyimagenet,n={args.tiny_n},test=100",
+                "init": args.tiny_init, "budget": args.tiny_budget, "rounds": args.tiny_rounds,
+                "gpu": args.gpu, "train": {"epochs": args.tiny_epochs, "min_steps": 0},
+                "autoal": {"search_iters": search_iters, "fitnet_pretrain_iters": pretrain_iters}},
+            args.tiny_rounds,
+            [f"training cut to {args.tiny_epochs} epoch(s), min_steps 0; AutoAL "
+             f"{search_iters} search + {pretrain_iters} pre-fit iterations (CPU)"]))
+    print(machine() + f"command: {command()}", flush=True)
+    sections = []
+    for s in settings:
+        before = load_average()
+        camp, res = measure(s, Path(tempfile.mkdtemp(prefix=f"time_cost-{s.title}-")))
+        cfg, data = camp.cfg, camp.data
+        text = [f"## {s.title}: `{cfg.dataset}`", "",
+                f"Pool {len(data.train_y):,} x {data.input_shape}, {data.num_classes} classes, "
+                f"model {camp.spec.name}; init {cfg.init}, b = {cfg.budget}, "
+                f"{s.rounds} round(s) measured (mean per round); {'; '.join(s.notes)}; "
+                f"{'GPU' if cfg.gpu else 'CPU'}, {cfg.train.threads} torch thread(s). Load average "
+                f"(1/5/15 min) before: {before}, after: {load_average()}: other work on the "
+                "shared cores inflates wall times unevenly, so compare rows measured together.",
+                "",
+                table(res), ""]
+        if s.title != "digits":
+            text += ["### Projection to the paper's scale", "", projection(cfg, data, res), ""]
+        sections.append("\n".join(text))
+        print("\n" + sections[-1], flush=True)
+    out = "\n".join(["# Time cost per round (paper Table 2 form)", "", f"Command: {command()}",
+                     "", machine().rstrip(), "", *sections])
+    if not args.quick:
+        print(f"wrote {write_result('time_cost.md', out)}")
+
+
+if __name__ == "__main__":
+    main()
