@@ -6,7 +6,6 @@ stderr and exit code 2, raised before anything in the run directory changes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
@@ -14,12 +13,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autoal_dist import __version__, store
+from autoal_dist.store import CONFIG_FILE, dataset_fingerprint
 from autoal_dist.config import Config, ConfigError, build_config, read_config_file
 from autoal_dist.data import DataError, Dataset
 from autoal_dist.labeling import LabelError, export_batch, import_labels, next_steps
 
 EXIT_USAGE = 2
-CONFIG_FILE = "config.json"
 # Settings a resumed campaign may change: they alter how it runs, not what it selects.
 RESUMABLE_OVERRIDES = {"rounds", "shards", "workers", "gpu"}
 
@@ -138,15 +137,6 @@ def fresh_run_dir(cfg: Config) -> Path:
         k += 1
         out = base.with_name(f"{base.name}-{k}")
     return out
-
-
-def dataset_fingerprint(data) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for arr in (data.train_x, data.train_y, data.test_x, data.test_y):
-        h.update(str(arr.shape).encode())
-        for lo in range(0, len(arr), 16384):
-            h.update(arr[lo:lo + 16384].tobytes())
-    return h.hexdigest()
 
 
 def read_run_meta(run_dir: Path, flag: str) -> dict:

@@ -7,6 +7,7 @@ else holds it, so there is nothing to get out of sync.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 
 from autoal_dist.faults import crashpoint
 
+CONFIG_FILE = "config.json"  # the stored config, dataset fingerprint and class count
 JOURNAL_DIR = "journal"
 _ROUND_FILE = re.compile(r"^round_(\d{3,})\.parquet$")
 JOURNAL_SCHEMA = pa.schema([
@@ -69,6 +71,16 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def dataset_fingerprint(data) -> str:
+    """A hash of the dataset's arrays: a resumed campaign must see the same data."""
+    h = hashlib.blake2b(digest_size=16)
+    for arr in (data.train_x, data.train_y, data.test_x, data.test_y):
+        h.update(str(arr.shape).encode())
+        for lo in range(0, len(arr), 16384):
+            h.update(arr[lo:lo + 16384].tobytes())
+    return h.hexdigest()
 
 
 # ---- pool -------------------------------------------------------------------

@@ -33,7 +33,7 @@ import pyarrow as pa
 import yaml
 
 from autoal_dist import __version__, store
-from autoal_dist.cli import CONFIG_FILE, dataset_fingerprint
+from autoal_dist.store import CONFIG_FILE, dataset_fingerprint
 from autoal_dist.config import Config, ConfigError, read_config_file
 from autoal_dist.data import Dataset
 from autoal_dist.report import learning_curve_auc
