@@ -121,10 +121,12 @@ class Campaign:
         steps = num_steps(len(x), settings)
         if self.ray_train:
             from autoal_dist.distributed.train import TrainJob, fit_classifier
+            from autoal_dist.remote import train_location
 
             job = TrainJob(self.spec, settings, seed, use_augment, max(1, steps // 4), t.threads)
             return fit_classifier(x, y, self.normalize, job, workers=cfg.workers,
-                                  use_gpu=cfg.gpu, storage=self.run_dir / "train",
+                                  use_gpu=cfg.gpu,
+                                  storage=train_location(self.run_dir, cfg.workers),
                                   name=f"round{round_:03d}")
         torch.set_num_threads(t.threads)
         torch.manual_seed(seed)

@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from autoal_dist import __version__, store
+from autoal_dist import __version__, remote, store
 from autoal_dist.store import CONFIG_FILE, dataset_fingerprint
 from autoal_dist.config import Config, ConfigError, build_config, read_config_file
 from autoal_dist.data import DataError, Dataset
 from autoal_dist.labeling import LabelError, export_batch, import_labels, next_steps
+from autoal_dist.remote import RemoteError
 
 EXIT_USAGE = 2
 # Settings a resumed campaign may change: they alter how it runs, not what it selects.
@@ -123,27 +124,27 @@ def default_name(cfg: Config) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cfg.dataset}-{cfg.strategy}-seed{cfg.seed}")
 
 
-def fresh_run_dir(cfg: Config) -> Path:
+def fresh_location(cfg: Config) -> str:
     """--out as given (must be new or empty); else runs/<name>, suffixed -2, -3... if taken."""
     if cfg.out:
-        out = Path(cfg.out)
-        if out.exists() and any(not store.is_temp(p) for p in out.iterdir()):
-            raise UsageError(f"--out: {out} already holds a run; pass --resume to continue it "
-                             "or choose another directory")
-        return out
+        if not remote.is_empty(cfg.out):
+            raise UsageError(f"--out: {cfg.out} already holds a run; pass --resume to continue "
+                             "it or choose another directory")
+        return cfg.out
     base = Path("runs") / (cfg.name or default_name(cfg))
     out, k = base, 1
     while out.exists():
         k += 1
         out = base.with_name(f"{base.name}-{k}")
-    return out
+    return str(out)
 
 
 def read_run_meta(run_dir: Path, flag: str) -> dict:
     """The run directory's config.json: stored config, dataset fingerprint, class count."""
     meta_path = run_dir / CONFIG_FILE
     if not meta_path.is_file():
-        raise UsageError(f"{flag}: {run_dir} holds no {CONFIG_FILE}; not a campaign run directory")
+        raise UsageError(f"{flag}: {remote.location_of(run_dir)} holds no {CONFIG_FILE}; not a "
+                         "campaign run directory")
     return json.loads(meta_path.read_text())
 
 
@@ -158,10 +159,7 @@ def stored_data(cfg: Config, meta: dict) -> Dataset:
     return data
 
 
-def _resume_config(args: argparse.Namespace) -> tuple[Config, Path, dict]:
-    if not args.out:
-        raise UsageError("--resume needs --out DIR, the run directory to continue")
-    run_dir = Path(args.out)
+def _resume_config(args: argparse.Namespace, run_dir: Path) -> tuple[Config, dict]:
     meta = read_run_meta(run_dir, "--out")
     stored = meta["config"]
     overrides = _overrides(args)
@@ -174,28 +172,40 @@ def _resume_config(args: argparse.Namespace) -> tuple[Config, Path, dict]:
                              f"value {stored.get(key)!r}; on --resume only "
                              f"{', '.join(sorted(RESUMABLE_OVERRIDES))} may change")
     cfg = build_config(stored, {k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES})
-    return cfg, run_dir, meta
+    return cfg, meta
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from autoal_dist.campaign import Campaign, prepare_data
-    from autoal_dist.report import write_report
+    """A new campaign, or (--resume) the one in --out; a URI --out is staged (remote.py)."""
+    from autoal_dist.campaign import prepare_data
 
     if args.resume:
-        cfg, run_dir, meta = _resume_config(args)
-        data = stored_data(cfg, meta)
-    else:
-        file_values = read_config_file(args.config) if args.config else {}
-        cfg = build_config(file_values, _overrides(args))
-        data = prepare_data(cfg)
-        run_dir = fresh_run_dir(cfg)
+        if not args.out:
+            raise UsageError("--resume needs --out DIR, the run directory to continue")
+        with remote.opened(args.out) as run_dir:
+            cfg, meta = _resume_config(args, run_dir)
+            return _run_campaign(args, cfg, stored_data(cfg, meta), meta, run_dir)
+    file_values = read_config_file(args.config) if args.config else {}
+    cfg = build_config(file_values, _overrides(args))
+    data = prepare_data(cfg)
+    location = fresh_location(cfg)
+    with remote.opened(location, download=False) as run_dir:
         run_dir.mkdir(parents=True, exist_ok=True)
         meta = {"config": cfg.to_dict(), "dataset_fingerprint": dataset_fingerprint(data),
                 "num_classes": data.num_classes, "autoal_dist_version": __version__}
         store.write_json(run_dir / CONFIG_FILE, meta)  # first: it makes the directory resumable
+        return _run_campaign(args, cfg, data, meta, run_dir)
+
+
+def _run_campaign(args: argparse.Namespace, cfg: Config, data: Dataset, meta: dict,
+                  run_dir: Path) -> int:
+    from autoal_dist.campaign import Campaign
+    from autoal_dist.report import write_report
+
     if not (run_dir / "pool.parquet").is_file():  # absent if a crash came right after config.json
         store.write_table(run_dir / "pool.parquet", store.pool_table(data.train_y, data.test_y))
-    print(f"run directory: {run_dir}", file=sys.stderr)
+    where = remote.location_of(run_dir)
+    print(f"run directory: {where}", file=sys.stderr)
     meta["config"] = cfg.to_dict()  # a resume may raise rounds
     store.write_json(run_dir / CONFIG_FILE, meta)
     campaign = (Campaign if args.local else Campaign.on_ray)(cfg, run_dir, data,
@@ -208,17 +218,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(next_steps(run_dir, campaign.awaiting))
         return 0
     print(write_report(run_dir))
-    print(f"\noutputs: {run_dir}/ (metrics.parquet, journal/, curves.png, summary.md)")
+    print(f"\noutputs: {where}/ (metrics.parquet, journal/, curves.png, summary.md)")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from autoal_dist.report import write_report
 
-    run_dir = Path(args.dir)
-    if not (run_dir / "metrics.parquet").is_file():
-        raise UsageError(f"report: {run_dir} holds no metrics.parquet")
-    print(write_report(run_dir))
+    with remote.opened(args.dir, field="report") as run_dir:
+        if not (run_dir / "metrics.parquet").is_file():
+            raise UsageError(f"report: {args.dir} holds no metrics.parquet")
+        print(write_report(run_dir))
     return 0
 
 
@@ -232,25 +242,29 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    run_dir = Path(args.dir)
-    meta = read_run_meta(run_dir, "export")
+    if remote.is_uri(args.to):
+        raise UsageError(f"--to: {args.to} is a URI; the export is a local directory of files "
+                         "for people (or Label Studio) to open")
+    with remote.opened(args.dir, field="export") as run_dir:
+        meta = read_run_meta(run_dir, "export")
 
-    def load_data():
-        return stored_data(build_config(meta["config"]), meta)
+        def load_data():
+            return stored_data(build_config(meta["config"]), meta)
 
-    print(export_batch(run_dir, args.round, load_data, Path(args.to),
-                       Path(args.ls_root) if args.ls_root else None))
+        print(export_batch(run_dir, args.round, load_data, Path(args.to),
+                           Path(args.ls_root) if args.ls_root else None))
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    run_dir = Path(args.dir)
-    meta = read_run_meta(run_dir, "import")
-    oracle = meta["config"]["oracle"]
-    if oracle != "files":
-        raise UsageError(f"import: {run_dir} runs with oracle {oracle!r}, which takes labels from "
-                         "the dataset; start the campaign with --oracle files to label with people")
-    print(import_labels(run_dir, Path(args.labels), meta["num_classes"]))
+    with remote.opened(args.dir, field="import") as run_dir:
+        meta = read_run_meta(run_dir, "import")
+        oracle = meta["config"]["oracle"]
+        if oracle != "files":
+            raise UsageError(f"import: {args.dir} runs with oracle {oracle!r}, which takes labels "
+                             "from the dataset; start the campaign with --oracle files to label "
+                             "with people")
+        print(import_labels(run_dir, Path(args.labels), meta["num_classes"]))
     return 0
 
 
@@ -271,6 +285,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_bench(argv[1:])
         args = parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (ConfigError, DataError, LabelError, UsageError) as e:
+    except (ConfigError, DataError, LabelError, RemoteError, UsageError) as e:
         print(f"autoal-dist: error: {e}", file=sys.stderr)
         return EXIT_USAGE

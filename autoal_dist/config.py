@@ -216,6 +216,7 @@ def validate(cfg: Config) -> None:
     from autoal_dist.data.base import DATASETS
     from autoal_dist.models.backbones import MODELS
     from autoal_dist.policies import POLICIES
+    from autoal_dist.remote import check_uri
     from autoal_dist.strategies import STRATEGIES
     from autoal_dist.training import OPTIMIZERS
 
@@ -240,6 +241,9 @@ def validate(cfg: Config) -> None:
     _check(cfg.model in ("auto", *MODELS), "model",
            f"unknown model {cfg.model!r}; allowed: auto, {', '.join(MODELS)}")
     _check(cfg.oracle in ORACLES, "oracle", f"must be one of {', '.join(ORACLES)}, got {cfg.oracle!r}")
+    if cfg.out is not None:
+        problem = check_uri(cfg.out)
+        _check(problem is None, "out", problem or "")
     if cfg.name is not None:
         _check(bool(re.fullmatch(r"[A-Za-z0-9._-]+", cfg.name)), "name",
                f"use letters, digits, '.', '_' or '-', got {cfg.name!r}")

@@ -34,6 +34,7 @@ from PIL import Image
 
 from autoal_dist import store
 from autoal_dist.data import Dataset
+from autoal_dist.remote import is_uri, location_of
 
 LABELS_DIR = "labels"
 LABELS_SCHEMA = pa.schema([("id", pa.int64()), ("label", pa.int64())])
@@ -99,17 +100,24 @@ def _round_ids(run_dir: Path, round_: int) -> np.ndarray:
     return t.column("id").to_numpy()
 
 
+def _where(run_dir: Path) -> str:
+    """The run directory as the user named it (its URI when staged), shell-quoted."""
+    return shlex.quote(location_of(run_dir))
+
+
 def default_export_dir(run_dir: Path, round_: int) -> Path:
-    """Where the printed next steps export to: beside the run, one folder per round."""
+    """Where the printed next steps export to: beside the run (in the working directory for a
+    run on a URI: people label local files), one folder per round."""
     run_dir = Path(run_dir)
-    return run_dir.parent / f"{run_dir.name}-export" / f"round_{round_:03d}"
+    base = Path() if is_uri(location_of(run_dir)) else run_dir.parent
+    return base / f"{run_dir.name}-export" / f"round_{round_:03d}"
 
 
 def next_steps(run_dir: Path, round_: int) -> str:
     """What `run` prints when it stops for labels: the state and the exact commands."""
     p = next(p for p in progress(run_dir) if p.round == round_)
     out = default_export_dir(run_dir, round_)
-    run, csv_path = shlex.quote(str(run_dir)), shlex.quote(str(out / "batch.csv"))
+    run, csv_path = _where(run_dir), shlex.quote(str(out / "batch.csv"))
     return "\n".join([
         f"round {round_} awaits labels: {p.labeled} of {p.batch} queried samples are labeled.",
         "Next:",
@@ -139,10 +147,10 @@ def export_batch(run_dir: Path, round_: int | None, load_data: Callable[[], Data
     if round_ is None:
         round_ = awaiting_round(run_dir)
         if round_ is None:
-            raise LabelError(f"--round: no batch of {run_dir} awaits labels; pass --round R "
+            raise LabelError(f"--round: no batch of {location_of(run_dir)} awaits labels; pass --round R "
                              f"(journaled rounds: {_span(rounds)})")
     if round_ not in rounds:
-        raise LabelError(f"--round: round {round_} has no batch in {run_dir}'s journal; "
+        raise LabelError(f"--round: round {round_} has no batch in {location_of(run_dir)}'s journal; "
                          f"journaled rounds: {_span(rounds)}")
     out = Path(out).absolute()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -168,7 +176,7 @@ def export_batch(run_dir: Path, round_: int | None, load_data: Callable[[], Data
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return (f"exported round {round_}: {len(ids)} samples to {out} ({', '.join(written)})\n"
-            f"label them, then: autoal-dist import {shlex.quote(str(run_dir))} "
+            f"label them, then: autoal-dist import {_where(run_dir)} "
             f"--labels {shlex.quote(str(out / 'batch.csv'))}")
 
 
@@ -271,8 +279,8 @@ def import_labels(run_dir: Path, path: Path, num_classes: int) -> str:
     """
     run_dir = Path(run_dir)
     if not store.journal_rounds(run_dir):
-        raise LabelError(f"import: {run_dir} has queried no batch yet; run `autoal-dist run "
-                         f"--resume --out {shlex.quote(str(run_dir))}` first")
+        raise LabelError(f"import: {location_of(run_dir)} has queried no batch yet; run "
+                         f"`autoal-dist run --resume --out {_where(run_dir)}` first")
     rows = read_label_csv(path)
     where = f"--labels: {path}"
     split = store.read_pool(run_dir).column("split").to_numpy(zero_copy_only=False)
@@ -318,5 +326,5 @@ def import_labels(run_dir: Path, path: Path, num_classes: int) -> str:
               for p in progress(run_dir) if p.round in new or not p.complete]
     if awaiting_round(run_dir) is None:
         lines.append(f"every queried sample is labeled; continue: autoal-dist run --resume "
-                     f"--out {shlex.quote(str(run_dir))}")
+                     f"--out {_where(run_dir)}")
     return "\n".join(lines)

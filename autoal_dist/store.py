@@ -2,8 +2,9 @@
 
 Every file is written atomically (temp file in the same directory, fsync,
 rename, fsync the directory), so a crash leaves either the old file or the new
-one, never half of one. The labeled set is *derived* from the journal: nothing
-else holds it, so there is nothing to get out of sync.
+one, never half of one; in a run staged for a remote URI the committed file is
+then uploaded as one object (`remote.py`). The labeled set is *derived* from
+the journal: nothing else holds it, so there is nothing to get out of sync.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from autoal_dist import remote
 from autoal_dist.faults import crashpoint
 
 CONFIG_FILE = "config.json"  # the stored config, dataset fingerprint and class count
@@ -38,7 +40,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, write: "callable[[str], None]") -> None:
-    """Call write(tmp_path), fsync it, then rename over `path`."""
+    """Call write(tmp_path), fsync it, rename it over `path`; upload it if `path` is staged."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -54,6 +56,7 @@ def write_atomic(path: Path, write: "callable[[str], None]") -> None:
         raise
     crashpoint("post_rename", path.name)
     _fsync_dir(path.parent)
+    remote.after_commit(path)
 
 
 def is_temp(path: Path) -> bool:

@@ -23,7 +23,7 @@ import ray
 import torch
 import yaml
 
-from autoal_dist import store
+from autoal_dist import remote, store
 from autoal_dist.cli import main
 from autoal_dist.config import build_config, read_config_file
 
@@ -203,37 +203,54 @@ def wait_for_job(client, submission_id: str, timeout: float):
         time.sleep(2)
 
 
+def submit_job(address: str, client_env: dict, out: str, *extra: str,
+               env_vars: dict | None = None) -> str:
+    """The documented `ray job submit ... -- autoal-dist run ...`; returns the submission id.
+
+    The working dir upload skips .git, .venv and .gitignore'd paths. Training in the driver
+    is exact only at equal torch thread counts, so the job's is pinned (Ray's own default for
+    a job driver is also 1, inherited from its JobSupervisor actor).
+    """
+    submission_id = f"autoal-e2e-{uuid.uuid4().hex[:8]}"
+    runtime_env = {"env_vars": {"OMP_NUM_THREADS": "1", **(env_vars or {})}}
+    submit = sh(RAY_CLI, "job", "submit", "--address", address, "--submission-id",
+                submission_id, "--working-dir", str(REPO), "--no-wait",
+                "--runtime-env-json", json.dumps(runtime_env), "--",
+                "autoal-dist", "run", *CAMPAIGN, *extra, "--out", out,
+                env=client_env, timeout=180)
+    assert submit.returncode == 0, f"ray job submit failed:\n{submit.stdout}\n{submit.stderr}"
+    return submission_id
+
+
+def wait_for_success(client, submission_id: str) -> None:
+    from ray.job_submission import JobStatus
+
+    status = wait_for_job(client, submission_id, JOB_TIMEOUT)
+    if status != JobStatus.SUCCEEDED:
+        if not status.is_terminal():
+            client.stop_job(submission_id)
+        logs = client.get_job_logs(submission_id)
+        pytest.fail(f"job {submission_id} is {status} after <= {JOB_TIMEOUT}s\n"
+                    f"--- ray job logs (tail) ---\n{logs[-6000:]}")
+
+
 @pytest.mark.slow
-def test_job_submit_to_a_loopback_head_node_matches_a_local_run(tmp_path, ray_cluster):
-    from ray.job_submission import JobStatus, JobSubmissionClient
+def test_job_submit_to_a_loopback_head_node_matches_a_local_run(tmp_path, ray_cluster,
+                                                                 s3_bucket, s3_endpoint):
+    from ray.job_submission import JobSubmissionClient
 
     job_out, local_out = tmp_path / "job", tmp_path / "local"
-    submission_id = f"autoal-e2e-{uuid.uuid4().hex[:8]}"
+    s3_out = f"{s3_bucket}/job"
     with head_node() as (address, client_env):
         # Without the token the Jobs API refuses: token auth is on.
         no_token = sh(RAY_CLI, "job", "list", "--address", address,
                       env={**client_env, "RAY_AUTH_MODE": "disabled"}, timeout=60)
         assert no_token.returncode != 0 and "Unauthorized" in no_token.stdout + no_token.stderr
 
-        # The documented command; the working dir upload skips .git, .venv and .gitignore'd paths.
-        # Training in the driver is exact only at equal torch thread counts, so pin the job's
-        # (Ray's own default for a job driver is also 1, inherited from its JobSupervisor actor).
-        submit = sh(RAY_CLI, "job", "submit", "--address", address, "--submission-id",
-                    submission_id, "--working-dir", str(REPO), "--no-wait",
-                    "--runtime-env-json", json.dumps({"env_vars": {"OMP_NUM_THREADS": "1"}}), "--",
-                    "autoal-dist", "run", *CAMPAIGN, "--out", str(job_out),
-                    env=client_env, timeout=180)
-        assert submit.returncode == 0, f"ray job submit failed:\n{submit.stdout}\n{submit.stderr}"
-
         token = Path(client_env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
         client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
-        status = wait_for_job(client, submission_id, JOB_TIMEOUT)
-        if status != JobStatus.SUCCEEDED:
-            if not status.is_terminal():
-                client.stop_job(submission_id)
-            logs = client.get_job_logs(submission_id)
-            pytest.fail(f"job {submission_id} is {status} after <= {JOB_TIMEOUT}s\n"
-                        f"--- ray job logs (tail) ---\n{logs[-6000:]}")
+        submission_id = submit_job(address, client_env, str(job_out))
+        wait_for_success(client, submission_id)
 
         # The driver joined this cluster (not a private one): its scorer actors ran here.
         driver_job_id = client.get_job_info(submission_id).job_id
@@ -242,6 +259,12 @@ def test_job_submit_to_a_loopback_head_node_matches_a_local_run(tmp_path, ray_cl
         assert listed.returncode == 0, listed.stderr
         actors = json.loads(listed.stdout)
         assert actors and {a["job_id"] for a in actors} == {driver_job_id}
+
+        # The multi-node layout: the run directory on an object store (moto's S3 here; the
+        # credentials and endpoint travel in the runtime env) and a Ray Train worker, whose
+        # checkpoints go to s3://.../train through pyarrow, not through the driver's disk.
+        wait_for_success(client, submit_job(address, client_env, s3_out, "--workers", "1",
+                                            env_vars=s3_endpoint))
 
     assert [p.name for p in sorted((job_out / "journal").glob("*.parquet"))] == [
         "round_000.parquet", "round_001.parquet", "round_002.parquet"]
@@ -257,6 +280,14 @@ def test_job_submit_to_a_loopback_head_node_matches_a_local_run(tmp_path, ray_cl
         assert main(["run", *CAMPAIGN, "--out", str(local_out)]) == 0
     finally:
         torch.set_num_threads(threads)
-    job, local = store.read_journal(job_out), store.read_journal(local_out)
-    for column in ("round", "id"):
-        assert np.array_equal(job.column(column).to_numpy(), local.column(column).to_numpy()), column
+    local = store.read_journal(local_out)
+    files = remote.RemoteDir.open(s3_out).files()
+    assert "summary.md" in files and not any(f.startswith("train/") for f in files)
+    s3_copy = tmp_path / "s3_copy"
+    s3_copy.mkdir()
+    remote.RemoteDir.open(s3_out).download(s3_copy)
+    for run in (job_out, s3_copy):
+        job = store.read_journal(run)
+        for column in ("round", "id"):
+            assert np.array_equal(job.column(column).to_numpy(),
+                                  local.column(column).to_numpy()), (run, column)

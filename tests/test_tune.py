@@ -202,3 +202,30 @@ def test_four_trial_asha_sweep_on_digits(ray_cluster, tmp_path, capsys):
     if best["status"] == "complete":  # same config and seed: the trial's curve exactly
         assert pq.read_table(rerun / "metrics.parquet").column("accuracy").to_pylist()[-1] == \
             best["accuracy"]
+
+
+@pytest.mark.slow
+def test_sweep_on_s3(ray_cluster, s3_bucket, tmp_path, capsys):
+    """--out s3://...: the sweep's files, every trial's run directory and Tune's experiment
+    land in the bucket (trials stage their runs: they may sit on any node)."""
+    from autoal_dist import remote
+
+    sweep = sweep_with("tune.scheduler", None)
+    sweep["campaign"]["rounds"] = 1
+    sweep["tune"]["num_samples"] = 2
+    config, out = tmp_path / "sweep.yaml", f"{s3_bucket}/sweeps/s1"
+    config.write_text(yaml.safe_dump(sweep))
+    assert main(["tune", "--config", str(config), "--out", out, "--quiet"]) == 0
+    assert f"outputs: {out}/" in capsys.readouterr().out
+    files = remote.RemoteDir.open(out).files()
+    for name in ("sweep.yaml", "tune_results.parquet", "best_config.yaml"):
+        assert name in files
+    assert any(f.startswith("ray_tune/") for f in files)  # Tune's experiment state
+    pulled = tmp_path / "pulled"
+    pulled.mkdir()
+    remote.RemoteDir.open(out).download(pulled, skip=("ray_tune",))
+    rows = pq.read_table(pulled / "tune_results.parquet").to_pylist()
+    assert [r["status"] for r in rows] == ["complete", "complete"]
+    for r in rows:
+        assert len(pq.read_table(pulled / "trials" / r["trial_id"] / "metrics.parquet")) == 2
+    assert main(["tune", "--config", str(config), "--out", out]) == 2  # not empty any more

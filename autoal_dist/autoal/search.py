@@ -253,11 +253,13 @@ def search_round(ctx: "RoundContext", r: float) -> SearchNet:
     search, fit = Rows.of(ctx.data, search_ids), Rows.of(ctx.data, fit_ids)
     if ctx.ray_train:  # a Ray Train job: local mode, or cfg.workers workers
         from autoal_dist.distributed.search_train import SearchJob, fit_search
+        from autoal_dist.remote import train_location
 
         job = SearchJob(cfg, ctx.data.input_shape, ctx.data.num_classes, r, seed)
         searchnet, _ = fit_search(job, search, fit, memberships, ctx.normalize,
                                   workers=cfg.workers, use_gpu=cfg.gpu,
-                                  storage=ctx.run_dir / "train", name=f"search{ctx.round:03d}")
+                                  storage=train_location(ctx.run_dir, cfg.workers),
+                                  name=f"search{ctx.round:03d}")
         return searchnet.to(ctx.device)
     torch.manual_seed(seed)
     models = build_models(cfg, ctx.data.input_shape, ctx.data.num_classes, ctx.device)

@@ -94,7 +94,7 @@ def search_loop(config: dict[str, Any]) -> None:
 
 
 def fit_search(job: SearchJob, search: Rows, fit: Rows, memberships: np.ndarray,
-               normalize: Normalizer, *, workers: int, use_gpu: bool, storage: Path,
+               normalize: Normalizer, *, workers: int, use_gpu: bool, storage: str | Path,
                name: str, max_failures: int = 2) -> tuple[SearchNet, torch.nn.Module]:
     """Run the search on `workers` Train workers (0 = local mode): (SearchNet, FitNet), eval mode.
 

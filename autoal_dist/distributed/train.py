@@ -19,6 +19,7 @@ import numpy as np
 import ray
 import torch
 
+from autoal_dist import remote
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models.backbones import Classifier, ModelSpec
 from autoal_dist.training import TrainSettings, num_steps, train_classifier
@@ -72,28 +73,36 @@ def report_state(state: dict[str, Any], metrics: dict[str, Any], rank: int,
 
 
 def run_job(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], *, workers: int,
-            use_gpu: bool, storage: Path, name: str, max_failures: int) -> dict[str, Any]:
+            use_gpu: bool, storage: str | Path, name: str, max_failures: int) -> dict[str, Any]:
     """Fit a TorchTrainer running `loop` and return the state of its last checkpoint.
 
     A unique run name per call (reusing one silently resumes an old run). The run's
     checkpoints exist to survive a crash inside this fit; once its result is back
     they are deleted (~100 MB per ResNet round would otherwise fill the disk).
-    `config` gains `local_dir` for report_state.
+    `storage` is a local directory or, for workers on other nodes, a pyarrow-fs URI
+    (`remote.train_location`); local mode needs a local one. `config` gains `local_dir`
+    for report_state.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     run_name = f"{name}-{uuid.uuid4().hex[:8]}"
-    storage = Path(storage).absolute()
-    local_dir = str(storage / run_name / "local") if workers == 0 else ""
+    if remote.is_uri(storage):
+        if workers == 0:
+            raise ValueError(f"Ray Train local mode writes its checkpoints to a local "
+                             f"directory, got {storage}")
+        storage = str(storage)
+    else:
+        storage = str(Path(storage).absolute())
+    local_dir = str(Path(storage, run_name, "local")) if workers == 0 else ""
     trainer = TorchTrainer(
         loop, train_loop_config={**config, "local_dir": local_dir},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu and workers > 0),
-        run_config=RunConfig(name=run_name, storage_path=str(storage),
+        run_config=RunConfig(name=run_name, storage_path=storage,
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)))
     state = _load_state(trainer.fit().checkpoint)
-    shutil.rmtree(storage / run_name, ignore_errors=True)
+    remote.remove_tree(remote.join(storage, run_name))
     if state is None:
         raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint")
     return state
@@ -132,7 +141,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
 
 def fit_classifier(x: np.ndarray, y: np.ndarray, normalize: Normalizer, job: TrainJob, *,
-                   workers: int, use_gpu: bool, storage: Path, name: str,
+                   workers: int, use_gpu: bool, storage: str | Path, name: str,
                    max_failures: int = 2) -> Classifier:
     """Train through a TorchTrainer and return the final weights in a local Classifier."""
     state = run_job(train_loop, {"job": job, "x": ray.put(x), "y": ray.put(y),

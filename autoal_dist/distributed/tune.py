@@ -4,7 +4,8 @@ A trial is one short campaign with the trial's sampled values, run by a Tune fun
 trainable that reports {round, accuracy, auc, n_labeled} after every round, so ASHA (time
 axis: the round) stops weak pools early. Each trial's campaign is an ordinary run directory,
 `<out>/trials/<trial id>/`: `autoal-dist report` works on it, and `run --resume --out` on it
-finishes a trial ASHA stopped.
+finishes a trial ASHA stopped. `<out>` may be a URI (s3://, gs://): trials on other nodes
+stage their run directories there (remote.py), and Tune keeps its experiment there.
 
 How Tune and Ray Train fit (Ray 2.60, Train V2: a Tune function launches the Trainer):
 * workers: 0 (the default): the trial process runs the whole campaign, scoring with the
@@ -24,15 +25,16 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import yaml
 
-from autoal_dist import __version__, store
+from autoal_dist import __version__, remote, store
 from autoal_dist.store import CONFIG_FILE, dataset_fingerprint
 from autoal_dist.config import Config, ConfigError, read_config_file
 from autoal_dist.data import Dataset
@@ -83,16 +85,24 @@ def _plain(value: Any) -> Any:
 
 def _trial(sample: dict[str, Any], *, campaign: dict[str, Any], data: Dataset,
            meta: dict[str, Any], trials_dir: str) -> None:
-    """One trial: the campaign with the sampled values, reporting after every round."""
+    """One trial: the campaign with the sampled values in `trials_dir/<trial id>` (a local
+    path or a URI: trials may run on any node), reporting after every round."""
+    from ray import tune
+
+    cfg = trial_config(campaign, sample)
+    location = remote.join(trials_dir, tune.get_context().get_trial_id())
+    with remote.opened(location, download=False) as run_dir:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        store.write_json(run_dir / CONFIG_FILE, {"config": cfg.to_dict(), **meta})
+        store.write_table(run_dir / "pool.parquet", store.pool_table(data.train_y, data.test_y))
+        _run_trial(cfg, data, run_dir)
+
+
+def _run_trial(cfg: Config, data: Dataset, run_dir: Path) -> None:
     from ray import tune
 
     from autoal_dist.campaign import Campaign
 
-    cfg = trial_config(campaign, sample)
-    run_dir = Path(trials_dir) / tune.get_context().get_trial_id()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    store.write_json(run_dir / CONFIG_FILE, {"config": cfg.to_dict(), **meta})
-    store.write_table(run_dir / "pool.parquet", store.pool_table(data.train_y, data.test_y))
     n_labeled: list[int] = []
     accuracy: list[float] = []
 
@@ -122,7 +132,9 @@ def _trial_resources(cfg: Config, cpu: float, gpu: float) -> Any:
     return tune.PlacementGroupFactory(bundles)
 
 
-def _logger_callbacks(names: tuple[str, ...], out_dir: Path) -> list[Any]:
+def _logger_callbacks(names: tuple[str, ...], out: str) -> list[Any]:
+    """Tune's TensorBoard files land in its trial directories (synced to `out` by Tune);
+    MLflow tracks into out/mlruns, or for a URI `out` into $MLFLOW_TRACKING_URI's server."""
     callbacks: list[Any] = []
     if "tensorboard" in names:
         from ray.tune.logger import TBXLoggerCallback
@@ -131,8 +143,16 @@ def _logger_callbacks(names: tuple[str, ...], out_dir: Path) -> list[Any]:
     if "mlflow" in names:
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-        callbacks.append(MLflowLoggerCallback(tracking_uri=(out_dir / "mlruns").as_uri(),
-                                              experiment_name=out_dir.name))
+        if remote.is_uri(out):
+            tracking = os.environ.get("MLFLOW_TRACKING_URI")
+            if not tracking:
+                raise ConfigError("tune.loggers", "mlflow with a URI --out needs "
+                                  "MLFLOW_TRACKING_URI (a tracking server): its file store "
+                                  "cannot live in an object store")
+        else:
+            tracking = (Path(out) / "mlruns").as_uri()
+        callbacks.append(MLflowLoggerCallback(tracking_uri=tracking,
+                                              experiment_name=PurePosixPath(out).name))
     return callbacks
 
 
@@ -141,7 +161,7 @@ def _trial_dirname(trial: Any) -> str:
 
 
 def _fit(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
-         samples: list[dict[str, Any]], data: Dataset, out_dir: Path, quiet: bool) -> Any:
+         samples: list[dict[str, Any]], data: Dataset, out: str, quiet: bool) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -149,7 +169,7 @@ def _fit(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
     meta = {"dataset_fingerprint": dataset_fingerprint(data), "num_classes": data.num_classes,
             "autoal_dist_version": __version__}
     trainable = tune.with_parameters(_trial, campaign=campaign, data=data, meta=meta,
-                                     trials_dir=str(out_dir / "trials"))
+                                     trials_dir=remote.join(out, "trials"))
     asha = sweep.scheduler
     scheduler = None if asha is None else ASHAScheduler(
         time_attr="round", max_t=sweep.base.rounds, grace_period=asha.grace_period,
@@ -164,9 +184,9 @@ def _fit(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
             search_alg=BasicVariantGenerator(points_to_evaluate=samples,
                                              max_concurrent=sweep.max_concurrent_trials or 0),
             trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(name="ray_tune", storage_path=str(out_dir),
+        run_config=tune.RunConfig(name="ray_tune", storage_path=out,
                                   verbose=0 if quiet else 1,
-                                  callbacks=_logger_callbacks(sweep.loggers, out_dir)))
+                                  callbacks=_logger_callbacks(sweep.loggers, out)))
     # stdout is for the ranked table, as `run` keeps it for its table: Tune's prints (its
     # header box even at verbose 0) go to stderr, or nowhere with --quiet
     with contextlib.redirect_stdout(io.StringIO() if quiet else sys.stderr):
@@ -248,15 +268,19 @@ def _absolute_paths(campaign: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_tune(config: Path, out: str | None, num_samples: int | None, quiet: bool) -> int:
-    """Check the sweep, run it on Ray Tune, write the results; 1 if every trial failed."""
+    """Check the sweep, run it on Ray Tune, write the results; 1 if every trial failed.
+
+    `out` is a local directory or a URI (remote.py): the sweep's files are staged and
+    uploaded, Tune writes its experiment there itself, and each trial stages its own run.
+    """
     from autoal_dist.campaign import prepare_data
-    from autoal_dist.distributed import ensure_ray
 
     sweep = parse_sweep(read_config_file(config), num_samples)
-    out_dir = (Path(out) if out else Path("runs") / f"tune-{config.stem}").absolute()
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConfigError("--out", f"{out_dir} is not an empty directory; a sweep writes a "
-                          "new one")
+    out = out or str(Path("runs") / f"tune-{config.stem}")
+    if not remote.is_uri(out):
+        out = str(Path(out).absolute())
+    if not remote.is_empty(out):
+        raise ConfigError("--out", f"{out} is not an empty directory; a sweep writes a new one")
     try:
         data = prepare_data(sweep.base)
     except ConfigError as e:
@@ -264,13 +288,22 @@ def run_tune(config: Path, out: str | None, num_samples: int | None, quiet: bool
     domains, samples = sample_trials(sweep)
     check_samples(sweep, samples, data.num_classes, len(data.train_y))
     campaign = _absolute_paths(sweep.campaign)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    store.write_text(out_dir / "sweep.yaml", config.read_text(encoding="utf-8"))
+    with remote.opened(out, download=False) as out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        store.write_text(out_dir / "sweep.yaml", config.read_text(encoding="utf-8"))
+        return _sweep(sweep, campaign, domains, samples, data, out, out_dir, quiet)
+
+
+def _sweep(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
+           samples: list[dict[str, Any]], data: Dataset, out: str, out_dir: Path,
+           quiet: bool) -> int:
+    from autoal_dist.distributed import ensure_ray
+
     # With include_dashboard=None Ray starts the dashboard where ray[default] is installed.
     # It is needed: when ASHA kills a trial that runs a Train job, Train V2's placement
     # group cleaner asks the dashboard's state API about the job before freeing its workers.
     ensure_ray()
-    grid = _fit(sweep, campaign, domains, samples, data, out_dir, quiet)
+    grid = _fit(sweep, campaign, domains, samples, data, out, quiet)
 
     ranked = result_rows(grid, sweep)
     rows = [row for row, _ in ranked]
@@ -284,10 +317,10 @@ def run_tune(config: Path, out: str | None, num_samples: int | None, quiet: bool
     best, best_sample = ranked[0]
     if best["status"] == "error":
         print(f"autoal-dist: error: every trial failed; see the errors above and "
-              f"{out_dir / 'ray_tune'}", file=sys.stderr)
+              f"{remote.join(out, 'ray_tune')}", file=sys.stderr)
         return 1
     write_best_config(out_dir / BEST_FILE, campaign, best_sample,
-                      f"best of the sweep {out_dir.name}: trial {best['trial_id']}, "
+                      f"best of the sweep {PurePosixPath(out).name}: trial {best['trial_id']}, "
                       f"{sweep.metric} {best[sweep.metric]:.4f}")
-    print(f"\noutputs: {out_dir}/ ({RESULTS_FILE}, {BEST_FILE}, trials/<trial id>/)")
+    print(f"\noutputs: {out}/ ({RESULTS_FILE}, {BEST_FILE}, trials/<trial id>/)")
     return 0

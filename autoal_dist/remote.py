@@ -1,0 +1,258 @@
+"""Run directories on object stores and other pyarrow filesystems (`s3://`, `gs://`, ...).
+
+A multi-node campaign's driver, its Ray Train workers and its Tune trials run on
+different machines, so a run directory on one node's disk is not enough. Object stores
+have no rename, which the local store's commit protocol (temp file, fsync, rename) is
+built on; they do have atomic object writes: a PUT (or a completed multipart upload)
+shows readers the old object or the whole new one, never a part.
+
+So a remote run is *staged*: the campaign works in a private local copy (the staging
+directory) with the ordinary atomic renames, and each file it commits there is then
+uploaded as one object, synchronously, in commit order (`store.write_atomic` calls
+`after_commit`). The remote directory is therefore always a prefix of the local commit
+sequence: exactly the state a crash just before the next rename leaves on local disk,
+from which `--resume` already continues. Opening an existing remote run always starts
+from a fresh download: the remote copy is the truth, never a staging copy a killed
+process left behind. S3 and GCS are strongly consistent (read-after-write and list),
+so the next process sees every object the last one committed.
+
+Ray Train's own storage (`train/`) is not staged: Train writes there from every worker
+through pyarrow itself (`train_location`).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator
+
+# pyarrow filesystems whose object writes are atomic; the others get a temp name + move.
+ATOMIC_PUT = {"s3", "gcs", "abfs"}
+SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
+TRAIN_DIR = "train"  # Ray Train's storage inside a run directory: written by Train, not staged
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_COPY_CHUNK = 8 << 20
+
+
+class RemoteError(ValueError):
+    """A storage URI that cannot be used: unknown scheme, or the filesystem refuses it."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def is_uri(location: str | os.PathLike) -> bool:
+    return isinstance(location, str) and _URI.match(location) is not None
+
+
+def check_uri(location: str) -> str | None:
+    """Why `location` is not a usable storage URI (None if it is, or is a plain path)."""
+    m = _URI.match(location) if isinstance(location, str) else None
+    if m is None:
+        return None
+    if m.group(1).lower() not in SCHEMES:
+        return (f"unsupported scheme {m.group(1)!r} in {location!r}; allowed: a local path or "
+                + ", ".join(f"{s}://" for s in SCHEMES))
+    base = location.split("?", 1)[0]
+    if not base[m.end():].strip("/"):
+        return f"{location!r} names no bucket or directory"
+    return None
+
+
+def join(location: str | os.PathLike, *parts: str) -> str:
+    """`location/parts...` for a local path or a URI (query parameters stay at the end)."""
+    if not is_uri(location):
+        return str(Path(location, *parts))
+    base, sep, query = str(location).partition("?")
+    return "/".join([base.rstrip("/"), *parts]) + sep + query
+
+
+@dataclass
+class RemoteDir:
+    """One directory of a pyarrow filesystem, read and written file by file."""
+    uri: str
+    fs: Any  # pyarrow.fs.FileSystem
+    root: str  # the directory's path inside `fs`
+
+    @classmethod
+    def open(cls, uri: str) -> "RemoteDir":
+        from pyarrow import fs as pafs
+
+        problem = check_uri(uri)
+        if problem is not None:
+            raise RemoteError(problem)
+        try:
+            fs, root = pafs.FileSystem.from_uri(uri)
+        except Exception as e:  # pyarrow raises ValueError/OSError/ArrowInvalid by cause
+            raise RemoteError(f"cannot open {uri!r}: {_first_line(e)}") from None
+        return cls(uri, fs, root.rstrip("/"))
+
+    def _path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def files(self, skip: tuple[str, ...] = ()) -> list[str]:
+        """Relative paths of the files below the root; temp/hidden files and `skip` dirs left out."""
+        from pyarrow import fs as pafs
+
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True,
+                                                        allow_not_found=True))
+        out = []
+        for info in infos:
+            if info.type != pafs.FileType.File:
+                continue
+            rel = PurePosixPath(info.path).relative_to(self.root)
+            if rel.parts[0] in skip or any(p.startswith(".") for p in rel.parts):
+                continue
+            out.append(rel.as_posix())
+        return sorted(out)
+
+    def is_empty(self) -> bool:
+        return not self.files()
+
+    def check_bucket(self) -> None:
+        """An object store's bucket must exist: listing a missing one just looks empty."""
+        from pyarrow import fs as pafs
+
+        if self.fs.type_name in ATOMIC_PUT:
+            bucket = self.root.split("/", 1)[0]
+            if self.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                raise RemoteError(f"bucket {bucket!r} of {self.uri} does not exist (or these "
+                                  "credentials cannot see it); create it first")
+
+    def download(self, staging: Path, skip: tuple[str, ...] = (TRAIN_DIR,)) -> int:
+        """Copy every file into `staging`; returns how many."""
+        names = self.files(skip)
+        for rel in names:
+            dest = staging / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with self.fs.open_input_stream(self._path(rel)) as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst, _COPY_CHUNK)
+        return len(names)
+
+    def upload(self, local: Path, rel: str) -> None:
+        """Write `local` as the object `rel`, whole or not at all."""
+        dest = self._path(rel)
+        if self.fs.type_name in ATOMIC_PUT:
+            self._write(local, dest)
+            return
+        parent = dest.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        tmp = f"{parent}/.{dest.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}.tmp"
+        self._write(local, tmp)
+        self.fs.move(tmp, dest)  # a rename on local disks and HDFS
+
+    def _write(self, local: Path, dest: str) -> None:
+        with open(local, "rb") as src, self.fs.open_output_stream(dest) as dst:
+            shutil.copyfileobj(src, dst, _COPY_CHUNK)
+
+    def delete(self, rel: str) -> None:
+        """Remove the directory `rel` below the root, if there is one."""
+        from pyarrow import fs as pafs
+
+        path = self._path(rel)
+        if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
+            self.fs.delete_dir(path)
+
+
+# ---- staging ---------------------------------------------------------------------------
+
+_MIRRORS: dict[Path, RemoteDir] = {}  # staging directory -> the remote directory it mirrors
+
+
+def _mirror_of(path: Path) -> tuple[Path, RemoteDir] | None:
+    path = Path(os.path.abspath(path))
+    for root, remote in _MIRRORS.items():
+        if path == root or root in path.parents:
+            return root, remote
+    return None
+
+
+def after_commit(path: Path) -> None:
+    """Upload a file just committed in a staging directory (no-op for other paths)."""
+    found = _mirror_of(path)
+    if found is not None:
+        root, remote = found
+        remote.upload(Path(path), Path(os.path.abspath(path)).relative_to(root).as_posix())
+
+
+def location_of(path: str | os.PathLike) -> str:
+    """What a user (or another node) calls `path`: its URI if it is staged, else the path."""
+    found = _mirror_of(Path(path))
+    if found is None:
+        return str(path)
+    root, remote = found
+    rel = Path(os.path.abspath(path)).relative_to(root).as_posix()
+    return remote.uri if rel == "." else join(remote.uri, *rel.split("/"))
+
+
+def train_location(run_dir: Path, workers: int) -> str:
+    """Ray Train's storage for a run: its URI when staged and Train runs worker processes
+    (they may sit on other nodes), else the local `train/` directory (local mode trains
+    in this process, and writes its checkpoints there directly)."""
+    local = Path(run_dir) / TRAIN_DIR
+    return location_of(local) if workers > 0 else str(local)
+
+
+def is_empty(location: str, field: str = "--out") -> bool:
+    """Whether a new run may start at `location`: it holds no files (hidden ones aside)."""
+    if is_uri(location):
+        try:
+            d = RemoteDir.open(location)
+            d.check_bucket()
+            return d.is_empty()
+        except (RemoteError, OSError) as e:
+            raise RemoteError(f"{field}: {_first_line(e)}") from None
+    path = Path(location)
+    if not path.exists():
+        return True
+    return path.is_dir() and all(p.name.startswith(".") for p in path.iterdir())
+
+
+def remove_tree(location: str) -> None:
+    """Delete a directory given as a local path or a URI; a missing one is fine."""
+    if not is_uri(location):
+        shutil.rmtree(location, ignore_errors=True)
+        return
+    remote = RemoteDir.open(location)
+    remote.delete("")
+
+
+@contextmanager
+def opened(location: str | os.PathLike, *, download: bool = True,
+           field: str = "--out") -> Iterator[Path]:
+    """The run directory at `location` as a local directory.
+
+    A local path is itself. A URI gets a private staging directory (under $TMPDIR,
+    named like the remote one), filled from the remote copy when `download`, whose
+    committed files are uploaded as they are written, and removed on exit. A URI that
+    cannot be opened raises RemoteError naming `field`.
+    """
+    if not is_uri(location):
+        yield Path(location)
+        return
+    try:
+        remote = RemoteDir.open(str(location))
+        remote.check_bucket()
+    except (RemoteError, OSError) as e:
+        raise RemoteError(f"{field}: {_first_line(e)}") from None
+    name = PurePosixPath(remote.root).name or "run"
+    staging = Path(tempfile.mkdtemp(prefix="autoal-dist-staging-")) / name
+    staging.mkdir()
+    _MIRRORS[staging] = remote
+    try:
+        if download:
+            try:
+                remote.download(staging)
+            except OSError as e:
+                raise RemoteError(f"{field}: cannot read {location}: {_first_line(e)}") from None
+        yield staging
+    finally:
+        del _MIRRORS[staging]
+        shutil.rmtree(staging.parent, ignore_errors=True)
