@@ -166,29 +166,29 @@ class RemoteDir:
 _MIRRORS: dict[Path, RemoteDir] = {}  # staging directory -> the remote directory it mirrors
 
 
-def _mirror_of(path: Path) -> tuple[Path, RemoteDir] | None:
+def _staged(path: str | os.PathLike) -> tuple[RemoteDir, str] | None:
+    """(the remote directory, `path` relative to its staging root) if `path` is staged."""
     path = Path(os.path.abspath(path))
     for root, remote in _MIRRORS.items():
         if path == root or root in path.parents:
-            return root, remote
+            return remote, path.relative_to(root).as_posix()
     return None
 
 
 def after_commit(path: Path) -> None:
     """Upload a file just committed in a staging directory (no-op for other paths)."""
-    found = _mirror_of(path)
+    found = _staged(path)
     if found is not None:
-        root, remote = found
-        remote.upload(Path(path), Path(os.path.abspath(path)).relative_to(root).as_posix())
+        remote, rel = found
+        remote.upload(Path(path), rel)
 
 
 def location_of(path: str | os.PathLike) -> str:
     """What a user (or another node) calls `path`: its URI if it is staged, else the path."""
-    found = _mirror_of(Path(path))
+    found = _staged(path)
     if found is None:
         return str(path)
-    root, remote = found
-    rel = Path(os.path.abspath(path)).relative_to(root).as_posix()
+    remote, rel = found
     return remote.uri if rel == "." else join(remote.uri, *rel.split("/"))
 
 
