@@ -35,16 +35,16 @@ class Scorer(Protocol):
 
 
 def selection_from_outputs(outputs: PoolOutputs, name: str, budget: int, seed: int,
-                           block: int) -> Selection:
+                           block: int, device: str = "cpu") -> Selection:
     """Run one registered strategy on outputs, keeping scores for the journal.
 
     `block` is the alignment unit shared with the sharded path (RayScorer), so a
-    set strategy computes exactly what it computes there.
+    set strategy computes exactly what it computes there; it runs on `device`.
     """
     strategy = get(name)
     if strategy.kind == "scoring":
         return Selection(*top_b_scored(outputs.ids, strategy.score(outputs, seed), budget))
-    ids = strategy.select(outputs, budget, seed, block=block)
+    ids = strategy.select(outputs, budget, seed, block=block, device=device)
     return Selection(ids, np.full(len(ids), np.nan))
 
 
@@ -78,7 +78,8 @@ class LocalScorer:
         t0 = time.perf_counter()
         out = self.outputs(model, positions, names, seed, labeled_positions)
         t1 = time.perf_counter()
-        sels = {n: selection_from_outputs(out, n, budget, seed, self.batch_size) for n in names}
+        sels = {n: selection_from_outputs(out, n, budget, seed, self.batch_size, self.device)
+                for n in names}
         if timings is not None:
             timings["score_s"] = timings.get("score_s", 0.0) + t1 - t0
             timings["select_s"] = timings.get("select_s", 0.0) + time.perf_counter() - t1

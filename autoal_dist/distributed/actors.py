@@ -74,6 +74,10 @@ class ScorerActor:
                                self.normalize, batch_size=task.batch_size,
                                device=self.device).embeddings
 
+    def load_outputs(self, task: ShardTask, outputs: PoolOutputs) -> None:
+        """This round's outputs given, not computed (`RayScorer.load_outputs`: benchmarks)."""
+        self.outputs, self.key, self.shards = outputs, task.key, {}
+
     def _check(self, key: str) -> PoolOutputs:
         if self.key != key or self.outputs is None:
             raise NeedsRebuild(key)
@@ -86,10 +90,11 @@ class ScorerActor:
 
     def shard_init(self, key: str, name: str, start: int, block: int,
                    labeled_embeddings: np.ndarray | None) -> None:
-        """Build strategy `name`'s per-shard state (k-center distances, k-means labels...)."""
+        """Build strategy `name`'s per-shard state (k-center distances, k-means labels...) on
+        this actor's device, computing with all of its CPU threads (`arrays.py`)."""
         out = self._check(key)
         out.labeled_embeddings = labeled_embeddings
-        self.shards[name] = get(name).make_shard(out, block, start)
+        self.shards[name] = get(name).make_shard(out, block, start, device=self.device)
 
     def shard_call(self, key: str, name: str, method: str, args: tuple) -> Any:
         self._check(key)

@@ -25,14 +25,12 @@ from autoal_dist.data.transforms import Normalizer
 from autoal_dist.distributed.actors import NeedsRebuild, ScorerActor, ShardTask
 from autoal_dist.models.backbones import ModelSpec
 from autoal_dist.models.backbones import Classifier
+from autoal_dist.outputs import PoolOutputs
 from autoal_dist.scoring import Selection
 from autoal_dist.strategies.sharded import shard_slices
 from autoal_dist.strategies import get, merge_top_b, needs_of
 
 REBUILD_ATTEMPTS = 5
-# Shard methods whose result the driver does not need at once: sent without
-# waiting, the actor runs them in order before the next call.
-FIRE_AND_FORGET = frozenset({"add_center"})
 
 
 def _needs_rebuild(err: BaseException) -> bool:
@@ -40,8 +38,8 @@ def _needs_rebuild(err: BaseException) -> bool:
 
 
 class ShardProxy:
-    """Driver-side handle of one actor's shard; looks like a local shard object
-    (`best`, `add_center`, `assign`, `nearest`, ...) to the strategy drivers."""
+    """Driver-side handle of one actor's shard: the strategy drivers reach its shard
+    methods (`step`, `assign`, `nearest`) through `call_async` (`sharded.gather`)."""
 
     def __init__(self, scorer: "RayScorer", k: int, name: str | None = None) -> None:
         self.scorer, self.k, self.name = scorer, k, name
@@ -49,18 +47,18 @@ class ShardProxy:
         self.pending: list[ray.ObjectRef] = []
 
     def submit(self, method: str, *args: Any, wait: bool = True) -> Any:
+        """Log and send one actor call; its result, or (wait=False) a callable that waits
+        for it. Unwaited calls still resolve, in order, before the next waited result."""
         self.log.append((method, args))
         ref = getattr(self.scorer.actors[self.k], method).remote(*args)
-        if not wait:
-            self.pending.append(ref)
-            return None
-        return self.scorer.resolve(self, ref)
+        if wait:
+            return self.scorer.resolve(self, ref)
+        self.pending.append(ref)
+        return lambda: self.scorer.resolve(self, ref)
 
-    def __getattr__(self, method: str):
-        if method.startswith("_"):
-            raise AttributeError(method)
-        return lambda *args: self.submit("shard_call", self.scorer.key, self.name, method, args,
-                                         wait=method not in FIRE_AND_FORGET)
+    def call_async(self, method: str, *args: Any):
+        """Start a shard method now, wait later (`sharded.gather`): shards run concurrently."""
+        return self.submit("shard_call", self.scorer.key, self.name, method, args, wait=False)
 
 
 class RayScorer:
@@ -84,7 +82,7 @@ class RayScorer:
         self.actors: list[ray.actor.ActorHandle] = []
         self.key = ""
         self.tasks: list[ShardTask] = []
-        self.weights_ref: ray.ObjectRef | None = None
+        self.rebuild: list[tuple[str, tuple]] = []  # per shard: the call that rebuilds its round
         if persistent:
             self.start()
 
@@ -113,7 +111,8 @@ class RayScorer:
                 if not _needs_rebuild(err):
                     raise
             proxy.pending = []
-            ray.get(actor.prepare.remote(self.tasks[proxy.k], self.weights_ref))
+            method, args = self.rebuild[proxy.k]
+            ray.get(getattr(actor, method).remote(*args))
             ray.get([getattr(actor, m).remote(*a) for m, a in proxy.log[:-1]])
             method, args = proxy.log[-1]
             ref = getattr(actor, method).remote(*args)
@@ -126,8 +125,7 @@ class RayScorer:
         needs = needs_of(names)
         want_lab = "labeled_embeddings" in needs
         self.key = uuid.uuid4().hex  # names this round's state in the actors
-        self.weights_ref = ray.put({k: v.detach().cpu().numpy()
-                                    for k, v in model.state_dict().items()})
+        weights_ref = ray.put({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
         unl = shard_slices(len(positions), self.num_shards, self.batch_size)
         lab = shard_slices(len(labeled_positions), self.num_shards, self.batch_size)
         self.tasks = [ShardTask(self.key, positions[u], u.start,
@@ -135,10 +133,21 @@ class RayScorer:
                                 needs | {"probs", "embeddings"}, self.batch_size,
                                 self.mc_samples, seed)
                       for u, l in zip(unl, lab)]
-        parts = ray.get([a.prepare.remote(t, self.weights_ref)
-                         for a, t in zip(self.actors, self.tasks)])
+        self.rebuild = [("prepare", (t, weights_ref)) for t in self.tasks]
+        parts = ray.get([a.prepare.remote(t, weights_ref) for a, t in zip(self.actors, self.tasks)])
         embs = [p for p in parts if p is not None]
         return np.concatenate(embs) if want_lab and embs else None
+
+    def load_outputs(self, outputs: PoolOutputs) -> None:
+        """Give the actors this round's outputs instead of computing them (benchmarks of the
+        selection alone): split as `prepare` splits, each shard's part put once."""
+        self.key = uuid.uuid4().hex
+        self.tasks = [ShardTask(self.key, outputs.ids[sl], sl.start, np.empty(0, np.int64),
+                                frozenset(), self.batch_size, self.mc_samples, 0)
+                      for sl in shard_slices(len(outputs), self.num_shards, self.batch_size)]
+        self.rebuild = [("load_outputs", (t, ray.put(outputs.take(
+            slice(t.start, t.start + len(t.positions)))))) for t in self.tasks]
+        ray.get([getattr(a, m).remote(*args) for a, (m, args) in zip(self.actors, self.rebuild)])
 
     def _top_b(self, name: str, budget: int, seed: int) -> Selection:
         proxies = [ShardProxy(self, k) for k in range(self.num_shards)]
@@ -148,8 +157,9 @@ class RayScorer:
             refs.append(self.actors[p.k].top_b.remote(self.key, name, budget, seed))
         return Selection(*merge_top_b([self.resolve(p, r) for p, r in zip(proxies, refs)], budget))
 
-    def _set_select(self, name: str, budget: int, seed: int,
-                    labeled_embeddings: np.ndarray | None) -> Selection:
+    def select_set(self, name: str, budget: int, seed: int,
+                   labeled_embeddings: np.ndarray | None) -> Selection:
+        """A set strategy over the actors' shards: its driver, each step one call per shard."""
         lab_ref = ray.put(labeled_embeddings) if labeled_embeddings is not None else None
         proxies = [ShardProxy(self, k, name) for k, t in enumerate(self.tasks)
                    if len(t.positions)]
@@ -169,7 +179,7 @@ class RayScorer:
                                    np.asarray(labeled_positions, np.int64))
             t1 = time.perf_counter()
             out = {n: self._top_b(n, budget, seed) if get(n).kind == "scoring"
-                   else self._set_select(n, budget, seed, lab_emb) for n in names}
+                   else self.select_set(n, budget, seed, lab_emb) for n in names}
         finally:
             if not self.persistent:
                 self.close()

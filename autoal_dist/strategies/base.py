@@ -16,7 +16,7 @@ import numpy as np
 from autoal_dist.outputs import NEEDS, OPTIONAL_NEEDS, PoolOutputs
 
 ScoreFn = Callable[[PoolOutputs, int], np.ndarray]  # (outputs, seed) -> float64 [n]
-ShardFactory = Callable[[PoolOutputs, int, int], Any]  # (outputs, block, start) -> shard state
+ShardFactory = Callable[..., Any]  # (outputs, block, start, device=...) -> shard state
 Driver = Callable[[Sequence[Any], int, int], np.ndarray]  # (shards, budget, seed) -> ids
 
 # Rows per block for set strategies; shard boundaries must fall on multiples of it.
@@ -48,7 +48,8 @@ class Strategy:
         return np.asarray(self.score_fn(outputs, seed), dtype=np.float64)
 
     def select(self, outputs: PoolOutputs, budget: int, seed: int = 0,
-               block: int = BLOCK) -> np.ndarray:
+               block: int = BLOCK, device: str = "cpu") -> np.ndarray:
+        """The ids to query; a set strategy computes on `device` (see `arrays.py`)."""
         missing = [k for k in sorted(self.needs - OPTIONAL_NEEDS) if getattr(outputs, k) is None]
         if missing:
             raise ValueError(f"strategy {self.name!r} needs {missing} in PoolOutputs")
@@ -57,7 +58,8 @@ class Strategy:
             return np.empty(0, dtype=np.int64)
         if self.kind == "scoring":
             return top_b(outputs.ids, self.score(outputs, seed), budget)
-        return np.asarray(self.drive([self.make_shard(outputs, block, 0)], budget, seed),
+        return np.asarray(self.drive([self.make_shard(outputs, block, 0, device=device)], budget,
+                                     seed),
                           dtype=np.int64)
 
 

@@ -13,41 +13,47 @@ from autoal_dist.outputs import PoolOutputs
 from autoal_dist.strategies.base import register_set
 from autoal_dist.strategies.sharded import (
     BLOCK,
+    LABELED_BLOCK,
     EmbeddingShard,
     greedy_ids,
-    row_blocks,
     sq_dists,
+    sq_norms,
 )
-from autoal_dist.strategies.uncertainty import hashed_uniform
 
 
 class KCenterShard(EmbeddingShard):
     """One shard's k-center state, seeded from the labeled embeddings.
 
-    Distances to the labeled set are computed block x block, so memory stays
-    bounded whatever the pool and labeled sizes. Without labeled embeddings the
-    first center is the row with the smallest hash key for the seed (a uniform pick).
+    Distances to the labeled set are computed chunk x LABELED_BLOCK, so memory
+    stays bounded whatever the pool and labeled sizes. Without labeled embeddings
+    the first center is the row with the smallest hash key for the seed (a uniform pick).
     """
 
-    def __init__(self, out: PoolOutputs, block: int = BLOCK, start: int = 0) -> None:
-        super().__init__(out.ids, out.embeddings, block, start)
+    def __init__(self, out: PoolOutputs, block: int = BLOCK, start: int = 0,
+                 device: str = "cpu") -> None:
+        super().__init__(out.ids, out.embeddings, block, start, device)
         labeled = out.labeled_embeddings
         if labeled is not None and len(labeled):
             self._seed_from(np.asarray(labeled, dtype=np.float64))
 
     def _seed_from(self, labeled: np.ndarray) -> None:
         """min_d2 <- squared distance to the nearest labeled embedding."""
-        for lab in row_blocks(len(labeled), self.block):
-            centers = labeled[lab]
-            for sl in row_blocks(len(self.ids), self.block):
-                d = sq_dists(self.x[sl], self.x_sqn[sl], centers).min(axis=1)
-                np.minimum(self.min_d2[sl], d, out=self.min_d2[sl])
+        xp = self.arrays.xp
+        for i in range(0, len(labeled), LABELED_BLOCK):
+            part = labeled[i : i + LABELED_BLOCK]
+            centers = self.arrays.put(np.ascontiguousarray(part.T)), self.arrays.put(sq_norms(part))
+
+            def fold(ch: slice) -> None:
+                d = xp.amin(sq_dists(self.arrays, self.x[ch], self.x_sqn[ch], *centers), 1)
+                xp.minimum(self.d2[ch], d, out=self.d2[ch])
+
+            self.arrays.map(fold, self.rows)
         self.seeded = True
 
-    def _keys(self, seed: int, step: int) -> np.ndarray:
+    def _keys(self, ch: slice, seed: int, step: int):
         if not self.seeded:
-            return hashed_uniform(self.ids, seed)  # first center: smallest hash key
-        return -self.min_d2  # farthest first
+            return self.uniform_keys(ch, seed)  # first center: smallest hash key
+        return -self.d2[ch]  # farthest first
 
 
 register_set("kcenter", {"embeddings", "labeled_embeddings"}, KCenterShard, greedy_ids,

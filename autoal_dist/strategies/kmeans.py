@@ -2,109 +2,121 @@
 b clusters and query the sample nearest each centroid.
 
 Lloyd's algorithm with k-means++ seeding (the exponential race of `sharded.py`,
-first center uniform), at most `MAX_ITER` iterations, stopping early when no
-assignment changes (an integer count, so the stop is exact).
+first center uniform). It runs until a pass changes at most `TOL` of the labels
+(an integer count, so the stop is exact under sharding), at most `MAX_ITER` passes.
 
 Exact under sharding: cluster sums are accumulated in fixed point (int64, at a
 resolution of 2^-24). Integer addition is associative, so every shard sends one
 [k, D] partial per Lloyd pass, however it grouped its rows, and the total cannot
-depend on where the shards split. (A float sum would have to be reduced in one
-global order, which costs one partial per block per pass on the wire.) Empty
+depend on where the shards split (or on the device's order of additions). Empty
 clusters keep their previous centroid.
+
+The assignment's product runs in float32 (a GEMM: float64 would cost 2x, and a
+rounding of ~10^-4 on distances of ~10^3 only moves labels between near-equidistant
+centroids, as in scikit-learn on float32 data); the seeding and the final
+nearest-sample pick stay in float64 like kcenter.
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from autoal_dist.outputs import PoolOutputs
+from autoal_dist.strategies.arrays import Array, Backend
 from autoal_dist.strategies.base import register_set
 from autoal_dist.strategies.sharded import (
     BLOCK,
     EmbeddingShard,
     GreedyShardLike,
-    d2_race_keys,
+    gather,
     greedy_select,
-    row_blocks,
     sq_dists,
+    sq_norms,
 )
-from autoal_dist.strategies.uncertainty import hashed_uniform
 
-MAX_ITER = 20
-FIXED_POINT = 2.0**24  # sum resolution; rows of |x| up to ~5e5 at 1e6 rows fit in int64
+MAX_ITER = 300
+TOL = 1e-4  # converged: a pass changes at most this fraction of the labels
+FIXED_POINT = 2.0**24  # sum resolution
+MAX_ABS = 2.0**63 / FIXED_POINT / 2**20  # sums of 2^20 rows of |x| < 2^19 fit in int64
 Partial = tuple[np.ndarray, np.ndarray]  # (sums [k, D] int64 fixed point, counts [k] int64)
 
 
-def fixed_point(x: np.ndarray) -> np.ndarray:
+def fixed_point(arrays: Backend, x: Array) -> Array:
     """x as int64 multiples of 2^-24, refusing values whose sums could overflow."""
-    if len(x) and np.abs(x).max() * FIXED_POINT * len(x) >= 2.0**53:
+    if len(x) and float(abs(x).max()) >= MAX_ABS:
         raise ValueError("k-means: embeddings too large for exact fixed-point sums")
-    return np.rint(x * FIXED_POINT).astype(np.int64)
+    return arrays.cast(arrays.xp.round(x * FIXED_POINT), arrays.i64)
 
 
-def block_partial(x: np.ndarray, labels: np.ndarray, k: int) -> Partial:
-    """Per-cluster fixed-point sums and counts of a block of rows (exact, order-free)."""
-    counts = np.bincount(labels, minlength=k)
-    filled = np.flatnonzero(counts)
-    starts = np.concatenate([[0], np.cumsum(counts[filled])[:-1]])
-    sums = np.zeros((k, x.shape[1]), dtype=np.int64)
-    sums[filled] = np.add.reduceat(fixed_point(x[np.argsort(labels, kind="stable")]), starts,
-                                   axis=0)
-    return sums, counts
+def smallest_r(rows: np.ndarray, d: np.ndarray, ids: np.ndarray, k: int,
+               width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row r < k of the (row, d, id) triples, its `width` smallest by (d, id): [k, width].
 
-
-def top_r(d: np.ndarray, ids: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of d [k, m], the min(r, m) smallest entries by (d, id), sorted that way.
-
-    A threshold from np.partition keeps every tie at the r-th value, then an exact
-    lexsort decides, so the result is the same however the columns were split.
+    An exact total order, so the result is the same however the triples were split,
+    as long as each row's `width` smallest are among them.
     """
-    k, m = d.shape
-    keep = d <= np.partition(d, r - 1, axis=1)[:, r - 1 : r] if m > r else np.ones(d.shape, bool)
-    rows, cols = np.nonzero(keep)
-    dv, iv = d[rows, cols], ids[rows, cols]
-    order = np.lexsort((iv, dv, rows))
-    rows, dv, iv = rows[order], dv[order], iv[order]
-    first = np.arange(len(rows)) - np.searchsorted(rows, rows) < r
-    width = min(r, m)
-    return dv[first].reshape(k, width), iv[first].reshape(k, width)
+    order = np.lexsort((ids, d, rows))
+    rows, d, ids = rows[order], d[order], ids[order]
+    first = np.arange(len(rows)) - np.searchsorted(rows, rows) < width
+    return d[first].reshape(k, width), ids[first].reshape(k, width)
 
 
 class KMeansShard(EmbeddingShard):
     """One shard's k-means state: its embeddings, k-means++ seeding state, and labels."""
 
-    def __init__(self, out: PoolOutputs, block: int = BLOCK, start: int = 0) -> None:
-        super().__init__(out.ids, out.embeddings, block, start)
-        self.labels = np.full(len(self.ids), -1, dtype=np.int64)
+    def __init__(self, out: PoolOutputs, block: int = BLOCK, start: int = 0,
+                 device: str = "cpu") -> None:
+        super().__init__(out.ids, out.embeddings, block, start, device)
+        self.labels = self.arrays.full(self.rows, -1, self.arrays.i64)
 
-    def _keys(self, seed: int, step: int) -> np.ndarray:
+    def _keys(self, ch: slice, seed: int, step: int):
         if not self.seeded:
-            return hashed_uniform(self.ids, seed)  # first center: uniform (smallest hash key)
-        return d2_race_keys(self.ids, self.min_d2, seed, step)
+            return self.uniform_keys(ch, seed)  # first center: uniform (smallest hash key)
+        return self.race_keys(ch, seed, step)
 
     def assign(self, centers: np.ndarray) -> tuple[int, Partial]:
         """Assign rows to their nearest center: (#labels changed, this shard's partial)."""
-        changed = 0
-        sums = np.zeros(centers.shape, dtype=np.int64)
-        counts = np.zeros(len(centers), dtype=np.int64)
-        for sl in row_blocks(len(self.ids), self.block):
-            labels = sq_dists(self.x[sl], self.x_sqn[sl], centers).argmin(axis=1)
-            changed += int(np.count_nonzero(labels != self.labels[sl]))
-            self.labels[sl] = labels
-            s, c = block_partial(self.x[sl], labels, len(centers))
-            sums += s
-            counts += c
-        return changed, (sums, counts)
+        arrays, k = self.arrays, len(centers)
+        c32 = arrays.put(np.ascontiguousarray(centers.T, dtype=np.float32))
+        half = arrays.put((0.5 * sq_norms(centers)).astype(np.float32))
+
+        def chunk(ch: slice) -> tuple[int, Array, Array]:
+            x = self.x[ch]
+            d = arrays.block_matmul(arrays.cast(x, arrays.f32), c32)
+            labels = arrays.xp.subtract(half, d, out=d).argmin(1)  # argmin |c|^2/2 - x.c
+            v = max(0, min(ch.stop, self.n) - ch.start)  # rows that are not padding
+            labels, mine = labels[:v], slice(ch.start, ch.start + v)
+            changed = int((labels != self.labels[mine]).sum())
+            self.labels[mine] = labels
+            return (changed, arrays.segment_sum(fixed_point(arrays, x[:v]), labels, k),
+                    arrays.xp.bincount(labels, minlength=k))
+
+        parts = arrays.map(chunk, self.rows)
+        sums = np.zeros((k, centers.shape[1]), dtype=np.int64)
+        counts = np.zeros(k, dtype=np.int64)
+        for _, s, c in parts:
+            sums += arrays.host(s)
+            counts += arrays.host(c)
+        return sum(p[0] for p in parts), (sums, counts)
 
     def nearest(self, centers: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
         """Per center, this shard's r nearest rows: (d2 [k, r'], ids [k, r']) by (d2, id)."""
-        best_d, best_i = np.empty((len(centers), 0)), np.empty((len(centers), 0), np.int64)
-        for sl in row_blocks(len(self.ids), self.block):
-            d = sq_dists(self.x[sl], self.x_sqn[sl], centers).T
-            ids = np.broadcast_to(self.ids[sl], d.shape)
-            best_d, best_i = top_r(np.hstack([best_d, d]), np.hstack([best_i, ids]), r)
-        return best_d, best_i
+        arrays, k = self.arrays, len(centers)
+        c = arrays.put(np.ascontiguousarray(centers.T)), arrays.put(sq_norms(centers))
+
+        def chunk(ch: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            v = max(0, min(ch.stop, self.n) - ch.start)
+            d = sq_dists(arrays, self.x[ch], self.x_sqn[ch], *c).T[:, :v]
+            if v > r:  # keep every tie at the r-th value; smallest_r decides exactly
+                rows, cols = np.nonzero(arrays.host(d <= arrays.kth_smallest(d, r)))
+            else:
+                rows, cols = np.divmod(np.arange(k * v), v)
+            dv = arrays.host(d[arrays.put(rows), arrays.put(cols)])
+            return rows, dv, self.ids[ch.start + cols]
+
+        parts = arrays.map(chunk, self.rows) or [(np.empty(0, np.int64),) * 3]
+        return smallest_r(*(np.concatenate(p) for p in zip(*parts)), k, min(r, self.n))
 
 
 class KMeansShardLike(GreedyShardLike, Protocol):
@@ -128,21 +140,26 @@ def update_centers(centers: np.ndarray, partials: Sequence[Partial]) -> np.ndarr
     return out
 
 
-def lloyd(
-    shards: Sequence[KMeansShardLike], centers: np.ndarray, max_iter: int
-) -> tuple[np.ndarray, list[int]]:
-    """Lloyd iterations until a pass changes no label, or `max_iter` passes.
+def lloyd(shards: Sequence[KMeansShardLike], centers: np.ndarray, max_iter: int = MAX_ITER,
+          tol: float = TOL) -> tuple[np.ndarray, list[int]]:
+    """Lloyd passes until one changes at most `tol` of the labels, or `max_iter` passes.
 
-    Returns the centers and the number of labels each pass changed (last == 0: converged).
+    Returns the centers and the number of labels each pass changed: converged when
+    the last count is <= tol * N (`converged`).
     """
     changes: list[int] = []
     while len(changes) < max_iter:
-        results = [s.assign(centers) for s in shards]
+        results: list[tuple[int, Partial]] = gather(shards, "assign", centers)
         changes.append(sum(changed for changed, _ in results))
-        if changes[-1] == 0:
-            break
         centers = update_centers(centers, [partial for _, partial in results])
+        if converged(changes, sum(int(p[1].sum()) for _, p in results), tol):
+            break
     return centers, changes
+
+
+def converged(changes: list[int], n: int, tol: float = TOL) -> bool:
+    """Whether the last Lloyd pass changed at most `tol` of the `n` labels."""
+    return bool(changes) and changes[-1] <= tol * n
 
 
 def first_free(candidates: np.ndarray) -> np.ndarray | None:
@@ -164,11 +181,14 @@ def nearest_distinct(shards: Sequence[KMeansShardLike], centers: np.ndarray) -> 
     Collisions are resolved in centroid order from each centroid's next-nearest;
     the candidate depth r grows until every centroid finds a free sample.
     """
-    r = 4
+    k, r = len(centers), 4
     while True:
-        parts = [s.nearest(centers, r) for s in shards]
-        _, ids = top_r(np.hstack([p[0] for p in parts]), np.hstack([p[1] for p in parts]), r)
-        picks = first_free(ids)
+        parts: list[Any] = gather(shards, "nearest", centers, r)
+        rows = np.concatenate([np.repeat(np.arange(k), p[0].shape[1]) for p in parts])
+        d = np.concatenate([p[0].ravel() for p in parts])
+        ids = np.concatenate([p[1].ravel() for p in parts])
+        _, best = smallest_r(rows, d, ids, k, min(r, len(ids) // max(k, 1)))
+        picks = first_free(best)
         if picks is not None:
             return picks
         r *= 4

@@ -5,10 +5,11 @@ driver loop; the single-process path is the same driver over one shard, so a
 run with one Ray actor per shard (DESIGN.md) selects the same ids bit for bit,
 whatever the number of shards. Three rules make that hold:
 
-1. Per-row arithmetic runs on blocks of `BLOCK` rows aligned to global row
-   positions, so every matmul sees the same operands and shapes under any
-   sharding. Hence **every shard must start at a multiple of the block size**
-   (`shard_slices` splits that way; the shards check it).
+1. Products run on blocks of `block` rows aligned to global row positions,
+   each block one product of the same shape under any sharding (`arrays.py`),
+   and every other per-row operation is elementwise. Hence **every shard must
+   start at a multiple of the block size** (`shard_slices` splits that way; the
+   shards check it).
 2. Randomness is a pure function of (seed, step, id) (a counter-based hash), and
    D^2 sampling is an exponential race: argmin_i E_i / D^2_i with E_i ~ Exp(1)
    picks i with probability D^2_i / sum D^2. The key is per-sample, so a
@@ -16,21 +17,27 @@ whatever the number of shards. Three rules make that hold:
    (its rounding depends on where the shards split).
 3. Every choice follows a total order: smallest (key, id) wins.
 
-Shard objects here are plain numpy (no Ray). The drivers only call the methods
-named in `GreedyShardLike`, passing vectors, so Ray actor handles wrapped to
-look the same can stand in for them.
+Shards keep their arrays on their device (`arrays.py`: numpy on CPU, torch on
+CUDA) and talk to the driver in host numpy. The drivers only call the methods
+named in `GreedyShardLike` (through `gather`), passing vectors, so Ray actor
+handles wrapped to look the same can stand in for them. A greedy step is one
+call per shard: `step` folds the previous step's center in, then proposes.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence
+from functools import partial
+from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 
+from autoal_dist.strategies.arrays import Array, Backend, backend_for, gather_min, pad_rows
 from autoal_dist.strategies.base import BLOCK
 from autoal_dist.strategies.uncertainty import _splitmix64, hashed_uniform
 
+PAD_ID = np.iinfo(np.int64).max  # id of the padding rows a backend adds (never selected)
+LABELED_BLOCK = 1024  # labeled embeddings per product when seeding k-center
 
 
 def shard_slices(n: int, n_shards: int, block: int = BLOCK) -> list[slice]:
@@ -43,11 +50,6 @@ def shard_slices(n: int, n_shards: int, block: int = BLOCK) -> list[slice]:
     return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
 
 
-def row_blocks(n: int, block: int) -> list[slice]:
-    """The block-sized row ranges of a shard (globally aligned when the shard is)."""
-    return [slice(i, min(i + block, n)) for i in range(0, n, block)]
-
-
 def check_start(start: int, block: int) -> None:
     """Refuse a shard whose blocks would not line up with the global ones (rule 1)."""
     if start % block:
@@ -55,22 +57,23 @@ def check_start(start: int, block: int) -> None:
 
 
 def sq_norms(x: np.ndarray) -> np.ndarray:
-    """Squared norms along the last axis, float64; each row's value depends only on that row."""
+    """Squared norms along the last axis, float64, on the host: each row's value depends
+    only on that row, and is the same whatever device the shard computes on."""
     return np.einsum("...j,...j->...", x, x, dtype=np.float64)
 
 
-def sq_dists(x: np.ndarray, x_sqn: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """||x_i - c_j||^2 via |x|^2 + |c|^2 - 2 x.c (one BLAS product), clipped at 0.
+def sq_dists(arrays: Backend, x: Array, x_sqn: Array, c: Array, c_sqn: Any) -> Array:
+    """||x_i - c_j||^2 via |x|^2 + |c|^2 - 2 x.c (one product per block), clipped at 0.
 
-    c [k, D] gives [len(x), k]; a single center c [D] gives [len(x)] through a
-    matrix-vector product (~3x faster than a one-column matmul). Call it on one
-    block of rows at a time: memory is block x k, never N x k.
+    c [D, k] with norms c_sqn [k] gives [len(x), k]; a single center c [D] (norm a
+    float) gives [len(x)] through a matrix-vector product. Called on one chunk of
+    rows at a time: memory is chunk x k, never N x k.
     """
-    d = x @ c.T
+    d = arrays.block_matmul(x, c)
     d *= -2.0
     d += x_sqn.reshape((-1,) + (1,) * (c.ndim - 1))
-    d += sq_norms(c)
-    return np.maximum(d, 0.0, out=d)
+    d += c_sqn
+    return arrays.xp.clip(d, 0.0, None, out=d)
 
 
 def stream_seed(seed: int, step: int) -> int:
@@ -84,29 +87,26 @@ def exp_keys(ids: np.ndarray, seed: int, step: int) -> np.ndarray:
     return -np.log1p(-hashed_uniform(ids, stream_seed(seed, step)))
 
 
+def race(xp: Any, e: Array, min_d2: Array) -> Array:
+    """E_i / D^2_i, +inf where D^2 = 0 (never chosen while any row has D^2 > 0)."""
+    with np.errstate(divide="ignore"):
+        return xp.where(min_d2 > 0, e / min_d2, float("inf"))
+
+
 def d2_race_keys(ids: np.ndarray, min_d2: np.ndarray, seed: int, step: int) -> np.ndarray:
     """Keys whose argmin samples a row with probability proportional to min_d2.
 
     E_i / D^2_i ~ Exp(rate D^2_i), and the smallest of independent exponentials is
-    i with probability D^2_i / sum_j D^2_j. Rows at D^2 = 0 get +inf (never chosen
-    while any row has D^2 > 0).
+    i with probability D^2_i / sum_j D^2_j.
     """
-    e = exp_keys(ids, seed, step)
-    with np.errstate(divide="ignore"):
-        return np.where(min_d2 > 0, e / min_d2, np.inf)
-
-
-def argmin_smallest_id(keys: np.ndarray, ids: np.ndarray) -> int:
-    """Position of the smallest key; among equal keys, of the smallest id."""
-    tied = np.flatnonzero(keys == keys.min())
-    return int(tied[np.argmin(ids[tied])])
+    return race(np, exp_keys(ids, seed, step), min_d2)
 
 
 @dataclass(frozen=True)
 class Candidate:
     """A shard's proposal for the next center: smaller (key, id) wins.
 
-    `payload` is the center's vector(s) that every shard needs in add_center.
+    `payload` is the center's vector(s) (host numpy) that every shard needs in add_center.
     """
 
     key: float
@@ -119,12 +119,22 @@ def merge(candidates: Iterable[Candidate | None]) -> Candidate:
     return min((c for c in candidates if c is not None), key=lambda c: (c.key, c.id))
 
 
+def gather(shards: Sequence[Any], method: str, *args: Any) -> list[Any]:
+    """`method(*args)` on every shard, in shard order.
+
+    Shards that can start a call without waiting for it (`call_async`: Ray proxies)
+    all start before any result is awaited, so remote shards compute concurrently
+    and a driver step costs one round trip, not one per shard.
+    """
+    waits = [s.call_async(method, *args) if hasattr(type(s), "call_async")
+             else partial(getattr(s, method), *args) for s in shards]
+    return [wait() for wait in waits]
+
+
 class GreedyShardLike(Protocol):
     """What `greedy_select` calls on a shard (or on a wrapped Ray actor handle)."""
 
-    def best(self, seed: int, step: int) -> Candidate | None: ...
-
-    def add_center(self, center_id: int, payload: tuple[np.ndarray, ...]) -> None: ...
+    def step(self, center: Candidate | None, seed: int, step: int) -> Candidate | None: ...
 
 
 class GreedyShard(ABC):
@@ -132,56 +142,96 @@ class GreedyShard(ABC):
 
     Keeps each row's squared distance to its nearest chosen center (`min_d2`) and
     which rows were chosen (`taken`; rounding makes a center's self-distance only
-    nearly 0, so taken rows are masked explicitly). Subclasses define the distance
-    (`_block_d2`), the center's vectors (`_payload`) and the selection key (`_keys`).
+    nearly 0, so taken rows are masked explicitly; padding rows start taken).
+    Subclasses define the distance (`_chunk_d2`), the center's vectors
+    (`_payload`, `_prepare`) and the selection key (`_keys`).
     """
 
-    def __init__(self, ids: np.ndarray, block: int, start: int) -> None:
+    def __init__(self, ids: np.ndarray, block: int, start: int, device: str) -> None:
         check_start(start, block)
-        self.ids = np.asarray(ids, dtype=np.int64)
-        self.block = block
-        self.min_d2 = np.full(len(self.ids), np.inf)
-        self.taken = np.zeros(len(self.ids), dtype=bool)
-        self.seeded = False  # True once min_d2 holds a distance to some center
+        self.arrays = backend_for(device, block)
+        self.n = len(ids)
+        self.rows = self.arrays.padded_rows(self.n)
+        self.ids = pad_rows(np.asarray(ids, dtype=np.int64), self.rows, PAD_ID)  # host
+        self.d2 = self.arrays.full(self.rows, np.inf, self.arrays.f64)
+        self.taken = self.arrays.put(np.arange(self.rows) >= self.n)
+        self.seeded = False  # True once d2 holds a distance to some center
+
+    @property
+    def min_d2(self) -> np.ndarray:
+        """Each row's squared distance to its nearest center, on the host."""
+        return self.arrays.host(self.d2[: self.n])
+
+    def step(self, center: Candidate | None, seed: int, step: int) -> Candidate | None:
+        """Fold the previous step's winner in (if any), then propose center number `step`."""
+        if center is not None:
+            self.add_center(center.id, center.payload)
+        return self.best(seed, step)
 
     def best(self, seed: int, step: int) -> Candidate | None:
         """This shard's proposal for center number `step`; None when all rows are taken."""
-        free = np.flatnonzero(~self.taken)
-        if free.size == 0:
+        found = gather_min(self.arrays.map(partial(self._chunk_best, seed, step), self.rows))
+        if found is None:
             return None
-        keys = self._keys(seed, step)[free]
-        i = argmin_smallest_id(keys, self.ids[free])
-        row = int(free[i])
-        return Candidate(float(keys[i]), int(self.ids[row]), self._payload(row))
+        key, cid, row = found
+        return Candidate(key, cid, self._payload(row))
+
+    def _chunk_best(self, seed: int, step: int, ch: slice) -> tuple[float, int, int] | None:
+        """The chunk's smallest (key, id) among free rows, with its row."""
+        xp, free = self.arrays.xp, ~self.taken[ch]
+        keys = xp.where(free, self._keys(ch, seed, step), float("inf"))
+        m = keys.min()
+        tied = self.arrays.flatnonzero((keys == m) & free) + ch.start
+        if tied.size == 0:
+            return None
+        row = int(tied[np.argmin(self.ids[tied])])
+        return float(m), int(self.ids[row]), row
 
     def add_center(self, center_id: int, payload: tuple[np.ndarray, ...]) -> None:
-        """Fold a chosen center into min_d2 block by block; mark it taken if it is ours."""
-        for sl in row_blocks(len(self.ids), self.block):
-            np.minimum(self.min_d2[sl], self._block_d2(sl, *payload), out=self.min_d2[sl])
-        self.taken[self.ids == center_id] = True
+        """Fold a chosen center into min_d2 chunk by chunk; mark it taken if it is ours."""
+        center = self._prepare(payload)
+
+        def fold(ch: slice) -> None:
+            self.arrays.xp.minimum(self.d2[ch], self._chunk_d2(ch, *center), out=self.d2[ch])
+
+        self.arrays.map(fold, self.rows)
+        hit = np.flatnonzero(self.ids[: self.n] == center_id)
+        if hit.size:
+            self.taken[int(hit[0])] = True
         self.seeded = True
 
+    def uniform_keys(self, ch: slice, seed: int) -> Array:
+        """A uniform pick (smallest hash key for the seed): the first center without a rule."""
+        return self.arrays.put(hashed_uniform(self.ids[ch], seed))
+
+    def race_keys(self, ch: slice, seed: int, step: int) -> Array:
+        """D^2 sampling's keys for the chunk (rule 2)."""
+        return race(self.arrays.xp, self.arrays.put(exp_keys(self.ids[ch], seed, step)),
+                    self.d2[ch])
+
     @abstractmethod
-    def _keys(self, seed: int, step: int) -> np.ndarray:
-        """Per-row selection keys (smaller = better) for this step."""
+    def _keys(self, ch: slice, seed: int, step: int) -> Array:
+        """Per-row selection keys of a chunk (smaller = better) for this step."""
 
     @abstractmethod
     def _payload(self, row: int) -> tuple[np.ndarray, ...]:
-        """The vectors other shards need to measure distances to row `row`."""
+        """The vectors (host) other shards need to measure distances to row `row`."""
 
     @abstractmethod
-    def _block_d2(self, rows: slice, *payload: np.ndarray) -> np.ndarray:
-        """Squared distances of the rows in `rows` (one block) to the center in `payload`."""
+    def _prepare(self, payload: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
+        """A payload on this shard's device, with what every chunk reuses (its norms)."""
+
+    @abstractmethod
+    def _chunk_d2(self, ch: slice, *center: Any) -> Array:
+        """Squared distances of a chunk's rows to the prepared center."""
 
 
 def greedy_select(shards: Sequence[GreedyShardLike], budget: int, seed: int) -> list[Candidate]:
-    """The driver: `budget` steps of (gather proposals, take the global best, broadcast it)."""
+    """The driver: `budget` steps of (each shard folds the last winner in and proposes;
+    take the global best). One call per shard per step."""
     chosen: list[Candidate] = []
     for step in range(budget):
-        best = merge(s.best(seed, step) for s in shards)
-        for s in shards:
-            s.add_center(best.id, best.payload)
-        chosen.append(best)
+        chosen.append(merge(gather(shards, "step", chosen[-1] if chosen else None, seed, step)))
     return chosen
 
 
@@ -193,17 +243,23 @@ def greedy_ids(shards: Sequence[GreedyShardLike], budget: int, seed: int) -> np.
 class EmbeddingShard(GreedyShard):
     """A greedy shard in Euclidean embedding space (kcenter, the k-means++ seeding).
 
-    Embeddings are held as float64 so near-equal distances compare the same way
-    on every shard, and their squared norms are computed once.
+    Embeddings are held as float64 so near-equal distances keep their order (a
+    float32 GEMV would round distances of ~10^3 at ~10^-4); their squared norms
+    are computed once, on the host.
     """
 
-    def __init__(self, ids: np.ndarray, embeddings: np.ndarray, block: int, start: int) -> None:
-        super().__init__(ids, block, start)
-        self.x = np.ascontiguousarray(embeddings, dtype=np.float64)
-        self.x_sqn = sq_norms(self.x)
+    def __init__(self, ids: np.ndarray, embeddings: np.ndarray, block: int, start: int,
+                 device: str) -> None:
+        super().__init__(ids, block, start, device)
+        x = pad_rows(embeddings, self.rows, 0.0, np.float64)
+        self.x_sqn = self.arrays.put(sq_norms(x))
+        self.x = self.arrays.put(x)
 
     def _payload(self, row: int) -> tuple[np.ndarray, ...]:
-        return (self.x[row].copy(),)
+        return (self.arrays.host(self.x[row]).copy(),)
 
-    def _block_d2(self, rows: slice, *payload: np.ndarray) -> np.ndarray:
-        return sq_dists(self.x[rows], self.x_sqn[rows], payload[0])
+    def _prepare(self, payload: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
+        return self.arrays.put(payload[0]), float(sq_norms(payload[0]))
+
+    def _chunk_d2(self, ch: slice, *center: Any) -> Array:
+        return sq_dists(self.arrays, self.x[ch], self.x_sqn[ch], *center)
