@@ -1,11 +1,20 @@
-"""Peak memory and time of the set-selecting strategies (kcenter, kmeans, badge).
+"""Time and peak memory of the set-selecting strategies (kcenter, kmeans, badge),
+against the hardware floor measured in the same process, and over Ray actors.
 
-Each (strategy, N) case runs in a fresh subprocess. Memory is resident memory
-(RSS, so BLAS workspaces count too): the subprocess builds its inputs, resets
-the kernel's peak-RSS mark (/proc/self/clear_refs; falls back to ru_maxrss),
-runs the selection, and reports peak RSS minus the RSS just before selecting.
+Each case runs in a fresh subprocess. The floor is the arithmetic a strategy cannot
+avoid, timed as single library calls on the float32 inputs with the same threads:
+one GEMV over the embeddings E [N, D] per greedy step (BADGE: and one over the
+probabilities [N, C]), one GEMM E @ [D, b] per Lloyd pass (and, for kcenter, the
+GEMM against the labeled set). Memory is resident memory (RSS, so BLAS
+workspaces count too): peak RSS during selection minus RSS just before it
+(/proc/self/clear_refs resets the peak; falls back to ru_maxrss).
 
-    python benchmarks/selection_memory.py                      # N = 10k, 50k, 100k
+Ray rows (largest N only) run the same selection on K scorer actors (one CPU
+each) right after the single-process run with K threads, in the same process,
+so their ratio is measured side by side, and check that the ids are identical.
+
+    python benchmarks/selection_memory.py                      # N = 10k, 50k, 100k; Ray 1, 2
+    python benchmarks/selection_memory.py --device cuda        # GPU rows (a GPU node)
     python benchmarks/selection_memory.py --quick              # smoke run
 """
 from __future__ import annotations
@@ -18,16 +27,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from autoal_dist.outputs import PoolOutputs
-from autoal_dist.strategies import select
-from autoal_dist.strategies.kmeans import KMeansShard, lloyd, nearest_distinct
+from autoal_dist.strategies import STRATEGIES
+from autoal_dist.strategies.kmeans import converged, lloyd, nearest_distinct
 from autoal_dist.strategies.sharded import greedy_select
-from common import RESULTS as RESULTS_DIR, command, machine
+from common import RESULTS as RESULTS_DIR, command, load_average, machine
 
-STRATEGIES = ("kcenter", "kmeans", "badge")
+STRATEGIES_RUN = ("kcenter", "kmeans", "badge")
 RESULTS = RESULTS_DIR / "selection_memory.md"
 MiB = 1024 * 1024
 
@@ -64,70 +74,171 @@ def reset_peak() -> bool:
         return False
 
 
-def run_kmeans(out: PoolOutputs, budget: int, iters: int) -> dict:
-    """The kmeans driver phase by phase, so seeding and Lloyd costs show separately."""
-    shards = [KMeansShard(out)]
+def median_time(fn: Callable[[], Any], reps: int, sync: Callable[[], None]) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def floors(out: PoolOutputs, budget: int, device: str) -> dict[str, float]:
+    """One GEMV over E and over P, one GEMM E @ [D, b]: float32, as single library calls."""
+    e, p = out.embeddings, out.probs
+    cols = np.ascontiguousarray(e[:budget].T)
+    if device == "cpu":
+        sync, put = (lambda: None), (lambda a: a)
+    else:
+        import torch
+
+        sync, put = torch.cuda.synchronize, (lambda a: torch.from_numpy(a).to(device))
+    e, p, cols = put(e), put(p), put(cols)
+    ev, pv = e[3] * 1, p[3] * 1
+    return {"gemv_e": median_time(lambda: e @ ev, 15, sync),
+            "gemv_p": median_time(lambda: p @ pv, 15, sync),
+            "gemm": median_time(lambda: e @ cols, 3, sync)}
+
+
+def floor_of(strategy: str, f: dict[str, float], budget: int, labeled: int) -> float:
+    """The strategy's unavoidable products (kmeans: its seeding; Lloyd is per pass)."""
+    if strategy == "badge":
+        return budget * (f["gemv_e"] + f["gemv_p"])
+    if strategy == "kcenter":
+        return budget * f["gemv_e"] + f["gemm"] * labeled / budget
+    return budget * f["gemv_e"]
+
+
+def run(name: str, make_shards: Callable[[], list], budget: int) -> tuple[np.ndarray, dict]:
+    """One selection, phase by phase for kmeans (seeding, Lloyd, pick)."""
     t0 = time.perf_counter()
+    shards = make_shards()
+    if name != "kmeans":
+        ids = STRATEGIES[name].drive(shards, budget, 0)
+        return ids, {"seconds": time.perf_counter() - t0}
     seeds = greedy_select(shards, budget, seed=0)
     t1 = time.perf_counter()
-    centers, changes = lloyd(shards, np.stack([c.payload[0] for c in seeds]), iters)
+    centers, changes = lloyd(shards, np.stack([c.payload[0] for c in seeds]))
     t2 = time.perf_counter()
-    nearest_distinct(shards, centers)
+    ids = nearest_distinct(shards, centers)
     t3 = time.perf_counter()
-    return {"note": f"seed {t1 - t0:.1f}s, Lloyd {len(changes)} passes {t2 - t1:.1f}s "
-                    f"(last changed {changes[-1]}), pick {t3 - t2:.1f}s"}
+    return ids, {"seconds": t3 - t0, "seed_s": t1 - t0, "lloyd_s": t2 - t1, "pick_s": t3 - t2,
+                 "passes": len(changes), "last_changed": changes[-1]}
+
+
+def local_case(args: argparse.Namespace, out: PoolOutputs) -> dict:
+    """Single process: time, memory, and the floor measured around it."""
+    strategy = STRATEGIES[args.case]
+    f_before = floors(out, args.budget, args.device)
+    base = rss_bytes("VmRSS")
+    exact_peak = reset_peak()
+    _, row = run(args.case, lambda: [strategy.make_shard(out, args.block, 0, device=args.device)],
+                 args.budget)
+    peak = rss_bytes("VmHWM") if exact_peak else (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    f_after = floors(out, args.budget, args.device)
+    f = {k: (f_before[k] + f_after[k]) / 2 for k in f_before}
+    if args.case == "kmeans":
+        row["converged"] = converged([row.pop("last_changed")], args.case_n)
+    return {**row, "peak_above_inputs_mib": (peak - base) / MiB,
+            "peak_method": "VmHWM" if exact_peak else "ru_maxrss",
+            "floor_s": floor_of(args.case, f, args.budget, args.labeled), **f}
+
+
+def ray_case(args: argparse.Namespace, out: PoolOutputs) -> dict:
+    """K scorer actors vs one process with K threads, back to back; ids must match."""
+    import ray
+
+    from autoal_dist.distributed.scorer import RayScorer
+
+    ray.init(num_cpus=args.actors, include_dashboard=False, log_to_driver=False,
+             object_store_memory=2 * 1024**3)
+    os.environ["OMP_NUM_THREADS"] = str(args.actors)  # this process only: Ray has started
+    strategy, lab = STRATEGIES[args.case], out.labeled_embeddings
+    single_ids, single = run(
+        args.case, lambda: [strategy.make_shard(out, args.block, 0, device=args.device)],
+        args.budget)
+    scorer = RayScorer(np.zeros((1, 1), np.float32), None, None, shards=args.actors,
+                       batch_size=args.block)
+    scorer.load_outputs(out)
+    ray_ids, ray_row = run(args.case, lambda: scorer.set_shards(args.case, lab), args.budget)
+    scorer.close()
+    ray.shutdown()
+    return {"single_s": single["seconds"], "seconds": ray_row["seconds"],
+            "same_ids": bool(np.array_equal(single_ids, ray_ids))}
 
 
 def run_case(args: argparse.Namespace) -> dict:
     """One measurement, in this (fresh) process."""
     labeled = args.labeled if args.case == "kcenter" else 0
     out = make_inputs(args.case_n, args.classes, args.dim, labeled)
-    base = rss_bytes("VmRSS")
-    exact_peak = reset_peak()
-    t0 = time.perf_counter()
-    if args.case == "kmeans":
-        info = run_kmeans(out, args.budget, args.kmeans_iters)
-    else:
-        select(args.case, out, args.budget, seed=0)
-        info = {"note": ""}
-    seconds = time.perf_counter() - t0
-    if exact_peak:
-        peak = rss_bytes("VmHWM")
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"strategy": args.case, "n": args.case_n, "seconds": seconds,
-            "inputs_mib": (out.probs.nbytes + out.embeddings.nbytes) / MiB,
-            "peak_above_inputs_mib": (peak - base) / MiB,
-            "peak_method": "VmHWM" if exact_peak else "ru_maxrss", **info}
+    row = ray_case(args, out) if args.actors else local_case(args, out)
+    return {"strategy": args.case, "n": args.case_n, "actors": args.actors,
+            "inputs_mib": (out.probs.nbytes + out.embeddings.nbytes) / MiB, **row}
 
 
-def spawn(args: argparse.Namespace, strategy: str, n: int) -> dict:
-    """Run one case in a fresh interpreter with the requested BLAS thread count."""
-    cmd = [sys.executable, __file__, "--case", strategy, "--case-n", str(n),
-           "--budget", str(args.budget), "--classes", str(args.classes), "--dim", str(args.dim),
-           "--labeled", str(args.labeled), "--kmeans-iters", str(args.kmeans_iters)]
-    threads = str(args.threads)
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads,
-           "MKL_NUM_THREADS": threads}
+def spawn(args: argparse.Namespace, strategy: str, n: int, actors: int = 0) -> dict:
+    """Run one case in a fresh interpreter; a local case gets `--threads` BLAS threads."""
+    cmd = [sys.executable, __file__, "--case", strategy, "--case-n", str(n), "--actors",
+           str(actors), "--budget", str(args.budget), "--classes", str(args.classes),
+           "--dim", str(args.dim), "--labeled", str(args.labeled), "--block", str(args.block),
+           "--device", args.device]
+    env = dict(os.environ)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(var, None)
+        if not actors:  # a Ray case sets its own: actors get one CPU each
+            env[var] = str(args.threads)
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report(args: argparse.Namespace, rows: list[dict]) -> str:
-    head = (f"# Set-selection memory and time\n\n"
+def kmeans_note(r: dict) -> str:
+    return (f"seed {r['seed_s']:.1f}s; Lloyd {r['passes']} passes "
+            f"({'converged' if r['converged'] else 'not converged'}), "
+            f"{r['lloyd_s'] / r['passes']:.2f}s/pass = {r['lloyd_s'] / r['passes'] / r['gemm']:.2f}x "
+            f"GEMM; pick {r['pick_s']:.1f}s")
+
+
+def report(args: argparse.Namespace, rows: list[dict], loads: tuple[str, str]) -> str:
+    local = [r for r in rows if not r["actors"]]
+    remote = [r for r in rows if r["actors"]]
+    head = (f"# Set-selection time and memory against the hardware floor\n\n"
             f"Command: {command()}\n\n"
             f"{machine()}"
+            f"- Load average (1/5/15 min) at start: {loads[0]}; at end: {loads[1]} (a 2-core "
+            f"machine shared with other benchmarks: absolute seconds move with load, the ratios "
+            f"below are measured side by side in one process and move much less).\n"
             f"- Inputs: C={args.classes}, D={args.dim}, b={args.budget}, float32 "
             f"softmax(3*N(0,1)) probs, N(0,1) embeddings; kcenter also gets {args.labeled} "
-            f"labeled embeddings; kmeans max_iter={args.kmeans_iters}.\n"
+            f"labeled embeddings; block {args.block} rows (the scorers' batch size); device "
+            f"{args.device}; {args.threads} thread(s) per single-process case.\n"
+            f"- Floor: float32 single calls in the same process (mean of before and after the "
+            f"selection, each a median): kcenter b GEMV(E) + GEMM(E, labeled); BADGE b x "
+            f"(GEMV(E) + GEMV(P)); kmeans seeding b GEMV(E), Lloyd one GEMM(E, b) per pass.\n"
             f"- Memory: peak RSS during selection minus RSS after the inputs were built, each "
-            f"case in a fresh subprocess ({rows[0]['peak_method'] if rows else '-'}); "
-            f"{args.threads} BLAS thread(s) per case.\n\n"
-            "| strategy | N | inputs MiB | peak above inputs MiB | seconds | notes |\n"
-            "|---|---:|---:|---:|---:|---|\n")
-    body = "".join(f"| {r['strategy']} | {r['n']} | {r['inputs_mib']:.0f} | "
-                   f"{r['peak_above_inputs_mib']:.0f} | {r['seconds']:.1f} | {r['note']} |\n"
-                   for r in rows)
+            f"case in a fresh subprocess ({local[0]['peak_method'] if local else '-'}).\n\n"
+            "| strategy | N | inputs MiB | peak above inputs MiB | seconds | floor s | x floor "
+            "| GEMV(E) ms | GEMV(P) ms | GEMM s | notes |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+    body = ""
+    for r in local:
+        note = kmeans_note(r) if r["strategy"] == "kmeans" else ""
+        ratio = (r["seed_s"] if r["strategy"] == "kmeans" else r["seconds"]) / r["floor_s"]
+        body += (f"| {r['strategy']} | {r['n']} | {r['inputs_mib']:.0f} | "
+                 f"{r['peak_above_inputs_mib']:.0f} | {r['seconds']:.1f} | {r['floor_s']:.1f} | "
+                 f"{ratio:.2f}{' (seed)' if r['strategy'] == 'kmeans' else ''} | "
+                 f"{r['gemv_e'] * 1e3:.1f} | {r['gemv_p'] * 1e3:.1f} | {r['gemm']:.2f} | {note} |\n")
+    if remote:
+        body += ("\nRay scorer actors (one CPU each) against one process with as many threads, "
+                 "run back to back in one process:\n\n"
+                 "| strategy | N | actors | single-process s | Ray s | Ray / single | same ids |\n"
+                 "|---|---:|---:|---:|---:|---:|---|\n")
+        body += "".join(f"| {r['strategy']} | {r['n']} | {r['actors']} | {r['single_s']:.1f} | "
+                        f"{r['seconds']:.1f} | {r['seconds'] / r['single_s']:.2f} | "
+                        f"{'yes' if r['same_ids'] else 'NO'} |\n" for r in remote)
     return head + body
 
 
@@ -139,14 +250,17 @@ def parse() -> argparse.Namespace:
     p.add_argument("--classes", type=int, default=200)
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--labeled", type=int, default=1000, help="labeled embeddings for kcenter")
-    p.add_argument("--kmeans-iters", type=int, default=20, help="Lloyd max passes")
-    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--block", type=int, default=256, help="alignment unit (scorer batch size)")
+    p.add_argument("--strategies", default=",".join(STRATEGIES_RUN))
     p.add_argument("--threads", type=int, default=1,
-                   help="BLAS threads per case (1 = what one Ray actor with num_cpus=1 gets)")
+                   help="threads per single-process case (1 = one Ray actor with num_cpus=1)")
+    p.add_argument("--ray", default="1,2", help="Ray actor counts at the largest N ('' = none)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU node")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run")
     p.add_argument("--out", type=Path, help=f"results file (default {RESULTS}; --quick: none)")
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--case-n", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--actors", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.quick:
         args.sizes, args.budget, args.classes, args.dim, args.labeled = "2000,5000", 50, 10, 32, 100
@@ -158,14 +272,20 @@ def main() -> None:
     if args.case:
         print(json.dumps(run_case(args)))
         return
+    start_load = load_average()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    cases = [(s, n, 0) for n in sizes for s in args.strategies.split(",")]
+    cases += [(s, sizes[-1], int(k)) for s in args.strategies.split(",")
+              for k in filter(None, args.ray.split(","))]
     rows = []
-    for n in (int(s) for s in args.sizes.split(",")):
-        for strategy in args.strategies.split(","):
-            rows.append(spawn(args, strategy, n))
-            r = rows[-1]
-            print(f"{strategy:8s} N={n:>7d}  +{r['peak_above_inputs_mib']:7.0f} MiB  "
-                  f"{r['seconds']:7.1f} s  {r['note']}", flush=True)
-    text = report(args, rows)
+    for strategy, n, actors in cases:
+        rows.append(spawn(args, strategy, n, actors))
+        r = rows[-1]
+        print(f"{strategy:8s} N={n:>7d} actors={actors}  {r['seconds']:7.1f} s  "
+              + (f"x{r['seconds'] / r['single_s']:.2f} vs single, same ids {r['same_ids']}"
+                 if actors else f"floor {r['floor_s']:.1f} s  +{r['peak_above_inputs_mib']:.0f} MiB"),
+              flush=True)
+    text = report(args, rows, (start_load, load_average()))
     print("\n" + text)
     out = args.out or (None if args.quick else RESULTS)
     if out:

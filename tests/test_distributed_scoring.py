@@ -14,6 +14,8 @@ from autoal_dist.models.backbones import ModelSpec
 from autoal_dist.distributed.scorer import RayScorer, ShardProxy
 from autoal_dist.models import build_model
 from autoal_dist.scoring import LocalScorer
+from autoal_dist.strategies import get
+from conftest import random_outputs
 
 NAMES = ["entropy", "bald", "kcenter", "badge", "kmeans", "random"]
 
@@ -105,3 +107,22 @@ def test_campaign_journal_same_for_1_and_3_shards(ray_cluster, tmp_path, strateg
     assert len(a) == 10 + 2 * 15
     assert np.array_equal(a.id, b.id) and np.array_equal(a["round"], b["round"])
     assert np.array_equal(a.score, b.score, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", ["kcenter", "badge", "kmeans"])
+def test_ray_set_strategy_is_one_call_per_shard_per_step(ray_cluster, name):
+    """Over 3 actors: the single-process ids, and each greedy step one call per shard
+    (the step carries the previous winner), issued to all shards before any is awaited."""
+    out = random_outputs(n=200, c=6, d=8)
+    out.labeled_embeddings = np.random.default_rng(1).normal(size=(7, 8)).astype(np.float32)
+    scorer = RayScorer(np.zeros((1, 1), np.float32), None, None, shards=3, batch_size=16)
+    try:
+        scorer.load_outputs(out)
+        proxies = scorer.set_shards(name, out.labeled_embeddings)
+        ids = get(name).drive(proxies, 25, 3)
+    finally:
+        scorer.close()
+    np.testing.assert_array_equal(ids, get(name).select(out, 25, 3, block=16))
+    for p in proxies:
+        steps = [args[2] for method, args in p.log if method == "shard_call"][:25]
+        assert p.log[0][0] == "shard_init" and steps == ["step"] * 25

@@ -5,13 +5,15 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from autoal_dist.outputs import PoolOutputs
 from autoal_dist.strategies import STRATEGIES, select
 from autoal_dist.strategies.badge import BadgeShard
-from autoal_dist.strategies.kmeans import KMeansShard
+from autoal_dist.strategies.kmeans import KMeansShard, converged, lloyd
 from autoal_dist.strategies.sharded import (
     d2_race_keys,
+    greedy_select,
     shard_slices,
 )
 from autoal_dist.strategies.uncertainty import hashed_uniform
@@ -34,9 +36,9 @@ def with_duplicates(out: PoolOutputs) -> PoolOutputs:
 
 
 def run_sharded(name: str, out: PoolOutputs, budget: int, seed: int, n_shards: int,
-                block: int) -> np.ndarray:
+                block: int, device: str = "cpu") -> np.ndarray:
     strategy = STRATEGIES[name]
-    shards = [strategy.make_shard(out.take(sl), block, sl.start)
+    shards = [strategy.make_shard(out.take(sl), block, sl.start, device=device)
               for sl in shard_slices(len(out), n_shards, block)]
     return strategy.drive(shards, budget, seed)
 
@@ -150,3 +152,52 @@ def test_kcenter_through_registry_without_labeled_embeddings():
     ids = select("kcenter", out, 5, seed=0)
     assert ids[0] == out.ids[np.argmin(hashed_uniform(out.ids, 0))]
     assert len(set(ids.tolist())) == 5
+
+
+@pytest.mark.parametrize("name", SET_STRATEGIES)
+def test_torch_selects_exactly_what_numpy_selects(name):
+    """One implementation on two array libraries: torch (CUDA's path, here on the CPU)
+    picks the numpy ids, single-process and sharded, ties included."""
+    for out in (with_labeled(random_outputs(n=300, c=7, d=16), m=20),
+                with_duplicates(with_labeled(random_outputs(n=100, d=6)))):
+        cpu = select(name, out, 20, seed=4)
+        assert np.array_equal(STRATEGIES[name].select(out, 20, 4, device="torch-cpu"), cpu)
+        assert np.array_equal(run_sharded(name, out, 20, 4, 3, block=8, device="torch-cpu"),
+                              run_sharded(name, out, 20, 4, 1, block=8))
+
+
+@pytest.mark.parametrize("name", SET_STRATEGIES)
+def test_selection_does_not_depend_on_cpu_threads(name, monkeypatch):
+    """Chunks run on the process's threads, each product single-threaded: same ids."""
+    out = with_labeled(random_outputs(n=9000, c=5, d=8))  # > 2 chunks of 4096 rows
+    picks = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        picks.append(select(name, out, 12, seed=1))
+    np.testing.assert_array_equal(*picks)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", SET_STRATEGIES)
+def test_cuda_selects_what_cpu_selects(name):
+    """On a GPU: the CPU's ids, single-process and over 3 shards (see docs/set-strategies.md
+    for where float order could differ)."""
+    out = with_labeled(random_outputs(n=3000, c=10, d=32), m=50)
+    cpu = STRATEGIES[name].select(out, 40, 3, block=256)
+    np.testing.assert_array_equal(STRATEGIES[name].select(out, 40, 3, block=256, device="cuda"),
+                                  cpu)
+    np.testing.assert_array_equal(run_sharded(name, out, 40, 3, 3, 256, device="cuda"), cpu)
+
+
+def test_kmeans_lloyd_runs_to_its_tolerance():
+    out = random_outputs(n=400, d=4, seed=3)
+    shards = [KMeansShard(out, block=8)]
+    seeds = np.stack([c.payload[0] for c in greedy_select(shards, 12, seed=0)])
+    _, changes = lloyd(shards, seeds, tol=0.0)
+    assert changes[-1] == 0 and converged(changes, len(out), 0.0)
+    assert all(c > 0 for c in changes[:-1])  # no pass stopped early
+    _, loose = lloyd([KMeansShard(out, block=8)], seeds, tol=0.05)
+    assert converged(loose, len(out), 0.05) and len(loose) < len(changes)
+    assert loose[-1] <= 0.05 * len(out) < min(loose[:-1])
+    _, capped = lloyd([KMeansShard(out, block=8)], seeds, max_iter=2, tol=0.0)
+    assert len(capped) == 2 and not converged(capped, len(out), 0.0)

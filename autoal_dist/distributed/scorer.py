@@ -157,16 +157,21 @@ class RayScorer:
             refs.append(self.actors[p.k].top_b.remote(self.key, name, budget, seed))
         return Selection(*merge_top_b([self.resolve(p, r) for p, r in zip(proxies, refs)], budget))
 
-    def select_set(self, name: str, budget: int, seed: int,
-                   labeled_embeddings: np.ndarray | None) -> Selection:
-        """A set strategy over the actors' shards: its driver, each step one call per shard."""
+    def set_shards(self, name: str, labeled_embeddings: np.ndarray | None) -> list[ShardProxy]:
+        """Build set strategy `name`'s state on every non-empty shard (sent without waiting):
+        the proxies its driver runs on."""
         lab_ref = ray.put(labeled_embeddings) if labeled_embeddings is not None else None
         proxies = [ShardProxy(self, k, name) for k, t in enumerate(self.tasks)
                    if len(t.positions)]
         for p in proxies:
             p.submit("shard_init", self.key, name, self.tasks[p.k].start, self.batch_size,
                      lab_ref, wait=False)
-        ids = get(name).drive(proxies, budget, seed)
+        return proxies
+
+    def select_set(self, name: str, budget: int, seed: int,
+                   labeled_embeddings: np.ndarray | None) -> Selection:
+        """A set strategy over the actors' shards: its driver, each step one call per shard."""
+        ids = get(name).drive(self.set_shards(name, labeled_embeddings), budget, seed)
         return Selection(ids, np.full(len(ids), np.nan))
 
     def select_many(self, model, positions, names, budget, seed, labeled_positions,
