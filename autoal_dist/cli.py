@@ -233,11 +233,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
+    """Every name `--strategy` takes: the registered strategies, then the round policies
+    that combine the candidates (autoal, albl, vote)."""
+    from autoal_dist.policies import POLICIES
     from autoal_dist.strategies import STRATEGIES
 
     for name, s in sorted(STRATEGIES.items()):
         print(f"{name:<18} {s.kind:<8} needs {','.join(sorted(s.needs)) or '-':<28} "
               f"{s.doc.splitlines()[0] if s.doc else ''}")
+    for name, policy in sorted(POLICIES.items()):
+        doc = (policy.__doc__ or "").strip().splitlines()
+        print(f"{name:<18} {'policy':<8} {'over --candidates':<34} {doc[0] if doc else ''}")
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -53,31 +54,44 @@ class ScoreConfig:
 
 @dataclass
 class AutoALConfig:
-    """AutoAL hyperparameters (AUTOAL.md).
+    """AutoAL hyperparameters (docs/autoal.md).
 
-    Iteration counts and the FitNet/loss-head optimizers are the reference code's.
-    The relaxation's defaults are not: AUTOAL.md's (GMM threshold, tau = std(p)/4,
-    lambda 1, SearchNet lr 0.05; never exercised by the released code, whose
-    gradient is zero) fail its own checks in 22 of 24 swept settings (the soft count
-    drifts, the informative candidate does not win); these fail 2 of 24. Set
-    threshold: gmm, tau_std_fraction: 0.25, count_weight: 1.0, searchnet_lr: 0.05 to
-    run AUTOAL.md's values, or tau: reference for the released code's hard step.
+    `mode: embed` (default): FitNet and the loss column are heads on f's frozen
+    embeddings, cross-fitted over `folds` folds of L; SearchNet is a set of
+    strategy-level weights shrunk toward uniform (`shrink`), fitted on evidence
+    pooled over rounds (`evidence_decay`) and stopped early when they stop moving
+    (`tol`). `mode: paper`: the paper's per-sample SearchNet (a trunk of f's family)
+    and FitNet trained on raw inputs, with the keys from `fitnet_pretrain_iters` to
+    `gmm_components`; `tau: reference` reproduces the released code's hard step.
     """
 
-    fitnet_pretrain_iters: int = 200
-    search_iters: int = 400
-    batch_size: int = 128
-    searchnet_lr: float = 0.01
+    mode: str = "embed"  # embed | paper
+    fitnet_pretrain_iters: int = 200  # embed: each fold head's L-BFGS iterations (at most); paper: FitNet pre-fit
+    search_iters: int = 400  # embed: at most, stops early; paper: joint steps
+    min_picks: int = 10  # every candidate picks at least this many rows of the search set
+    batch_size: int = 128  # paper: rows per step (raised so each candidate has min_picks)
+    searchnet_lr: float = 0.01  # paper: SGD
     searchnet_momentum: float = 0.9
     searchnet_weight_decay: float = 5e-4
     loss_head_lr: float = 0.1
-    fitnet_lr: float = 1e-3
+    fitnet_lr: float = 1e-3  # paper: Adam on FitNet
     count_weight: float = 0.1  # lambda on the soft-count regularizer
     tau: str = "auto"  # auto (tau_std_fraction * std(p)) | reference (1e-11, hard step) | a number > 0
-    tau_std_fraction: float = 0.0625  # std(p)/16 (AUTOAL.md: std(p)/4)
+    tau_std_fraction: float = 0.0625  # std(p)/16 (the paper's code: std(p)/4)
     threshold: str = "empirical"  # empirical | gmm (5-component mixture, as the released code)
     gmm_components: int = 5
     use_loss_head: bool = True
+    folds: int = 4  # embed: cross-fitting folds of L
+    head_weight_decay: float = 1e-3  # embed: L2 on the FitNet heads
+    weights_lr: float = 0.05  # embed: Adam on the strategy-level logits
+    weights_tau: float = 1.0  # embed: sigmoid temperature as a fraction of std(p)
+    shrink: float = 1.0  # embed: prior strength toward uniform, in picks per candidate
+    evidence_decay: float = 0.7  # embed: weight of round k's evidence in round r: decay^(r-k)
+    tol: float = 1e-3  # embed: stop when no weight moved more than this over 10 steps
+    loss_head_min_rows: int = 200  # embed: the loss column is off below this many labeled rows
+
+
+AUTOAL_MODES = ("embed", "paper")
 
 
 @dataclass
@@ -267,9 +281,23 @@ def validate(cfg: Config) -> None:
     a = cfg.autoal
     for name in ("fitnet_pretrain_iters", "search_iters"):
         _check(getattr(a, name) >= 0, f"autoal.{name}", f"must be >= 0, got {getattr(a, name)}")
+    _check(a.mode in AUTOAL_MODES, "autoal.mode",
+           f"must be one of {', '.join(AUTOAL_MODES)}, got {a.mode!r}")
     _check(a.batch_size >= 2, "autoal.batch_size", f"must be >= 2, got {a.batch_size}")
-    for name in ("searchnet_lr", "loss_head_lr", "fitnet_lr"):
-        _check(getattr(a, name) > 0, f"autoal.{name}", f"must be > 0, got {getattr(a, name)}")
+    _check(a.min_picks >= 1, "autoal.min_picks", f"must be >= 1, got {a.min_picks}")
+    _check(a.folds >= 2, "autoal.folds", f"must be >= 2, got {a.folds}")
+    _check(a.loss_head_min_rows >= 2, "autoal.loss_head_min_rows",
+           f"must be >= 2, got {a.loss_head_min_rows}")
+    for name in ("searchnet_lr", "loss_head_lr", "fitnet_lr", "weights_lr", "weights_tau", "tol"):
+        value = getattr(a, name)
+        _check(math.isfinite(value) and value > 0, f"autoal.{name}",
+               f"must be a finite number > 0, got {value}")
+    for name in ("head_weight_decay", "shrink"):
+        value = getattr(a, name)
+        _check(math.isfinite(value) and value >= 0, f"autoal.{name}",
+               f"must be a finite number >= 0, got {value}")
+    _check(0 <= a.evidence_decay <= 1, "autoal.evidence_decay",
+           f"must be in [0, 1], got {a.evidence_decay}")
     _check(a.count_weight >= 0, "autoal.count_weight", f"must be >= 0, got {a.count_weight}")
     _check(a.threshold in ("gmm", "empirical"), "autoal.threshold",
            f"must be gmm or empirical, got {a.threshold!r}")

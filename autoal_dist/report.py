@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from autoal_dist import store
+from autoal_dist.autoal.report import WEIGHTS_FILE, plot_autoal_weights
 
 
 def learning_curve_auc(n_labeled: np.ndarray, accuracy: np.ndarray) -> float:
@@ -69,10 +70,13 @@ def write_summary(run_dir: Path, rows: list[dict], config: dict) -> Path:
 
 
 def write_report(run_dir: Path) -> str:
-    """(Re)build curves.png and summary.md from the run's files; return the table."""
+    """(Re)build curves.png, summary.md (and AutoAL's autoal_weights.png) from the run's
+    files; return the table."""
     run_dir = Path(run_dir)
     rows = pq.read_table(run_dir / "metrics.parquet").to_pylist()
     config = json.loads((run_dir / "config.json").read_text())["config"]
     plot_curves(run_dir, rows, f"{config['dataset']} / {config['strategy']}")
+    if (run_dir / WEIGHTS_FILE).exists():  # an AutoAL run: its weights per round
+        plot_autoal_weights(run_dir)
     write_summary(run_dir, rows, config)
     return format_table(rows)

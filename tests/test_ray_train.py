@@ -135,3 +135,36 @@ def test_search_two_workers_match_one_worker(ray_cluster, tmp_path):
 
     init = build_models(job.cfg, job.input_shape, job.num_classes, "cpu")
     assert not same_weights(init.searchnet, one[0])
+
+
+# ---- the default AutoAL search (strategy-level weights) as a Ray Train job -------------
+
+@pytest.mark.slow
+def test_weights_fit_on_two_workers_equals_in_process(ray_cluster, tmp_path):
+    from autoal_dist.autoal.memberships import membership_matrix
+    from autoal_dist.autoal.weights import Evidence, fit_weights
+    from autoal_dist.config import AutoALConfig
+    from autoal_dist.distributed.search_train import fit_weights_job
+
+    rng = np.random.default_rng(0)
+    ids = np.arange(60)
+    picks = [rng.permutation(ids)[:10] for _ in range(4)]
+    evidence = [Evidence(1, membership_matrix(ids, picks, graded=True),
+                         rng.uniform(-0.5, 0.5, 60), 10)]
+    active = np.ones(4, bool)
+    local = fit_weights(evidence, active, AutoALConfig(), seed=3)
+    job = fit_weights_job(evidence, active, AutoALConfig(), 3, workers=2, use_gpu=False,
+                          storage=tmp_path, name="weights")
+    np.testing.assert_array_equal(job.weights, local.weights)
+    assert (job.iterations, job.soft_count) == (local.iterations, local.soft_count)
+
+
+@pytest.mark.slow
+def test_autoal_run_with_two_workers_end_to_end(ray_cluster, tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "autoal-w2"
+    assert main(["run", "--strategy", "autoal", "--workers", "2", "--init", "20", "--budget",
+                 "10", "--rounds", "1", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    search = pq.read_table(out / "autoal_search.parquet").to_pandas()
+    assert set(search["round"]) == {1} and set(search["mode"]) == {"embed"}

@@ -1,8 +1,10 @@
-"""`POLICIES["autoal"]`: search on L, then query U (AUTOAL.md step 7).
+"""`POLICIES["autoal"]` and `POLICIES["vote"]`: query U from the candidates' picks.
 
 The candidates' selections on U come from ONE `ctx.scorer.select_many` call (one
-forward pass, sharded under Ray); SearchNet then only scores the union of their
-picks, so only samples some candidate picked can be queried.
+forward pass, sharded under Ray); only the union of their picks is scored, so only
+samples some candidate picked can be queried. `vote` weighs every candidate
+equally (no search, no loss column): the control that says whether AutoAL's
+search adds anything. AutoAL with `search_iters: 0` and no loss head is `vote`.
 """
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import time
 import numpy as np
 import torch
 
+from autoal_dist.autoal import embed_search, report
 from autoal_dist.autoal.memberships import union_memberships
-from autoal_dist.autoal.report import plot_autoal_weights, record_weights, weights_table
 from autoal_dist.autoal.search import score_rows, search_round
 from autoal_dist.policies import POLICIES, RoundContext
 from autoal_dist.scoring import Selection
@@ -22,30 +24,86 @@ from autoal_dist.strategies import top_b
 LOSS_HEAD = "loss_head"  # the loss head's column in autoal_weights.parquet
 
 
-def autoal_policy(ctx: RoundContext) -> Selection:
-    """The b samples of largest p on U (ties: smallest id); adds the search's seconds to
-    ctx.timings['search_s'] and records the batch's strategy weights."""
+def candidate_union(ctx: RoundContext, graded: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(union of the candidates' top-b on U, its memberships): one scoring pass."""
     cfg = ctx.cfg
-    r = cfg.budget / (len(ctx.labeled) + len(ctx.unlabeled))
-    t0 = time.perf_counter()
-    searchnet = search_round(ctx, r)
-    search_s = time.perf_counter() - t0
     sels = ctx.scorer.select_many(ctx.model, ctx.unlabeled, cfg.candidates, cfg.budget,
                                   derive(cfg.seed, ctx.round, "select"), ctx.labeled, ctx.timings)
+    return union_memberships([sels[n].ids for n in cfg.candidates], graded)
+
+
+def column_names(ctx: RoundContext) -> list[str]:
+    return [*ctx.cfg.candidates, *([LOSS_HEAD] if ctx.cfg.autoal.use_loss_head else [])]
+
+
+def vote_policy(ctx: RoundContext) -> Selection:
+    """The b rows of largest mean graded membership (a rank-weighted vote; ties by id)."""
+    ids, member = candidate_union(ctx, graded=True)
+    z = member.astype(np.float64) @ np.full(member.shape[1], 1.0 / member.shape[1])
+    chosen = top_b(ids, z, ctx.cfg.budget)
+    return Selection(chosen, z[np.searchsorted(ids, chosen)])
+
+
+def add_search_seconds(ctx: RoundContext, seconds: float) -> None:
+    ctx.timings["search_s"] = ctx.timings.get("search_s", 0.0) + seconds
+
+
+def embed_policy(ctx: RoundContext, r: float) -> Selection:
+    """Mode embed: strategy-level weights from the cross-fitted search; z = A w on U."""
+    cfg = ctx.cfg
+    t0 = time.perf_counter()
+    found = embed_search.search(ctx, r, derive(cfg.seed, ctx.round, "search"))
+    search_s = time.perf_counter() - t0
+    ids, member = candidate_union(ctx, graded=True)
     t1 = time.perf_counter()
-    ids, memberships = union_memberships([sels[n].ids for n in cfg.candidates])
-    scores = score_rows(searchnet, ctx.data.train_x[ids], memberships, ids, cfg.budget,
+    if cfg.autoal.use_loss_head:
+        member = np.hstack([member, embed_search.loss_column_on(ctx, found, ids, cfg.budget)])
+    w = found.fit.weights
+    z = member.astype(np.float64) @ w
+    chosen = top_b(ids, z, cfg.budget)
+    rows = np.searchsorted(ids, chosen)
+    add_search_seconds(ctx, search_s + time.perf_counter() - t1)
+    names, round_ = column_names(ctx), ctx.round + 1
+    report.record_weights(ctx.run_dir, report.weights_table(
+        round_, names, np.broadcast_to(w, (len(rows), len(w))), member[rows]))
+    fit = found.fit
+    report.record(ctx.run_dir, report.SEARCH_FILE, report.search_table(
+        round_, "embed", names, w, w > 0, iterations=fit.iterations,
+        soft_count=fit.soft_count, target_count=fit.target, grad_norm=fit.grad_norm,
+        rank_corr=fit.rank_corr, evidence_rows=found.evidence_rows))
+    return Selection(chosen, z[rows])
+
+
+def paper_policy(ctx: RoundContext, r: float) -> Selection:
+    """Mode paper: the per-sample SearchNet (a trunk of f's family) scores the union."""
+    cfg = ctx.cfg
+    t0 = time.perf_counter()
+    searchnet, diag = search_round(ctx, r)
+    search_s = time.perf_counter() - t0
+    ids, member = candidate_union(ctx, graded=False)
+    t1 = time.perf_counter()
+    scores = score_rows(searchnet, ctx.data.train_x[ids], member, ids, cfg.budget,
                         ctx.normalize, cfg.score.batch_size, ctx.device)
     p = torch.softmax(scores.z, dim=0).numpy()
     chosen = top_b(ids, p, cfg.budget)
     rows = np.searchsorted(ids, chosen)
-    ctx.timings["search_s"] = ctx.timings.get("search_s", 0.0) + search_s + time.perf_counter() - t1
-    names = [*cfg.candidates, *([LOSS_HEAD] if cfg.autoal.use_loss_head else [])]
-    # journal round of this batch (campaign round r queries journal round r + 1)
-    record_weights(ctx.run_dir, weights_table(ctx.round + 1, names, scores.weights[rows],
-                                              scores.columns[rows]))
-    plot_autoal_weights(ctx.run_dir)
+    add_search_seconds(ctx, search_s + time.perf_counter() - t1)
+    names, round_ = column_names(ctx), ctx.round + 1
+    report.record_weights(ctx.run_dir, report.weights_table(round_, names, scores.weights[rows],
+                                                            scores.columns[rows]))
+    report.record(ctx.run_dir, report.SEARCH_FILE, report.search_table(
+        round_, "paper", names, scores.weights.mean(axis=0), np.ones(len(names), bool),
+        **diag))
     return Selection(chosen, p[rows])
 
 
+def autoal_policy(ctx: RoundContext) -> Selection:
+    """The b candidate-picked samples AutoAL's search prefers (ties: smallest id); adds the
+    search's seconds to ctx.timings['search_s'] and records the round's diagnostics."""
+    r = ctx.cfg.budget / (len(ctx.labeled) + len(ctx.unlabeled))
+    mode = embed_policy if ctx.cfg.autoal.mode == "embed" else paper_policy
+    return mode(ctx, r)
+
+
 POLICIES["autoal"] = autoal_policy
+POLICIES["vote"] = vote_policy

@@ -106,3 +106,44 @@ def relax(z: torch.Tensor, r: float, a: AutoALConfig, seed: int) -> Relaxed:
     s = torch.sigmoid((p - t) / tau)
     target = r * len(p)
     return Relaxed(p, float(t.detach()), float(tau.detach()), s, torch.abs(s.sum() - target) / target)
+
+
+def count_threshold(p: torch.Tensor, target: float, tau: torch.Tensor) -> torch.Tensor:
+    """t with sum_j sigmoid((p_j - t) / tau) = target, in the graph (implicit gradient).
+
+    The value comes from bisection (the sum falls monotonically in t); one Newton step
+    from that detached root, whose residual is ~0, adds the implicit function's
+    gradient dt/dp_j = s_j' / sum_k s_k' without changing the value.
+    """
+    with torch.no_grad():
+        span = 50 * float(tau)
+        lo, hi = float(p.min()) - span, float(p.max()) + span
+        for _ in range(BISECTION_STEPS):
+            mid = 0.5 * (lo + hi)
+            if mid in (lo, hi):
+                break
+            if float(torch.sigmoid((p - mid) / tau).sum()) > target:
+                lo = mid
+            else:
+                hi = mid
+        t0 = torch.tensor(0.5 * (lo + hi), dtype=p.dtype, device=p.device)
+        s0 = torch.sigmoid((p - t0) / tau)
+        slope = (s0 * (1 - s0)).sum().clamp_min(torch.finfo(p.dtype).tiny)
+    return t0 + (torch.sigmoid((p - t0) / tau).sum() - target) * tau.detach() / slope
+
+
+def relax_count(z: torch.Tensor, target: float, tau_fraction: float) -> Relaxed:
+    """The relaxed top-`target` membership whose soft count equals the target by
+    construction: the threshold solves the count instead of being a quantile that a
+    regularizer pulls toward it. With no sharp step needed to hold the count, tau can
+    be soft (tau_fraction * std(p)), so rows away from the boundary get gradient too."""
+    p = torch.softmax(z.double(), dim=0)
+    std = p.std(unbiased=False)
+    tau = tau_fraction * std if float(std.detach()) > 0 else torch.ones((), dtype=p.dtype)
+    if target >= len(p):
+        s = torch.ones_like(p)
+        return Relaxed(p, float("-inf"), float(tau.detach()), s, torch.zeros((), dtype=p.dtype))
+    t = count_threshold(p, target, tau)
+    s = torch.sigmoid((p - t) / tau)
+    return Relaxed(p, float(t.detach()), float(tau.detach()), s,
+                   torch.abs(s.sum() - target) / target)

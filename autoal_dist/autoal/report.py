@@ -1,11 +1,21 @@
-"""AutoAL's per-round strategy weights: `autoal_weights.parquet` and `autoal_weights.png`.
+"""AutoAL's per-round files in the run directory.
 
-The paper's Fig. 5 view: which candidates SearchNet trusts on the batch it queried,
-and how that moves over rounds.
+- `autoal_weights.parquet`: which candidates SearchNet trusted on the batch it
+  queried (mean weight over the batch, and the share of the batch each picked);
+- `autoal_search.parquet`: did the search learn this round: iterations run, soft
+  count against its target, final weight per candidate, gradient norm, and the
+  rank correlation of the aggregate with the held-out reward;
+- `autoal_evidence.parquet` (mode embed): each round's search set (graded
+  memberships and held-out reward per row), pooled by later rounds;
+- `autoal_weights.png`: weights and soft count per round.
+
+Every table is keyed by round and replaced round-wise, so a resumed round adds no
+duplicates (the search is deterministic: a redone round writes the same rows).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -15,10 +25,22 @@ import pyarrow.parquet as pq
 from autoal_dist import store
 
 WEIGHTS_FILE = "autoal_weights.parquet"
+SEARCH_FILE = "autoal_search.parquet"
+EVIDENCE_FILE = "autoal_evidence.parquet"
 PLOT_FILE = "autoal_weights.png"
 WEIGHTS_SCHEMA = pa.schema([
     ("round", pa.int32()), ("strategy", pa.string()), ("weight", pa.float64()),
     ("share", pa.float64()),
+])
+SEARCH_SCHEMA = pa.schema([
+    ("round", pa.int32()), ("mode", pa.string()), ("strategy", pa.string()),
+    ("weight", pa.float64()), ("active", pa.bool_()), ("iterations", pa.int64()),
+    ("soft_count", pa.float64()), ("target_count", pa.float64()), ("grad_norm", pa.float64()),
+    ("rank_corr", pa.float64()), ("evidence_rows", pa.int64()),
+])
+EVIDENCE_SCHEMA = pa.schema([
+    ("round", pa.int32()), ("id", pa.int64()), ("reward", pa.float64()), ("q", pa.int64()),
+    ("memberships", pa.list_(pa.float32())),
 ])
 
 
@@ -29,36 +51,92 @@ def weights_table(round_: int, names: list[str], weights: np.ndarray,
     return pa.table({
         "round": np.full(len(names), round_, np.int32), "strategy": names,
         "weight": weights.mean(axis=0).astype(np.float64),
-        "share": memberships.mean(axis=0).astype(np.float64),
+        "share": (memberships > 0).mean(axis=0).astype(np.float64),
     }, schema=WEIGHTS_SCHEMA)
 
 
-def record_weights(run_dir: Path, table: pa.Table) -> Path:
-    """Replace this round's rows in the run's table (a resumed round adds no duplicates)."""
-    path = Path(run_dir) / WEIGHTS_FILE
-    round_ = table.column("round")[0]
-    old = pq.read_table(path, schema=WEIGHTS_SCHEMA) if path.exists() else WEIGHTS_SCHEMA.empty_table()
-    kept = old.filter(pc.not_equal(old.column("round"), round_))
+def search_table(round_: int, mode: str, names: list[str], weights: np.ndarray,
+                 active: np.ndarray, **round_values: Any) -> pa.Table:
+    """One row per column: its final weight, plus the round's search diagnostics
+    (iterations, soft_count, target_count, grad_norm, rank_corr, evidence_rows)."""
+    n = len(names)
+    cols = {"round": np.full(n, round_, np.int32), "mode": [mode] * n, "strategy": names,
+            "weight": np.asarray(weights, np.float64), "active": np.asarray(active, bool)}
+    cols.update({k: [v] * n for k, v in round_values.items()})
+    return pa.table(cols, schema=SEARCH_SCHEMA)
+
+
+def evidence_table(round_: int, ids: np.ndarray, reward: np.ndarray, q: int,
+                   memberships: np.ndarray) -> pa.Table:
+    return pa.table({
+        "round": np.full(len(ids), round_, np.int32), "id": np.asarray(ids, np.int64),
+        "reward": np.asarray(reward, np.float64), "q": np.full(len(ids), q, np.int64),
+        "memberships": list(np.asarray(memberships, np.float32)),
+    }, schema=EVIDENCE_SCHEMA)
+
+
+def read_rounds(run_dir: Path, name: str, schema: pa.Schema) -> pa.Table:
+    path = Path(run_dir) / name
+    return pq.read_table(path, schema=schema) if path.exists() else schema.empty_table()
+
+
+def record(run_dir: Path, name: str, table: pa.Table) -> Path:
+    """Replace this round's rows of the run's table `name` with `table`."""
+    path = Path(run_dir) / name
+    old = read_rounds(run_dir, name, table.schema)
+    kept = old.filter(pc.not_equal(old.column("round"), table.column("round")[0]))
     store.write_table(path, pa.concat_tables([kept, table]).sort_by("round"))
     return path
 
 
+def record_weights(run_dir: Path, table: pa.Table) -> Path:
+    return record(run_dir, WEIGHTS_FILE, table)
+
+
+def earlier_evidence(run_dir: Path, round_: int) -> list[tuple[int, np.ndarray, np.ndarray, int]]:
+    """(round, memberships, reward, q) of every recorded round before `round_`, in order."""
+    t = read_rounds(run_dir, EVIDENCE_FILE, EVIDENCE_SCHEMA)
+    t = t.filter(pc.less(t.column("round"), round_))
+    out = []
+    for k in sorted(set(t.column("round").to_pylist())):
+        part = t.filter(pc.equal(t.column("round"), k))
+        member = np.stack(part.column("memberships").to_numpy(zero_copy_only=False))
+        out.append((k, member.astype(np.float32), part.column("reward").to_numpy(),
+                    int(part.column("q")[0].as_py())))
+    return out
+
+
 def plot_autoal_weights(run_dir: Path) -> Path:
-    """Mean SearchNet weight of each strategy per round, one line per strategy."""
+    """Per round: each column's weight (the search's final weights when recorded, else
+    the mean over the batch) and, below, the soft count against its target."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = pq.read_table(Path(run_dir) / WEIGHTS_FILE, schema=WEIGHTS_SCHEMA).to_pandas()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    search = read_rounds(run_dir, SEARCH_FILE, SEARCH_SCHEMA).to_pandas()
+    rows = search if len(search) else read_rounds(run_dir, WEIGHTS_FILE,
+                                                  WEIGHTS_SCHEMA).to_pandas()
+    fig, axes = plt.subplots(2 if len(search) else 1, 1, figsize=(6.5, 6 if len(search) else 4),
+                             sharex=True, squeeze=False)
+    ax = axes[0, 0]
     for name, part in rows.groupby("strategy", sort=False):
         ax.plot(part["round"], part["weight"], "o-", label=name)
-    ax.set_xlabel("round (journal round of the queried batch)")
-    ax.set_ylabel("mean SearchNet weight on the batch")
-    ax.set_title("AutoAL strategy weights")
+    ax.set_ylabel("SearchNet weight")
+    ax.set_title("AutoAL strategy weights per round")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", ncol=2)
+    if len(search):
+        per_round = search.groupby("round").first()
+        ax2 = axes[1, 0]
+        ax2.plot(per_round.index, per_round["soft_count"], "o-", label="soft count")
+        ax2.plot(per_round.index, per_round["target_count"], "k--", label="target (picks)")
+        ax2.fill_between(per_round.index, 0.8 * per_round["target_count"],
+                         1.2 * per_round["target_count"], color="k", alpha=0.08, label="±20%")
+        ax2.set_ylabel("rows")
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize="small")
+    axes[-1, 0].set_xlabel("round (journal round of the queried batch)")
     fig.tight_layout()
     path = Path(run_dir) / PLOT_FILE
     store.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))

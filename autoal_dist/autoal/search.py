@@ -1,4 +1,4 @@
-"""One round of AutoAL's search on the labeled set (AUTOAL.md "One round of search").
+"""One round of the paper's search (`autoal.mode: paper`) on the labeled set.
 
 L is split 50/50 afresh each round into L_fit and L_search; the candidates'
 memberships on L_search come from f's outputs once; FitNet is pre-fit on L_fit;
@@ -6,12 +6,13 @@ then SearchNet, the loss head and FitNet take first-order steps together: one
 forward pass per iteration, each net stepping on its own objective with the
 others' outputs detached (AUTOAL.md's alternation; no second-order term).
 
-Batching: AUTOAL.md defines p, t, s and c over the rows being relaxed (softmax over
-j, count against r*N). We relax over a minibatch of `autoal.batch_size` rows of
-L_search per iteration (N = rows in the batch), which is the full L_search whenever
-it fits in one batch (always on digits) and keeps each step's cost bounded on
-paper-sized L (~10k search rows). Rows, memberships and losses are aligned by
-indexing the same row numbers of `Rows.ids`.
+Batching: p, t, s and c are defined over the rows being relaxed. We relax over a
+minibatch of L_search per iteration, large enough that every candidate has about
+`min_picks` picks in it (the full L_search whenever it fits, always on digits),
+and the soft count's target is the candidates' mean pick count *in that batch*:
+with a target of r*N (the paper's) while each candidate picks
+max(2, ceil(r*N)) rows, r*N < 1 on small sets saturated the sigmoid. Rows,
+memberships and losses are aligned by indexing the same row numbers of `Rows.ids`.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
 
-from autoal_dist.autoal.memberships import candidate_memberships, search_q
+from autoal_dist.autoal.memberships import candidate_memberships, pick_count
 from autoal_dist.autoal.objectives import columns, fitnet_objective, searchnet_objective
 from autoal_dist.autoal.relax import aggregate
 from autoal_dist.config import AutoALConfig, Config
@@ -168,6 +170,19 @@ def row_batches(n: int, size: int, generator: torch.Generator) -> Iterator[np.nd
             yield order[lo:lo + size]
 
 
+def search_batch_size(memberships: np.ndarray, a: AutoALConfig) -> int:
+    """Rows per step: `batch_size`, raised so each candidate has ~`min_picks` picks in it."""
+    n = len(memberships)
+    picks = float(memberships.sum(axis=0).mean()) if memberships.size else 0.0
+    need = int(np.ceil(a.min_picks * n / picks)) if picks > 0 else n
+    return min(n, max(a.batch_size, need))
+
+
+def batch_target(memberships: torch.Tensor) -> float:
+    """The soft count's target on a batch: the candidates' mean pick count in it."""
+    return float(memberships.sum(dim=0).mean()) if memberships.numel() else 0.0
+
+
 def train_search(models: SearchModels, search: Rows, memberships: np.ndarray, fit: Rows,
                  r: float, a: AutoALConfig, normalize: Normalizer, device: str,
                  seed: int, comm: Comm | None = None) -> None:
@@ -181,7 +196,7 @@ def train_search(models: SearchModels, search: Rows, memberships: np.ndarray, fi
     comm = comm or SINGLE_PROCESS
     gen = torch.Generator().manual_seed(seed)
     fit_rows = row_batches(len(fit.ids), a.batch_size, gen)
-    search_rows = row_batches(len(search.ids), a.batch_size, gen)
+    search_rows = row_batches(len(search.ids), search_batch_size(memberships, a), gen)
     member_t = torch.tensor(memberships, device=device)  # a copy: may be a read-only Ray object
 
     def fit_logits(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,8 +217,9 @@ def train_search(models: SearchModels, search: Rows, memberships: np.ndarray, fi
         out = SearchOutput(comm.assemble(part.weights),
                            None if part.predicted_loss is None
                            else comm.assemble(part.predicted_loss))
+        target = max(1.0, batch_target(member_t[rows]))
         losses = searchnet_objective(out, member_t[rows], loss, search.ids[rows],
-                                     r, a, seed, search_q(r, len(rows)))
+                                     target / len(rows), a, seed, max(1, round(target)))
         logits, yf = fit_logits(next(fit_rows))
         fit_loss = fitnet_objective(loss, losses.relaxed.s, logits, yf)
         models.step(losses.searchnet + losses.loss_head + fit_loss, comm)
@@ -244,24 +260,60 @@ def labeled_memberships(ctx: "RoundContext", search_ids: np.ndarray, fit_ids: np
     return candidate_memberships(outputs, cfg.candidates, q, seed)
 
 
-def search_round(ctx: "RoundContext", r: float) -> SearchNet:
-    """Split L, compute A on L_search once, train the nets; return SearchNet in eval mode."""
+def paper_diagnostics(searchnet: SearchNet, fitnet: Classifier, search: Rows,
+                      memberships: np.ndarray, a: AutoALConfig, normalize: Normalizer,
+                      device: str, seed: int) -> dict[str, float | int]:
+    """The round's `autoal_search.parquet` values with the trained nets, on one search
+    batch of L_search (all of it when it fits): soft count vs the candidates' pick
+    count there, SearchNet's gradient norm (trunk + weight head) and Spearman(z,
+    FitNet's loss). FitNet was trained on these rows' s-weighted loss, so the
+    correlation is in-sample: the failure the embed mode was built to avoid."""
+    searchnet.eval()
+    fitnet.eval()
+    size = search_batch_size(memberships, a)
+    rows = np.sort(np.random.default_rng(seed).permutation(len(search.ids))[:size])
+    x, y = search.batch(rows, normalize, device)
+    with torch.no_grad():
+        loss = F.cross_entropy(fitnet(x), y, reduction="none")
+    member = torch.tensor(memberships[rows], device=device)
+    target = max(1.0, batch_target(member))
+    losses = searchnet_objective(searchnet(x), member, loss, search.ids[rows], target / size,
+                                 a, seed, max(1, round(target)))
+    grads = torch.autograd.grad(losses.searchnet, searchnet.search_parameters(),
+                                allow_unused=True)
+    norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)))
+    z = losses.relaxed.p.detach().cpu().numpy()
+    corr = spearmanr(z, loss.cpu().numpy()).statistic if size > 2 else np.nan
+    return {"iterations": a.search_iters, "soft_count": float(losses.relaxed.s.sum()),
+            "target_count": target, "grad_norm": norm, "rank_corr": float(corr),
+            "evidence_rows": size}
+
+
+def search_round(ctx: "RoundContext", r: float) -> tuple[SearchNet, dict[str, float | int]]:
+    """Split L, compute A on L_search once, train the nets; return SearchNet in eval mode
+    and the round's diagnostics."""
     cfg = ctx.cfg
+    a = cfg.autoal
     fit_ids, search_ids = split_labeled(ctx.labeled, derive(cfg.seed, ctx.round, "split"))
     seed = derive(cfg.seed, ctx.round, "search")
-    memberships = labeled_memberships(ctx, search_ids, fit_ids, search_q(r, len(search_ids)), seed)
+    memberships = labeled_memberships(ctx, search_ids, fit_ids,
+                                      pick_count(r, len(search_ids), a.min_picks), seed)
     search, fit = Rows.of(ctx.data, search_ids), Rows.of(ctx.data, fit_ids)
     if ctx.ray_train:  # a Ray Train job: local mode, or cfg.workers workers
         from autoal_dist.distributed.search_train import SearchJob, fit_search
         from autoal_dist.remote import train_location
 
         job = SearchJob(cfg, ctx.data.input_shape, ctx.data.num_classes, r, seed)
-        searchnet, _ = fit_search(job, search, fit, memberships, ctx.normalize,
-                                  workers=cfg.workers, use_gpu=cfg.gpu,
-                                  storage=train_location(ctx.run_dir, cfg.workers),
-                                  name=f"search{ctx.round:03d}")
-        return searchnet.to(ctx.device)
-    torch.manual_seed(seed)
-    models = build_models(cfg, ctx.data.input_shape, ctx.data.num_classes, ctx.device)
-    train_search(models, search, memberships, fit, r, cfg.autoal, ctx.normalize, ctx.device, seed)
-    return models.searchnet.eval()
+        searchnet, fitnet = fit_search(job, search, fit, memberships, ctx.normalize,
+                                       workers=cfg.workers, use_gpu=cfg.gpu,
+                                       storage=train_location(ctx.run_dir, cfg.workers),
+                                       name=f"search{ctx.round:03d}")
+        searchnet, fitnet = searchnet.to(ctx.device), fitnet.to(ctx.device)
+    else:
+        torch.manual_seed(seed)
+        models = build_models(cfg, ctx.data.input_shape, ctx.data.num_classes, ctx.device)
+        train_search(models, search, memberships, fit, r, a, ctx.normalize, ctx.device, seed)
+        searchnet, fitnet = models.searchnet, models.fitnet
+    diag = paper_diagnostics(searchnet, fitnet, search, memberships, a, ctx.normalize,
+                             ctx.device, seed)
+    return searchnet.eval(), diag

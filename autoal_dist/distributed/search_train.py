@@ -15,6 +15,7 @@ with either are equivalent in distribution, not bit for bit, to one process.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,10 +26,12 @@ import torch
 import torch.distributed as dist
 
 from autoal_dist.autoal.search import Rows, build_models, train_search
-from autoal_dist.config import Config
+from autoal_dist.autoal.weights import Evidence, WeightFit, fit_weights
+from autoal_dist.config import AutoALConfig, Config
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.distributed.train import report_state, run_job
 from autoal_dist.models.autoal_nets import SearchNet
+
 
 class Collective:
     """Comm over the Train workers' torch.distributed group (gloo on CPU, nccl on GPU)."""
@@ -110,3 +113,26 @@ def fit_search(job: SearchJob, search: Rows, fit: Rows, memberships: np.ndarray,
     models.searchnet.load_state_dict(state["searchnet"])
     models.fitnet.load_state_dict(state["fitnet"])
     return models.searchnet.eval(), models.fitnet.eval()
+
+
+def weights_loop(config: dict[str, Any]) -> None:
+    """Mode embed on a Train worker: the strategy-level fit is a few hundred steps on a
+    vector of M logits, so splitting it would cost more in collectives than it computes;
+    every worker runs the same deterministic fit and rank 0 reports it."""
+    evidence, active, autoal_cfg, seed = ray.get(config["problem"])
+    fit = fit_weights(evidence, active, autoal_cfg, seed)
+    state = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v  # weights_only-loadable
+             for k, v in dataclasses.asdict(fit).items()}
+    report_state({"fit": state}, {"done": 1},
+                 ray.train.get_context().get_world_rank(), config["local_dir"])
+
+
+def fit_weights_job(evidence: list[Evidence], active: np.ndarray, a: AutoALConfig, seed: int, *,
+                    workers: int, use_gpu: bool, storage: str | Path, name: str,
+                    max_failures: int = 2) -> WeightFit:
+    """`fit_weights` as a Ray Train job on `workers` workers (the same result as in-process)."""
+    state = run_job(weights_loop, {"problem": ray.put((evidence, active, a, seed))},
+                    workers=workers, use_gpu=use_gpu, storage=storage, name=name,
+                    max_failures=max_failures)
+    return WeightFit(**{k: v.numpy() if isinstance(v, torch.Tensor) else v
+                        for k, v in state["fit"].items()})
