@@ -1,4 +1,4 @@
-"""Learning curves: AutoAL vs every candidate alone, random and ALBL (the paper's accuracy question).
+"""Learning curves: AutoAL vs its candidates' plain vote, every candidate alone, random and ALBL.
 
 Every strategy runs the same campaign (dataset, init, budget, rounds, seed) in this
 process, one after another, for each seed; the seed fixes the initial labeled set,
@@ -8,7 +8,12 @@ of test accuracy per round, the area under the learning curve
 seeds. Writes benchmarks/results/accuracy.md and accuracy.png (other datasets:
 accuracy-<dataset>.md/.png).
 
-    python benchmarks/accuracy.py                        # digits, 11 strategies, seeds 0,1,2
+`autoal` is the default search (heads on f's embeddings), `autoal-paper` the
+paper's per-sample CNN SearchNet (`autoal.mode: paper`), `vote` the candidates'
+plain vote with no search: the control that says whether the search adds anything.
+
+    python benchmarks/accuracy.py                        # digits, 13 strategies, seeds 0-4
+    python benchmarks/accuracy.py --pool shifted-digits  # AutoAL's regime (benchmarks/pools.py)
     python benchmarks/accuracy.py --dataset npz:/data/pathmnist.npz --seeds 0,1,2
     python benchmarks/accuracy.py --quick                # smoke run, no results file
 """
@@ -26,9 +31,22 @@ from autoal_dist.albl.policy import STATE_FILE
 from autoal_dist.config import DEFAULT_CANDIDATES, Config
 from autoal_dist.report import learning_curve_auc
 from common import PHASES, RESULTS, command, machine, mean_std, run_campaign, write_result
+from pools import POOLS
 
-STRATEGIES = ["autoal", "albl", *DEFAULT_CANDIDATES, "random"]
-QUICK = ["entropy", "albl"]
+STRATEGIES = ["autoal", "autoal-paper", "vote", "albl", *DEFAULT_CANDIDATES, "random"]
+QUICK = ["entropy", "vote"]
+# benchmark labels that are a strategy with settings of their own
+VARIANTS = {"autoal-paper": {"strategy": "autoal", "autoal": {"mode": "paper"}}}
+# --pool NAME: its campaign (init, budget, rounds) unless given on the command line
+POOL_CAMPAIGNS = {"shifted-digits": {"init": 1200, "budget": 100, "rounds": 6}}
+
+
+def variant(name: str, overrides: dict) -> dict:
+    """The campaign overrides of benchmark label `name` (a strategy or a VARIANTS entry)."""
+    extra = VARIANTS.get(name, {"strategy": name})
+    merged = {**overrides, **extra}
+    merged["autoal"] = {**overrides.get("autoal", {}), **extra.get("autoal", {})}
+    return merged
 
 
 def seed_std(acc: np.ndarray) -> np.ndarray:
@@ -41,7 +59,7 @@ def curves(strategies: list[str], seeds: list[int], overrides: dict, workdir: Pa
     on a 2-core machine parallel campaigns would only contend for the cores)."""
     out = {}
     for name in strategies:
-        runs = [run_campaign({**overrides, "strategy": name, "seed": s},
+        runs = [run_campaign({**variant(name, overrides), "seed": s},
                              workdir / f"{name}-seed{s}") for s in seeds]
         out[name] = {"n": np.array([r["n_labeled"] for r in runs[0]]),
                      "acc": np.array([[r["accuracy"] for r in rows] for rows in runs]),
@@ -70,7 +88,7 @@ def plot(res: dict, path: Path, title: str) -> None:
     colors = plt.get_cmap("tab20").colors
     for i, (name, r) in enumerate(res.items()):
         mean, std = r["acc"].mean(0), seed_std(r["acc"])
-        bold = name in ("autoal", "albl")
+        bold = name in ("autoal", "autoal-paper", "vote", "albl")
         ax.plot(r["n"], mean, "o-" if bold else ".-", color=colors[i % 20], label=name,
                 lw=2.2 if bold else 1.0, ms=4)
         ax.fill_between(r["n"], mean - std, mean + std, color=colors[i % 20], alpha=0.12)
@@ -98,14 +116,17 @@ def report(res: dict, args: argparse.Namespace, seeds: list[int], iters: tuple[i
     curve += [f"| {n} | " + " | ".join(f"{m:.3f}±{s:.3f}" for m, s in
                                       zip(res[n]["acc"].mean(0), seed_std(res[n]["acc"])))
               + " |" for n in order]
-    lines = [f"# Accuracy: learning curves on `{args.dataset}`", "", f"Command: {command()}", "",
+    source = f"the `{args.pool}` pool (benchmarks/pools.py)" if args.pool else f"`{args.dataset}`"
+    lines = [f"# Accuracy: learning curves on {source}", "", f"Command: {command()}", "",
              machine().rstrip(), "- Device: CPU only (no GPU in this run); 1 torch thread",
              f"- Campaign: init {args.init}, budget {args.budget} per round, {args.rounds} rounds, "
              f"seeds {', '.join(map(str, seeds))} (a seed fixes the initial labeled set: every "
              "strategy starts from the same labels); other settings are `autoal-dist run`'s "
              "defaults",
-             f"- AutoAL: search_iters {iters[0]}, fitnet_pretrain_iters {iters[1]}; candidates "
-             f"{', '.join(DEFAULT_CANDIDATES)}",
+             f"- AutoAL: `autoal` = default mode (heads on f's embeddings, search_iters at most "
+             f"{iters[0]}), `autoal-paper` = `autoal.mode: paper` (search_iters {iters[0]}, "
+             f"fitnet_pretrain_iters {iters[1]}); `vote` = the candidates' plain vote (no "
+             f"search); candidates {', '.join(DEFAULT_CANDIDATES)}",
              "- ALBL: EXP4.P over the same candidates + a uniform sampler (batch adaptation in "
              "`autoal_dist/albl/bandit.py`)",
              "- AUC: area under accuracy vs labeled samples, divided by the labeled range "
@@ -124,12 +145,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="digits", help="digits | npz:PATH | any autoal-dist dataset")
+    p.add_argument("--pool", choices=sorted(POOLS),
+                   help="a generated pool (benchmarks/pools.py), with its campaign settings")
     p.add_argument("--data-root", help="directory holding the dataset files")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--init", type=int, default=defaults.init)
-    p.add_argument("--budget", type=int, default=defaults.budget)
-    p.add_argument("--rounds", type=int, default=defaults.rounds)
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--init", type=int)
+    p.add_argument("--budget", type=int)
+    p.add_argument("--rounds", type=int)
     p.add_argument("--autoal-iters", metavar="SEARCH,PRETRAIN",
                    help="AutoAL's search_iters,fitnet_pretrain_iters (default: the config's "
                         f"{defaults.autoal.search_iters},{defaults.autoal.fitnet_pretrain_iters})")
@@ -140,6 +163,15 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.strategies, args.seeds, args.rounds = ",".join(QUICK), "0", 2
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="accuracy-"))
+    campaign = {"init": defaults.init, "budget": defaults.budget, "rounds": defaults.rounds}
+    if args.pool:
+        workdir.mkdir(parents=True, exist_ok=True)
+        args.dataset = f"parquet:{POOLS[args.pool](workdir / f'{args.pool}.parquet')}"
+        campaign.update(POOL_CAMPAIGNS.get(args.pool, {}))
+    for key, value in campaign.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     strategies, seeds = args.strategies.split(","), [int(s) for s in args.seeds.split(",")]
     iters = (tuple(int(v) for v in args.autoal_iters.split(",")) if args.autoal_iters
              else (defaults.autoal.search_iters, defaults.autoal.fitnet_pretrain_iters))
@@ -147,7 +179,6 @@ def main() -> None:
                  "budget": args.budget, "rounds": args.rounds,
                  "autoal": {"search_iters": iters[0], "fitnet_pretrain_iters": iters[1]}}
     print(machine() + f"command: {command()}", flush=True)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="accuracy-"))
     print(f"campaign run directories: {workdir}", flush=True)
     res = curves(strategies, seeds, overrides, workdir)
     text = report(res, args, seeds, iters,
@@ -155,8 +186,8 @@ def main() -> None:
     print("\n" + text)
     if args.quick:
         return
-    slug = "" if args.dataset == "digits" else "-" + re.sub(r"[^A-Za-z0-9]+", "_",
-                                                               Path(args.dataset).stem)
+    slug = ("" if args.dataset == "digits" else "-" + (args.pool or re.sub(
+        r"[^A-Za-z0-9]+", "_", Path(args.dataset).stem)))
     RESULTS.mkdir(parents=True, exist_ok=True)
     png = RESULTS / f"accuracy{slug}.png"
     plot(res, png, f"{args.dataset}: mean ± std over {len(seeds)} seeds")

@@ -6,8 +6,9 @@ shared), then
   - each candidate alone: its own scoring pass + its selection. Candidates with the
     same needs (probs; mc_probs; embeddings) run the identical pass, so it is timed
     once per needs group and charged to each of them;
-  - ALBL and AutoAL: their round policies, exactly as a campaign calls them (one pass
-    for all candidates; AutoAL adds the SearchNet/FitNet search).
+  - ALBL, vote and AutoAL: their round policies, exactly as a campaign calls them (one
+    pass for all candidates; AutoAL adds its search): `autoal` is the default mode
+    (heads on f's embeddings), `autoal-paper` the paper's per-sample CNN SearchNet.
 Reports train / score / search / select seconds per round, the total as a ratio to
 Entropy's (the paper: AutoAL 2.95x-6.54x Entropy with 7 candidates) and the search
 share of AutoAL's time. Labeled sets are random of the round's size (init + r * b):
@@ -32,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+import dataclasses
+
 from autoal_dist.albl.policy import albl_policy
-from autoal_dist.autoal.policy import autoal_policy
+from autoal_dist.autoal.policy import autoal_policy, vote_policy
 from autoal_dist.campaign import Campaign, initial_ids
 from autoal_dist.config import DEFAULT_CANDIDATES, Config
 from autoal_dist.data import Dataset
@@ -46,6 +49,8 @@ from common import campaign_for, command, load_average, machine, write_result
 
 COLUMNS = ("train_s", "score_s", "search_s", "select_s")
 TARGET_N = 100_000  # TinyImageNet's train pool
+TARGET_L = 2_000  # the paper recipe's initial labeled set
+PAPER_ITERS: dict[str, dict[str, int]] = {}  # dataset -> paper-mode iterations (cut on CPU)
 
 
 @dataclass
@@ -69,8 +74,11 @@ def round_costs(camp: Campaign, labeled: np.ndarray, round_: int) -> dict[str, d
     costs: dict[str, dict[str, float]] = {}
     # Policies first: in a separate check a pass right after network training ran ~5%
     # faster (likely allocator state), so every timed pass runs after AutoAL's training.
-    for name, policy in (("autoal", autoal_policy), ("albl", albl_policy)):
-        ctx = RoundContext(cfg, data, camp.normalize, model, camp.scorer, round_, labeled,
+    paper = dataclasses.replace(cfg, autoal=dataclasses.replace(cfg.autoal, mode="paper",
+                                                                **PAPER_ITERS.get(cfg.dataset, {})))
+    for name, policy, pcfg in (("autoal", autoal_policy, cfg), ("autoal-paper", autoal_policy, paper),
+                               ("vote", vote_policy, cfg), ("albl", albl_policy, cfg)):
+        ctx = RoundContext(pcfg, data, camp.normalize, model, camp.scorer, round_, labeled,
                            unlabeled, camp.device, camp.run_dir / name)
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
         policy(ctx)
@@ -115,19 +123,24 @@ def table(res: dict[str, np.ndarray]) -> str:
         m = t.mean(0)
         lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in m)
                      + f" | {m.sum():.2f} | **{m.sum() / base:.2f}x** |")
-    a = res["autoal"].mean(0)
-    lines += ["", f"AutoAL / Entropy = **{a.sum() / base:.2f}x**; search share of AutoAL's round "
-              f"time = **{a[2] / a.sum():.1%}**; its one scoring pass for "
-              f"{len(DEFAULT_CANDIDATES)} candidates = {a[1]:.2f} s vs Entropy's "
-              f"{res['entropy'].mean(0)[1]:.2f} s."]
+    lines.append("")
+    for name in ("autoal", "autoal-paper"):
+        a = res[name].mean(0)
+        lines.append(f"- `{name}` / Entropy = **{a.sum() / base:.2f}x**; search share of its "
+                     f"round = **{a[2] / a.sum():.1%}**; its one scoring pass for "
+                     f"{len(DEFAULT_CANDIDATES)} candidates = {a[1]:.2f} s vs Entropy's "
+                     f"{res['entropy'].mean(0)[1]:.2f} s.")
     return "\n".join(lines)
 
 
 def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
     """Scale the measured tiny round to N = TARGET_N and the default training/search.
 
-    t_round(N) = t_step * S + t_iter * I + (c_score + c_select) * N, with the measured
-    per-step, per-iteration and per-pool-sample costs; S and I are the defaults'.
+    t_round(N) = t_step * S + t_search + (c_score + c_select) * N, with the measured
+    per-step and per-pool-sample costs; S is the default's. t_search: `autoal-paper`
+    per iteration times the default iterations; `autoal` (heads on embeddings, whose
+    cost grows with |L|, not with a CNN) scaled linearly from the measured |L| to
+    TARGET_L.
     """
     d, t = Config(), cfg.train
     measured = TrainSettings(t.epochs, t.batch_size, t.lr, t.optimizer, t.weight_decay,
@@ -135,7 +148,9 @@ def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
     full = TrainSettings(d.train.epochs, t.batch_size, t.lr, t.optimizer, t.weight_decay,
                          d.train.min_steps)
     steps, steps_full = num_steps(cfg.init, measured), num_steps(cfg.init, full)
-    iters = cfg.autoal.search_iters + cfg.autoal.fitnet_pretrain_iters
+    cut = PAPER_ITERS.get(cfg.dataset, {})
+    iters = cut.get("search_iters", d.autoal.search_iters) + cut.get(
+        "fitnet_pretrain_iters", d.autoal.fitnet_pretrain_iters)
     iters_full = d.autoal.search_iters + d.autoal.fitnet_pretrain_iters
     n_u = len(data.train_y) - cfg.init
     rows = ["| strategy | per pool sample: score + select ms | projected s/round at N = "
@@ -144,7 +159,10 @@ def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
     for name, tt in res.items():
         train_s, score_s, search_s, select_s = tt.mean(0)
         per_sample = (score_s + select_s) / n_u
-        search_full = search_s / iters * iters_full if iters else 0.0
+        if name == "autoal":
+            search_full = search_s * TARGET_L / cfg.init
+        else:
+            search_full = search_s / iters * iters_full if iters else 0.0
         proj[name] = (train_s / steps * steps_full + search_full + per_sample * TARGET_N,
                       per_sample)
     for name, (total, per_sample) in sorted(proj.items(), key=lambda kv: kv[1][0]):
@@ -152,14 +170,16 @@ def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
                     f"{total / proj['entropy'][0]:.2f}x |")
     return "\n".join([
         f"Measured at N = {len(data.train_y):,} ({n_u:,} unlabeled), |L| = {cfg.init}, "
-        f"{steps} training steps, AutoAL {cfg.autoal.search_iters} search + "
-        f"{cfg.autoal.fitnet_pretrain_iters} FitNet pre-fit iterations. Projection: "
-        f"t_round(N) = t_step * S + t_iter * I + (c_score + c_select) * N with the measured "
-        f"t_step = train_s / {steps}, t_iter = search_s / {iters} (an upper bound: it also "
-        "carries the search's fixed L_search pass) and c = seconds per unlabeled sample; "
-        f"S = {steps_full} (default epochs {d.train.epochs} at |L| = {cfg.init}), "
-        f"I = {iters_full} (default iterations). Linear in N for the pass; k-means' "
-        "selection grows faster (N x b per Lloyd pass), so its row is a lower bound.", "",
+        f"{steps} training steps; `autoal-paper` ran {iters} search + pre-fit iterations, "
+        "`autoal` its defaults. Projection: "
+        f"t_round(N) = t_step * S + t_search + (c_score + c_select) * N with the measured "
+        f"t_step = train_s / {steps} and c = seconds per unlabeled sample; "
+        f"S = {steps_full} (default epochs {d.train.epochs} at |L| = {cfg.init}); t_search "
+        f"of `autoal-paper` = its search_s / {iters} x {iters_full} default iterations (an "
+        "upper bound: it also carries the fixed L_search pass), of `autoal` = its search_s x "
+        f"{TARGET_L:,} / {cfg.init} (linear in |L|: one embedding pass over L, cross-fitted "
+        "heads on [|L|, D]). Linear in N for the pass; k-means' selection grows faster "
+        "(N x b per Lloyd pass), so its row is a lower bound.", "",
         *rows])
 
 
@@ -175,23 +195,26 @@ def main() -> None:
     p.add_argument("--tiny-epochs", type=int, default=1,
                    help="classifier epochs on the tiny pool (CPU: 1; default config: 40)")
     p.add_argument("--tiny-autoal-iters", default="2,2", metavar="SEARCH,PRETRAIN",
-                   help="AutoAL iterations on the tiny pool (CPU: 2,2; default config: 400,200)")
+                   help="autoal-paper's iterations on the tiny pool (CPU: 2,2; default config: "
+                        "400,200); the default mode always runs its defaults")
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--quick", action="store_true", help="digits, 1 round; no results file")
     args = p.parse_args()
     search_iters, pretrain_iters = (int(v) for v in args.tiny_autoal_iters.split(","))
+    tiny = f"synthetic:tinyimagenet,n={args.tiny_n},test=100"
+    PAPER_ITERS[tiny] = {"search_iters": search_iters, "fitnet_pretrain_iters": pretrain_iters}
     settings = [Setting("digits", {"gpu": args.gpu}, 1 if args.quick else args.digits_rounds,
                         ["`autoal-dist run` defaults"])]
     if not args.quick:
         settings.append(Setting(
             "tinyimagenet-shaped", {
-                "dataset": f"synthetic:tinyimagenet,n={args.tiny_n},test=100",
+                "dataset": tiny,
                 "init": args.tiny_init, "budget": args.tiny_budget, "rounds": args.tiny_rounds,
-                "gpu": args.gpu, "train": {"epochs": args.tiny_epochs, "min_steps": 0},
-                "autoal": {"search_iters": search_iters, "fitnet_pretrain_iters": pretrain_iters}},
+                "gpu": args.gpu, "train": {"epochs": args.tiny_epochs, "min_steps": 0}},
             args.tiny_rounds,
-            [f"training cut to {args.tiny_epochs} epoch(s), min_steps 0; AutoAL "
-             f"{search_iters} search + {pretrain_iters} pre-fit iterations (CPU)"]))
+            [f"training cut to {args.tiny_epochs} epoch(s), min_steps 0; `autoal-paper` "
+             f"{search_iters} search + {pretrain_iters} pre-fit iterations (CPU), `autoal` "
+             "its defaults"]))
     print(machine() + f"command: {command()}", flush=True)
     sections = []
     for s in settings:
