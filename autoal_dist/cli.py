@@ -22,6 +22,9 @@ from autoal_dist.remote import RemoteError
 EXIT_USAGE = 2
 # Settings a resumed campaign may change: they alter how it runs, not what it selects.
 RESUMABLE_OVERRIDES = {"rounds", "shards", "workers", "gpu"}
+# How a run scores and trains (`--local` or `--ray`), kept in config.json for resume; run
+# directories from before it was kept were resumed on Ray unless --local was given.
+MODE_KEY, DEFAULT_MODE = "mode", "ray"
 
 
 class UsageError(Exception):
@@ -50,8 +53,14 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="named defaults, e.g. paper-cifar")
     p.add_argument("--oracle", help="simulated (labels from the dataset) | files")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--local", action="store_true",
-                   help="score in the driver process instead of on Ray actors (same results)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--local", action="store_true",
+                      help="score in the driver process instead of on Ray actors (same results); "
+                      "a resumed run keeps the mode it was started with unless --local or --ray "
+                      "is given")
+    mode.add_argument("--ray", action="store_true",
+                      help="score on Ray actors and train with Ray Train (the default of a new "
+                      "run); on --resume, switches a run started with --local")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,10 +78,16 @@ def parser() -> argparse.ArgumentParser:
                      "awaiting labels)")
     exp.add_argument("--to", required=True, help="new (or empty) directory to write")
     exp.add_argument("--ls-root", dest="ls_root", help="Label Studio's "
-                     "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the parent of --to)")
+                     "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the parent of --to); "
+                     "the folder above --to's parent lets one local-files storage, --to's "
+                     "parent, serve every round")
     imp = sub.add_parser("import", help="record people's labels for queried samples")
     imp.add_argument("dir", help="run directory (started with --oracle files)")
-    imp.add_argument("--labels", required=True, help="UTF-8 CSV with the columns id,label")
+    imp.add_argument("--labels", required=True, help="UTF-8 CSV with the columns id,label, or "
+                     "a Label Studio project's JSON export (Export > JSON)")
+    imp.add_argument("--relabel", action="store_true", help="replace recorded labels the file "
+                     "changes (corrections; the replaced labels are kept in "
+                     "labels/history.parquet)")
     sub.add_parser("bench", help="run a benchmark of the repository's benchmarks/ folder: "
                    "bench NAME [ARGS...] (bench --list names them)", add_help=False)
     tun = sub.add_parser("tune", help="search candidate pools and AutoAL hyperparameters "
@@ -192,7 +207,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with remote.opened(location, download=False) as run_dir:
         run_dir.mkdir(parents=True, exist_ok=True)
         meta = {"config": cfg.to_dict(), "dataset_fingerprint": dataset_fingerprint(data),
-                "num_classes": data.num_classes, "autoal_dist_version": __version__}
+                "num_classes": data.num_classes, "autoal_dist_version": __version__,
+                MODE_KEY: _mode(args, DEFAULT_MODE)}
         store.write_json(run_dir / CONFIG_FILE, meta)  # first: it makes the directory resumable
         return _run_campaign(args, cfg, data, meta, run_dir)
 
@@ -207,9 +223,10 @@ def _run_campaign(args: argparse.Namespace, cfg: Config, data: Dataset, meta: di
     where = remote.location_of(run_dir)
     print(f"run directory: {where}", file=sys.stderr)
     meta["config"] = cfg.to_dict()  # a resume may raise rounds
+    meta[MODE_KEY] = _mode(args, meta.get(MODE_KEY, DEFAULT_MODE))  # or switch the mode
     store.write_json(run_dir / CONFIG_FILE, meta)
-    campaign = (Campaign if args.local else Campaign.on_ray)(cfg, run_dir, data,
-                                                           show_progress=not args.quiet)
+    campaign = (Campaign if meta[MODE_KEY] == "local" else Campaign.on_ray)(
+        cfg, run_dir, data, show_progress=not args.quiet)
     try:
         campaign.run()
     finally:
@@ -220,6 +237,11 @@ def _run_campaign(args: argparse.Namespace, cfg: Config, data: Dataset, meta: di
     print(write_report(run_dir))
     print(f"\noutputs: {where}/ (metrics.parquet, journal/, curves.png, summary.md)")
     return 0
+
+
+def _mode(args: argparse.Namespace, kept: str) -> str:
+    """`local` or `ray`: the flag given, else the mode the run was started with (`kept`)."""
+    return "local" if args.local else "ray" if args.ray else kept
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -270,7 +292,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             raise UsageError(f"import: {args.dir} runs with oracle {oracle!r}, which takes labels "
                              "from the dataset; start the campaign with --oracle files to label "
                              "with people")
-        print(import_labels(run_dir, Path(args.labels), meta["num_classes"]))
+        print(import_labels(run_dir, Path(args.labels), meta["num_classes"], args.relabel))
     return 0
 
 

@@ -11,40 +11,45 @@ anything, then rewrites the touched rounds' files atomically (`store.write_table
 or a crash changes nothing, importing the same labels twice is a no-op, and a batch may be
 labeled over several imports. A round trains only once every id journaled up to it is labeled;
 until then `run` stops and says what to do (`next_steps`).
+
+Corrections (`import --relabel`) replace a recorded label and append the label they replace to
+`labels/history.parquet` (when, from which file, and the rounds that trained with it), so the
+metrics of rounds that already trained stay explained. Past rounds are never retrained: their
+models chose the batches people have since labeled. Only a final round (one that chose no
+batch) loses its metrics row, so `run --resume` retrains and re-evaluates it.
 """
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
-import re
 import shlex
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
-from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from autoal_dist import store
+from autoal_dist import label_studio, store
 from autoal_dist.data import Dataset
+from autoal_dist.label_files import LabelError, LabelRow, read_label_file
 from autoal_dist.remote import is_uri, location_of
 
 LABELS_DIR = "labels"
 LABELS_SCHEMA = pa.schema([("id", pa.int64()), ("label", pa.int64())])
+HISTORY_FILE = "history.parquet"  # in labels/: each recorded label a correction replaced
+HISTORY_SCHEMA = pa.schema([
+    ("id", pa.int64()), ("round", pa.int32()), ("old_label", pa.int64()),
+    ("new_label", pa.int64()), ("trained_through", pa.int32()), ("changed_at", pa.string()),
+    ("source", pa.string()),
+])
 UNLABELED = -1  # train_y of a pool sample nobody labeled: loud if it ever reaches a loss
-LS_LOCAL_FILES = "/data/local-files/?d="  # Label Studio's URL prefix for served local files
-_INT = re.compile(r"[+-]?\d+")
-
-
-class LabelError(ValueError):
-    """A label file or labeling step that cannot be used; `str(err)` is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -114,16 +119,19 @@ def default_export_dir(run_dir: Path, round_: int) -> Path:
 
 
 def next_steps(run_dir: Path, round_: int) -> str:
-    """What `run` prints when it stops for labels: the state and the exact commands."""
+    """What `run` prints when it stops for labels: the state and the exact commands. The export
+    names Label Studio's document root (the folder above `<run>-export/`), so one local-files
+    storage, `<run>-export/`, serves every round of the campaign."""
     p = next(p for p in progress(run_dir) if p.round == round_)
     out = default_export_dir(run_dir, round_)
     run, csv_path = _where(run_dir), shlex.quote(str(out / "batch.csv"))
     return "\n".join([
         f"round {round_} awaits labels: {p.labeled} of {p.batch} queried samples are labeled.",
         "Next:",
-        f"  autoal-dist export {run} --round {round_} --to {shlex.quote(str(out))}",
+        f"  autoal-dist export {run} --round {round_} --to {shlex.quote(str(out))} "
+        f"--ls-root {shlex.quote(str(out.parent.parent))}",
         f"  # fill the label column of {csv_path}\n"
-        "  #   (or label in Label Studio: README, 'Labeling with people')",
+        "  #   (or label in Label Studio and export the project as JSON: docs/labeling.md)",
         f"  autoal-dist import {run} --labels {csv_path}",
         f"  autoal-dist run --resume --out {run}",
     ])
@@ -138,10 +146,10 @@ def export_batch(run_dir: Path, round_: int | None, load_data: Callable[[], Data
     files appear all at once (written to a temp folder, then renamed), so a failed export
     leaves nothing behind.
 
-    Images: `images/<id>.png`, `batch.csv` (id,image,label), `label_studio_tasks.json` with
-    image URLs under `ls_root` (default: out's parent), and `label_studio_config.xml`. Flat
-    features have nothing to look at in an image tool: `batch.csv` is then id,label,f0,f1,...
-    Labels already imported are filled in; the rest are empty.
+    Images: `images/<id>.png`, `batch.csv` (id,image,label), `label_studio_tasks.json` (image
+    URL relative to `ls_root`, default: out's parent; id; round) and `label_studio_config.xml`.
+    Flat features have nothing to look at in an image tool: `batch.csv` is then
+    id,label,f0,f1,... Labels already imported are filled in; the rest are empty.
     """
     rounds = store.journal_rounds(run_dir)
     if round_ is None:
@@ -168,16 +176,31 @@ def export_batch(run_dir: Path, round_: int | None, load_data: Callable[[], Data
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         if data.is_image:
-            written = _write_images(tmp, out, root, ids, labels, data)
+            written = _write_images(tmp, out, root, round_, ids, labels, data)
         else:
             written = _write_features(tmp, ids, labels, data)
         os.replace(tmp, out)  # POSIX: replaces `out` if it is an empty directory
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return (f"exported round {round_}: {len(ids)} samples to {out} ({', '.join(written)})\n"
-            f"label them, then: autoal-dist import {_where(run_dir)} "
-            f"--labels {shlex.quote(str(out / 'batch.csv'))}")
+    lines = [f"exported round {round_}: {len(ids)} samples to {out} ({', '.join(written)})"]
+    if data.is_image:
+        lines.append(_storage_note(out, root))
+    lines.append(f"label them, then: autoal-dist import {_where(run_dir)} --labels "
+                 f"{shlex.quote(str(out / 'batch.csv'))}"
+                 + (" (or the Label Studio project's JSON export)" if data.is_image else ""))
+    return "\n".join(lines)
+
+
+def _storage_note(out: Path, root: Path) -> str:
+    """How Label Studio must be set up to show these images."""
+    storage = label_studio.storage_path(out, root)
+    note = (f"Label Studio: LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={shlex.quote(str(root))}, "
+            f"local-files storage path {shlex.quote(str(storage))}")
+    if storage == out:
+        return note + (f" (this round only; export with --ls-root "
+                       f"{shlex.quote(str(root.parent))} to serve every round from one storage)")
+    return note + " (one storage serves every round exported beside this one)"
 
 
 def _span(rounds: list[int]) -> str:
@@ -191,8 +214,8 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         w.writerows(rows)
 
 
-def _write_images(tmp: Path, out: Path, root: Path, ids: np.ndarray, labels: list[str],
-                  data: Dataset) -> list[str]:
+def _write_images(tmp: Path, out: Path, root: Path, round_: int, ids: np.ndarray,
+                  labels: list[str], data: Dataset) -> list[str]:
     (tmp / "images").mkdir()
     tasks, rows = [], []
     for i, label in zip(ids.tolist(), labels):
@@ -200,16 +223,12 @@ def _write_images(tmp: Path, out: Path, root: Path, ids: np.ndarray, labels: lis
         rel = f"images/{i}.png"
         Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(tmp / rel)
         rows.append([i, rel, label])
-        url = LS_LOCAL_FILES + quote((out / rel).relative_to(root).as_posix())
-        tasks.append({"data": {"image": url, "id": i}})
+        tasks.append(label_studio.task(out / rel, root, i, round_))
     _write_csv(tmp / "batch.csv", ["id", "image", "label"], rows)
     (tmp / "label_studio_tasks.json").write_text(json.dumps(tasks, indent=1) + "\n",
                                                  encoding="utf-8")
-    choices = "\n".join(f'    <Choice value="{c}"/>' for c in range(data.num_classes))
-    (tmp / "label_studio_config.xml").write_text(
-        '<View>\n  <Image name="image" value="$image"/>\n'
-        '  <Choices name="label" toName="image" choice="single" showInline="true">\n'
-        f"{choices}\n  </Choices>\n</View>\n", encoding="utf-8")
+    (tmp / "label_studio_config.xml").write_text(label_studio.labeling_config(data.num_classes),
+                                                 encoding="utf-8")
     return ["images/", "batch.csv", "label_studio_tasks.json", "label_studio_config.xml"]
 
 
@@ -222,108 +241,174 @@ def _write_features(tmp: Path, ids: np.ndarray, labels: list[str], data: Dataset
 
 # ---- import ---------------------------------------------------------------------------
 
-def read_label_csv(path: Path) -> list[tuple[int, int, int]]:
-    """(line, id, label) for each labeled row of a UTF-8 CSV with the columns id and label.
-
-    Other columns are ignored and rows with an empty label are skipped (not labeled yet), so a
-    partly filled-in batch.csv imports as it is.
-    """
-    path = Path(path)
-    where = f"--labels: {path}"
-    if not path.is_file():
-        raise LabelError(f"--labels: no such file: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM
-    except UnicodeDecodeError as e:
-        raise LabelError(f"{where} is not UTF-8 text (byte {e.start}); save it as CSV UTF-8") \
-            from None
-    if not text.strip():
-        raise LabelError(f"{where} is empty; expected a header line id,label and one row per "
-                         "labeled sample")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows = []
-    try:
-        header = [h.strip() for h in next(reader)]
-        if header.count("id") != 1 or header.count("label") != 1:
-            raise LabelError(f"{where}: header {','.join(header)!r} must name the columns id and "
-                             "label once each (other columns are ignored)")
-        i_id, i_label = header.index("id"), header.index("label")
-        for fields in reader:
-            if not any(f.strip() for f in fields):
-                continue
-            line = reader.line_num
-            if len(fields) != len(header):
-                raise LabelError(f"{where} line {line}: {len(fields)} fields, the header has "
-                                 f"{len(header)}")
-            if fields[i_label].strip():
-                rows.append((line, _int(fields[i_id], "id", where, line),
-                             _int(fields[i_label], "label", where, line)))
-    except csv.Error as e:
-        raise LabelError(f"{where} line {reader.line_num}: not valid CSV: {e}") from None
-    if not rows:
-        raise LabelError(f"{where} holds no labels (no row has a label)")
-    return rows
+def read_history(run_dir: Path) -> pa.Table:
+    """Every recorded label a correction replaced, oldest first (HISTORY_SCHEMA)."""
+    path = Path(run_dir) / LABELS_DIR / HISTORY_FILE
+    return pq.read_table(path, schema=HISTORY_SCHEMA) if path.is_file() \
+        else HISTORY_SCHEMA.empty_table()
 
 
-def _int(text: str, column: str, where: str, line: int) -> int:
-    if not _INT.fullmatch(text.strip()):
-        raise LabelError(f"{where} line {line}: {column} {text!r} is not an integer")
-    return int(text)
+@dataclass
+class _Plan:
+    """What an import will record, decided before anything is written."""
+
+    new: dict[int, dict[int, int]] = field(default_factory=dict)  # round -> {id: label}
+    added: int = 0  # ids that had no label
+    same: int = 0  # labels already recorded
+    changes: list[tuple[int, int, int]] = field(default_factory=list)  # (id, recorded, new)
+    ignored: int = 0  # Label Studio tasks of rounds already labeled (without --relabel)
+    ignored_differ: int = 0  # ... whose choice differs from the recorded label
 
 
-def import_labels(run_dir: Path, path: Path, num_classes: int) -> str:
-    """Validate the whole label file against the run, then record its new labels atomically.
+def import_labels(run_dir: Path, path: Path, num_classes: int, relabel: bool = False) -> str:
+    """Validate the whole label file (CSV or Label Studio JSON export) against the run, then
+    record its labels atomically; returns a summary.
 
-    Each id must be a queried pool sample (in a journaled batch), appear once, carry a label
-    in [0, num_classes), and agree with any label it already has. Returns a summary.
+    Each id must be a queried pool sample (in a journaled batch), carry a label in
+    [0, num_classes), and agree with any label it already has unless `relabel` (a correction).
+    A Label Studio export covers every round of its project: without `relabel`, its tasks of
+    rounds whose batch is fully labeled are ignored (and counted), so the export of a long
+    campaign imports as it is.
     """
     run_dir = Path(run_dir)
     if not store.journal_rounds(run_dir):
         raise LabelError(f"import: {location_of(run_dir)} has queried no batch yet; run "
                          f"`autoal-dist run --resume --out {_where(run_dir)}` first")
-    rows = read_label_csv(path)
+    file = read_label_file(path, num_classes)
     where = f"--labels: {path}"
     split = store.read_pool(run_dir).column("split").to_numpy(zero_copy_only=False)
     journal = store.read_journal(run_dir)
     round_of = dict(zip(journal.column("id").to_pylist(), journal.column("round").to_pylist()))
     old = read_labels(run_dir)
     known = dict(zip(old.column("id").to_pylist(), old.column("label").to_pylist()))
-    first_line: dict[int, int] = {}
-    new: dict[int, dict[int, int]] = {}  # round -> {id: label}
-    for line, id_, label in rows:
-        at = f"{where} line {line}"
-        if id_ in first_line:
-            raise LabelError(f"{at}: id {id_} repeats line {first_line[id_]}; give each id one row")
-        first_line[id_] = line
-        if not 0 <= id_ < len(split):
-            raise LabelError(f"{at}: id {id_} is not a sample of this campaign (pool ids are "
-                             f"0..{(split == 'train').sum() - 1})")
-        if split[id_] != "train":
-            raise LabelError(f"{at}: id {id_} is in the {split[id_]} split; only queried pool "
-                             "samples take labels")
-        if id_ not in round_of:
-            raise LabelError(f"{at}: id {id_} was not queried (it is in no exported batch); "
-                             "labels are only taken for journaled batches")
-        if not 0 <= label < num_classes:
-            raise LabelError(f"{at}: label {label} for id {id_} is out of range; allowed "
-                             f"0..{num_classes - 1}")
-        if id_ in known:
-            if known[id_] != label:
-                raise LabelError(f"{at}: id {id_} already has label {known[id_]}, the file says "
-                                 f"{label}; recorded labels cannot be changed")
+    open_rounds = {p.round for p in progress(run_dir) if not p.complete}
+    plan = _Plan()
+    for row in file.rows:
+        at = f"{where} {row.at}"
+        _check_row(row, at, split, round_of, num_classes)
+        r, recorded = round_of[row.id], known.get(row.id)
+        if file.export is not None and not relabel and r not in open_rounds:
+            plan.ignored += 1
+            plan.ignored_differ += recorded != row.label
             continue
-        new.setdefault(round_of[id_], {})[id_] = label
-    for r, labels in sorted(new.items()):
-        labels |= {i: y for i, y in known.items() if round_of[i] == r}
+        if recorded == row.label:
+            plan.same += 1
+            continue
+        if recorded is not None:
+            if not relabel:
+                raise LabelError(f"{at}: id {row.id} already has label {recorded}, the file says "
+                                 f"{row.label}; to correct recorded labels pass --relabel")
+            plan.changes.append((row.id, recorded, row.label))
+        else:
+            plan.added += 1
+        plan.new.setdefault(r, {})[row.id] = row.label
+    retrained = _record(run_dir, plan, known, round_of, path)
+    return _summary(run_dir, file.export, plan, retrained)
+
+
+def _check_row(row: LabelRow, at: str, split: np.ndarray, round_of: dict[int, int],
+               num_classes: int) -> None:
+    """One label against the run: a queried pool id (of the round the file says), a class."""
+    if not 0 <= row.id < len(split):
+        raise LabelError(f"{at}: id {row.id} is not a sample of this campaign (pool ids are "
+                         f"0..{(split == 'train').sum() - 1})")
+    if split[row.id] != "train":
+        raise LabelError(f"{at}: id {row.id} is in the {split[row.id]} split; only queried pool "
+                         "samples take labels")
+    if row.id not in round_of:
+        raise LabelError(f"{at}: id {row.id} was not queried (it is in no exported batch); "
+                         "labels are only taken for journaled batches")
+    if row.round is not None and row.round != round_of[row.id]:
+        raise LabelError(f"{at}: id {row.id} is a task of round {row.round}, but this campaign "
+                         f"queried it in round {round_of[row.id]}; the export belongs to another "
+                         "campaign")
+    if not 0 <= row.label < num_classes:
+        raise LabelError(f"{at}: label {row.label} for id {row.id} is out of range; allowed "
+                         f"0..{num_classes - 1}")
+
+
+def _record(run_dir: Path, plan: _Plan, known: dict[int, int], round_of: dict[int, int],
+            path: Path) -> int | None:
+    """Write the plan; returns the round whose metrics were dropped for retraining, if any.
+
+    Order makes a crash at any point safe to repeat the import after: the final round's
+    metrics row goes first (retraining it with the old labels changes nothing), then the
+    history (a repeated correction is not appended twice), then the labels.
+    """
+    retrained = None
+    if plan.changes:
+        trained = _trained_rounds(run_dir)
+        retrained = _drop_unqueried_round(run_dir)
+        _append_history(run_dir, plan.changes, round_of, trained, path)
+    for r, labels in sorted(plan.new.items()):
+        labels = {i: y for i, y in known.items() if round_of[i] == r} | labels
         ids = np.array(sorted(labels), np.int64)
         store.write_table(store.round_path(run_dir / LABELS_DIR, r), pa.table(
             {"id": ids, "label": np.array([labels[i] for i in ids], np.int64)},
             schema=LABELS_SCHEMA))
-    n_new = sum(map(len, new.values()))
-    lines = [f"imported {n_new} new labels ({len(rows) - n_new} were already recorded)"]
+    return retrained
+
+
+def _trained_rounds(run_dir: Path) -> list[int]:
+    """Rounds with a metrics row: their models trained on the labels recorded so far."""
+    path = Path(run_dir) / "metrics.parquet"
+    return pq.read_table(path, columns=["round"]).column("round").to_pylist() \
+        if path.is_file() else []
+
+
+def _drop_unqueried_round(run_dir: Path) -> int | None:
+    """Drop the last metrics row if its round chose no batch (a finished campaign's final
+    round), so resume retrains it with the corrected labels; returns that round."""
+    rounds = _trained_rounds(run_dir)
+    if not rounds or rounds[-1] + 1 in store.journal_rounds(run_dir):
+        return None
+    path = Path(run_dir) / "metrics.parquet"
+    table = pq.read_table(path)
+    store.write_table(path, table.slice(0, len(table) - 1))
+    return rounds[-1]
+
+
+def _append_history(run_dir: Path, changes: list[tuple[int, int, int]],
+                    round_of: dict[int, int], trained: list[int], path: Path) -> None:
+    history = read_history(run_dir)
+    last = {i: (o, n) for i, o, n in zip(*(history.column(c).to_pylist()
+                                            for c in ("id", "old_label", "new_label")))}
+    rows = [(i, o, n) for i, o, n in changes if last.get(i) != (o, n)]  # not after a crash
+    if not rows:
+        return
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    source = str(Path(path).absolute())
+    added = pa.table({
+        "id": [i for i, _, _ in rows], "round": [round_of[i] for i, _, _ in rows],
+        "old_label": [o for _, o, _ in rows], "new_label": [n for _, _, n in rows],
+        "trained_through": [max((t for t in trained if t >= round_of[i]), default=-1)
+                            for i, _, _ in rows],
+        "changed_at": [at] * len(rows), "source": [source] * len(rows)}, schema=HISTORY_SCHEMA)
+    store.write_table(run_dir / LABELS_DIR / HISTORY_FILE, pa.concat_tables([history, added]))
+
+
+def _summary(run_dir: Path, export: label_studio.ExportSummary | None, plan: _Plan,
+             retrained: int | None) -> str:
+    lines = []
+    if export is not None:
+        line = (f"Label Studio export: {export.tasks} tasks, {len(export.choices)} labeled, "
+                f"{export.skipped} skipped, {export.unannotated} without a choice")
+        if plan.ignored:
+            line += (f"; {plan.ignored} of rounds already labeled ignored ({plan.ignored_differ} "
+                     "differ from the recorded label: import --relabel applies them)")
+        lines.append(line)
+    lines.append(f"imported {plan.added} new labels ({plan.same} were already recorded)")
+    if plan.changes:
+        shown = ", ".join(f"id {i}: {o} -> {n}" for i, o, n in plan.changes[:5])
+        more = f" and {len(plan.changes) - 5} more" if len(plan.changes) > 5 else ""
+        lines.append(f"relabeled {len(plan.changes)} ({shown}{more}); the replaced labels are "
+                     f"kept in {LABELS_DIR}/{HISTORY_FILE}. Rounds that already trained keep "
+                     "their metrics; the next round trains with the corrected labels"
+                     + (f", and run --resume retrains final round {retrained}"
+                        if retrained is not None else ""))
     lines += [f"round {p.round}: {p.labeled} of {p.batch} labeled"
               + ("" if p.complete else f"; {p.batch - p.labeled} still missing")
-              for p in progress(run_dir) if p.round in new or not p.complete]
+              for p in progress(run_dir) if p.round in plan.new or not p.complete]
     if awaiting_round(run_dir) is None:
         lines.append(f"every queried sample is labeled; continue: autoal-dist run --resume "
                      f"--out {_where(run_dir)}")

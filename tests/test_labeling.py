@@ -54,7 +54,7 @@ def check_export(out: Path, run: Path, round_: int, images: np.ndarray, root: Pa
     tasks = json.loads((out / "label_studio_tasks.json").read_text())
     rel = out.relative_to(root).as_posix()
     assert tasks[0] == {"data": {"image": f"/data/local-files/?d={rel}/images/{ids[0]}.png",
-                                 "id": ids[0]}}
+                                 "id": ids[0], "round": round_}}
     assert len(tasks) == len(ids)
     config = (out / "label_studio_config.xml").read_text()
     assert '<Choice value="0"/>' in config and '<Choice value="9"/>' in config
