@@ -149,7 +149,7 @@ def test_weights_fit_on_two_workers_equals_in_process(ray_cluster, tmp_path):
     rng = np.random.default_rng(0)
     ids = np.arange(60)
     picks = [rng.permutation(ids)[:10] for _ in range(4)]
-    evidence = [Evidence(1, membership_matrix(ids, picks, graded=True),
+    evidence = [Evidence(1, membership_matrix(ids, picks),
                          rng.uniform(-0.5, 0.5, 60), 10)]
     active = np.ones(4, bool)
     local = fit_weights(evidence, active, AutoALConfig(), seed=3)

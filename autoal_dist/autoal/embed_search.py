@@ -72,7 +72,7 @@ def round_evidence(ctx: "RoundContext", r: float, seed: int) -> tuple[Evidence, 
                      else None)
         picks.append(top_b(ids, predicted, q) if predicted is not None
                      else np.empty(0, np.int64))
-    member = membership_matrix(ids, picks, graded=True)
+    member = membership_matrix(ids, picks)
     return Evidence(ctx.round + 1, member, reward, q), emb, loss_on
 
 
@@ -108,4 +108,4 @@ def loss_column_on(ctx: "RoundContext", s: EmbedSearch, ids: np.ndarray, q: int)
     if not s.loss_column:
         return np.zeros((len(ids), 1), np.float32)
     predicted = ridge_fit_predict(s.emb, s.reward, embeddings(ctx, ids), RIDGE_ALPHA)
-    return membership_matrix(ids, [top_b(ids, predicted, q)], graded=True)
+    return membership_matrix(ids, [top_b(ids, predicted, q)])

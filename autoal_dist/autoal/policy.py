@@ -24,12 +24,12 @@ from autoal_dist.strategies import top_b
 LOSS_HEAD = "loss_head"  # the loss head's column in autoal_weights.parquet
 
 
-def candidate_union(ctx: RoundContext, graded: bool) -> tuple[np.ndarray, np.ndarray]:
+def candidate_union(ctx: RoundContext) -> tuple[np.ndarray, np.ndarray]:
     """(union of the candidates' top-b on U, its memberships): one scoring pass."""
     cfg = ctx.cfg
     sels = ctx.scorer.select_many(ctx.model, ctx.unlabeled, cfg.candidates, cfg.budget,
                                   derive(cfg.seed, ctx.round, "select"), ctx.labeled, ctx.timings)
-    return union_memberships([sels[n].ids for n in cfg.candidates], graded)
+    return union_memberships([sels[n].ids for n in cfg.candidates])
 
 
 def column_names(ctx: RoundContext) -> list[str]:
@@ -37,8 +37,8 @@ def column_names(ctx: RoundContext) -> list[str]:
 
 
 def vote_policy(ctx: RoundContext) -> Selection:
-    """The b rows of largest mean graded membership (a rank-weighted vote; ties by id)."""
-    ids, member = candidate_union(ctx, graded=True)
+    """The b rows most candidates picked (the plain vote; ties by smallest id)."""
+    ids, member = candidate_union(ctx)
     z = member.astype(np.float64) @ np.full(member.shape[1], 1.0 / member.shape[1])
     chosen = top_b(ids, z, ctx.cfg.budget)
     return Selection(chosen, z[np.searchsorted(ids, chosen)])
@@ -54,7 +54,7 @@ def embed_policy(ctx: RoundContext, r: float) -> Selection:
     t0 = time.perf_counter()
     found = embed_search.search(ctx, r, derive(cfg.seed, ctx.round, "search"))
     search_s = time.perf_counter() - t0
-    ids, member = candidate_union(ctx, graded=True)
+    ids, member = candidate_union(ctx)
     t1 = time.perf_counter()
     if cfg.autoal.use_loss_head:
         member = np.hstack([member, embed_search.loss_column_on(ctx, found, ids, cfg.budget)])
@@ -80,7 +80,7 @@ def paper_policy(ctx: RoundContext, r: float) -> Selection:
     t0 = time.perf_counter()
     searchnet, diag = search_round(ctx, r)
     search_s = time.perf_counter() - t0
-    ids, member = candidate_union(ctx, graded=False)
+    ids, member = candidate_union(ctx)
     t1 = time.perf_counter()
     scores = score_rows(searchnet, ctx.data.train_x[ids], member, ids, cfg.budget,
                         ctx.normalize, cfg.score.batch_size, ctx.device)

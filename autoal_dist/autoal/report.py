@@ -5,7 +5,7 @@
 - `autoal_search.parquet`: did the search learn this round: iterations run, soft
   count against its target, final weight per candidate, gradient norm, and the
   rank correlation of the aggregate with the held-out reward;
-- `autoal_evidence.parquet` (mode embed): each round's search set (graded
+- `autoal_evidence.parquet` (mode embed): each round's search set (0/1
   memberships and held-out reward per row), pooled by later rounds;
 - `autoal_weights.png`: weights and soft count per round.
 

@@ -284,7 +284,7 @@ def paper_diagnostics(searchnet: SearchNet, fitnet: Classifier, search: Rows,
     norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)))
     z = losses.relaxed.p.detach().cpu().numpy()
     corr = spearmanr(z, loss.cpu().numpy()).statistic if size > 2 else np.nan
-    return {"iterations": a.search_iters, "soft_count": float(losses.relaxed.s.sum()),
+    return {"iterations": a.search_iters, "soft_count": float(losses.relaxed.s.detach().sum()),
             "target_count": target, "grad_norm": norm, "rank_corr": float(corr),
             "evidence_rows": size}
 

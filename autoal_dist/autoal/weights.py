@@ -3,7 +3,7 @@
     maximize   sum_k d_k [ sum_j reward_kj s_kj(w) / q_k ]  /  sum_k d_k
                - (shrink / Q) * sum_m (theta_m - mean(theta))^2,      w = softmax(theta)
 
-over the evidence of every round k so far (`Evidence`: the graded memberships of
+over the evidence of every round k so far (`Evidence`: the 0/1 memberships of
 each candidate's top-q of L, and the centered ranks of L's held-out losses),
 with d_k = evidence_decay^(r - k) and Q = sum_k d_k q_k, the decayed number of
 picks each candidate has been judged on. s_k is the relaxed top-q_k membership
@@ -37,7 +37,7 @@ class Evidence:
     """One round's search set: rows of L with held-out rewards."""
 
     round: int
-    memberships: np.ndarray  # [n, M'] graded, candidates then the loss column
+    memberships: np.ndarray  # [n, M'] 0/1, candidates then the loss column
     reward: np.ndarray  # [n] centered ranks of held-out loss, in [-0.5, 0.5]
     q: int  # each column's pick count on these rows (the soft count's target)
 

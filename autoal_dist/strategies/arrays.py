@@ -2,8 +2,8 @@
 
 The strategy math (kcenter.py, badge.py, kmeans.py, sharded.py) is written once,
 with operators and the few functions numpy and torch share by name (`xp.minimum`,
-`xp.where`, `xp.log1p`, `xp.round`, `xp.bincount`, methods like `.min()` and
-`.argmin(1)`); this module holds only what differs between them: where arrays
+`xp.where`, `xp.clip`, `xp.amin`, `xp.round`, `xp.bincount`, methods like `.min()`
+and `.argmin(1)`); this module holds only what differs between them: where arrays
 live, dtypes, the products, and exact per-row selection helpers. On CPU numpy is
 the faster library here (OpenBLAS GEMV ~1.2-2x torch/MKL's on the project's
 machines), so the torch backend serves CUDA (and torch on CPU, for the tests that
@@ -22,7 +22,7 @@ import os
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -204,9 +204,3 @@ def pad_rows(x: np.ndarray, rows: int, value: Any = 0, dtype: Any = None) -> np.
     out = np.full((rows,) + x.shape[1:], value, dtype=dtype or x.dtype)
     out[: len(x)] = x
     return out
-
-
-def gather_min(cands: Sequence[tuple[float, int, int] | None]) -> tuple[float, int, int] | None:
-    """The smallest (key, id, row) among per-chunk proposals (None = no free row there)."""
-    real = [c for c in cands if c is not None]
-    return min(real, key=lambda c: (c[0], c[1])) if real else None

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 
-from autoal_dist.strategies.arrays import Array, Backend, backend_for, gather_min, pad_rows
+from autoal_dist.strategies.arrays import Array, Backend, backend_for, pad_rows
 from autoal_dist.strategies.base import BLOCK
 from autoal_dist.strategies.uncertainty import _splitmix64, hashed_uniform
 
@@ -119,6 +119,12 @@ def merge(candidates: Iterable[Candidate | None]) -> Candidate:
     return min((c for c in candidates if c is not None), key=lambda c: (c.key, c.id))
 
 
+def smallest_key(found: Iterable[tuple[float, int, int] | None]) -> tuple[float, int, int] | None:
+    """The smallest (key, id, row) among per-chunk proposals (None = no free row there)."""
+    real = [f for f in found if f is not None]
+    return min(real, key=lambda f: (f[0], f[1])) if real else None
+
+
 def gather(shards: Sequence[Any], method: str, *args: Any) -> list[Any]:
     """`method(*args)` on every shard, in shard order.
 
@@ -170,7 +176,7 @@ class GreedyShard(ABC):
 
     def best(self, seed: int, step: int) -> Candidate | None:
         """This shard's proposal for center number `step`; None when all rows are taken."""
-        found = gather_min(self.arrays.map(partial(self._chunk_best, seed, step), self.rows))
+        found = smallest_key(self.arrays.map(partial(self._chunk_best, seed, step), self.rows))
         if found is None:
             return None
         key, cid, row = found
