@@ -288,14 +288,12 @@ def validate(cfg: Config) -> None:
     _check(a.folds >= 2, "autoal.folds", f"must be >= 2, got {a.folds}")
     _check(a.loss_head_min_rows >= 2, "autoal.loss_head_min_rows",
            f"must be >= 2, got {a.loss_head_min_rows}")
-    for name in ("searchnet_lr", "loss_head_lr", "fitnet_lr", "weights_lr", "weights_tau", "tol"):
-        value = getattr(a, name)
-        _check(math.isfinite(value) and value > 0, f"autoal.{name}",
-               f"must be a finite number > 0, got {value}")
-    for name in ("head_weight_decay", "shrink"):
-        value = getattr(a, name)
-        _check(math.isfinite(value) and value >= 0, f"autoal.{name}",
-               f"must be a finite number >= 0, got {value}")
+    for name in ("searchnet_lr", "loss_head_lr", "fitnet_lr", "weights_lr", "weights_tau", "tol",
+                 "head_weight_decay", "shrink"):
+        value, low = getattr(a, name), name in ("head_weight_decay", "shrink")
+        _check(value >= 0 if low else value > 0, f"autoal.{name}",
+               f"must be {'>=' if low else '>'} 0, got {value}")
+        _check(math.isfinite(value), f"autoal.{name}", f"must be finite, got {value}")
     _check(0 <= a.evidence_decay <= 1, "autoal.evidence_decay",
            f"must be in [0, 1], got {a.evidence_decay}")
     _check(a.count_weight >= 0, "autoal.count_weight", f"must be >= 0, got {a.count_weight}")

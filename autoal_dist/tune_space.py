@@ -16,6 +16,8 @@ from typing import Any
 
 from autoal_dist.config import Config, ConfigError, build_config, check_against_data
 
+CANDIDATE_POLICIES = ("autoal", "albl", "vote")  # the strategies that combine `candidates`
+
 SECTIONS = ("campaign", "tune")
 TUNE_KEYS = ("search_space", "num_samples", "max_concurrent_trials", "resources_per_trial",
              "metric", "scheduler", "seed", "loggers")
@@ -226,9 +228,9 @@ def _space(raw: Any, campaign: dict[str, Any], base: Config) -> dict[str, Dist]:
         _check_key(key, name)
         space[key] = _dist(key, spec, name)
         _probe(campaign, key, space[key])
-    if "candidates" in space and base.strategy != "autoal":
-        raise ConfigError("tune.search_space.candidates", "only the autoal strategy uses "
-                          f"candidates; campaign.strategy is {base.strategy!r}")
+    if "candidates" in space and base.strategy not in CANDIDATE_POLICIES:
+        raise ConfigError("tune.search_space.candidates", "only the autoal, albl and vote "
+                          f"strategies use candidates; campaign.strategy is {base.strategy!r}")
     return space
 
 
