@@ -196,10 +196,19 @@ def spawn(args: argparse.Namespace, strategy: str, n: int, actors: int = 0) -> d
 
 
 def kmeans_note(r: dict) -> str:
+    per_pass = r["lloyd_s"] / r["passes"]
     return (f"seed {r['seed_s']:.1f}s; Lloyd {r['passes']} passes "
             f"({'converged' if r['converged'] else 'not converged'}), "
-            f"{r['lloyd_s'] / r['passes']:.2f}s/pass = {r['lloyd_s'] / r['passes'] / r['gemm']:.2f}x "
-            f"GEMM; pick {r['pick_s']:.1f}s")
+            f"{per_pass:.2f}s/pass = {per_pass / r['gemm']:.2f}x GEMM; pick {r['pick_s']:.1f}s")
+
+
+def note(r: dict, budget: int) -> str:
+    """kmeans: its phases; BADGE: its ratio to the GEMV(E)-only floor too."""
+    if r["strategy"] == "kmeans":
+        return kmeans_note(r)
+    if r["strategy"] == "badge":
+        return f"{r['seconds'] / (budget * r['gemv_e']):.2f}x b GEMV(E) alone"
+    return ""
 
 
 def report(args: argparse.Namespace, rows: list[dict], loads: tuple[str, str]) -> str:
@@ -225,12 +234,12 @@ def report(args: argparse.Namespace, rows: list[dict], loads: tuple[str, str]) -
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
     body = ""
     for r in local:
-        note = kmeans_note(r) if r["strategy"] == "kmeans" else ""
         ratio = (r["seed_s"] if r["strategy"] == "kmeans" else r["seconds"]) / r["floor_s"]
         body += (f"| {r['strategy']} | {r['n']} | {r['inputs_mib']:.0f} | "
                  f"{r['peak_above_inputs_mib']:.0f} | {r['seconds']:.1f} | {r['floor_s']:.1f} | "
                  f"{ratio:.2f}{' (seed)' if r['strategy'] == 'kmeans' else ''} | "
-                 f"{r['gemv_e'] * 1e3:.1f} | {r['gemv_p'] * 1e3:.1f} | {r['gemm']:.2f} | {note} |\n")
+                 f"{r['gemv_e'] * 1e3:.1f} | {r['gemv_p'] * 1e3:.1f} | {r['gemm']:.2f} | "
+                 f"{note(r, args.budget)} |\n")
     if remote:
         body += ("\nRay scorer actors (one CPU each) against one process with as many threads, "
                  "run back to back in one process:\n\n"
@@ -281,9 +290,10 @@ def main() -> None:
     for strategy, n, actors in cases:
         rows.append(spawn(args, strategy, n, actors))
         r = rows[-1]
-        print(f"{strategy:8s} N={n:>7d} actors={actors}  {r['seconds']:7.1f} s  "
-              + (f"x{r['seconds'] / r['single_s']:.2f} vs single, same ids {r['same_ids']}"
-                 if actors else f"floor {r['floor_s']:.1f} s  +{r['peak_above_inputs_mib']:.0f} MiB"),
+        detail = (f"x{r['seconds'] / r['single_s']:.2f} vs single, same ids {r['same_ids']}"
+                  if actors else
+                  f"floor {r['floor_s']:.1f} s  +{r['peak_above_inputs_mib']:.0f} MiB")
+        print(f"{strategy:8s} N={n:>7d} actors={actors}  {r['seconds']:7.1f} s  {detail}",
               flush=True)
     text = report(args, rows, (start_load, load_average()))
     print("\n" + text)
