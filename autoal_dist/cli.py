@@ -16,7 +16,8 @@ from autoal_dist import __version__, remote, store
 from autoal_dist.store import CONFIG_FILE, dataset_fingerprint
 from autoal_dist.config import Config, ConfigError, build_config, read_config_file
 from autoal_dist.data import DataError, Dataset
-from autoal_dist.labeling import LabelError, export_batch, import_labels, next_steps
+from autoal_dist.label_import import import_labels
+from autoal_dist.labeling import LabelError, export_batch, next_steps
 from autoal_dist.remote import RemoteError
 
 EXIT_USAGE = 2

@@ -12,11 +12,7 @@ or a crash changes nothing, importing the same labels twice is a no-op, and a ba
 labeled over several imports. A round trains only once every id journaled up to it is labeled;
 until then `run` stops and says what to do (`next_steps`).
 
-Corrections (`import --relabel`) replace a recorded label and append the label they replace to
-`labels/history.parquet` (when, from which file, and the rounds that trained with it), so the
-metrics of rounds that already trained stay explained. Past rounds are never retrained: their
-models chose the batches people have since labeled. Only a final round (one that chose no
-batch) loses its metrics row, so `run --resume` retrains and re-evaluates it.
+Importing a label file is `label_import.py`; corrections are recorded there too.
 """
 from __future__ import annotations
 
@@ -26,8 +22,7 @@ import os
 import shlex
 import shutil
 import tempfile
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -38,17 +33,11 @@ from PIL import Image
 
 from autoal_dist import label_studio, store
 from autoal_dist.data import Dataset
-from autoal_dist.label_files import LabelError, LabelRow, read_label_file
+from autoal_dist.label_files import LabelError
 from autoal_dist.remote import is_uri, location_of
 
 LABELS_DIR = "labels"
 LABELS_SCHEMA = pa.schema([("id", pa.int64()), ("label", pa.int64())])
-HISTORY_FILE = "history.parquet"  # in labels/: each recorded label a correction replaced
-HISTORY_SCHEMA = pa.schema([
-    ("id", pa.int64()), ("round", pa.int32()), ("old_label", pa.int64()),
-    ("new_label", pa.int64()), ("trained_through", pa.int32()), ("changed_at", pa.string()),
-    ("source", pa.string()),
-])
 UNLABELED = -1  # train_y of a pool sample nobody labeled: loud if it ever reaches a loss
 
 
@@ -105,7 +94,7 @@ def _round_ids(run_dir: Path, round_: int) -> np.ndarray:
     return t.column("id").to_numpy()
 
 
-def _where(run_dir: Path) -> str:
+def shown_location(run_dir: Path) -> str:
     """The run directory as the user named it (its URI when staged), shell-quoted."""
     return shlex.quote(location_of(run_dir))
 
@@ -124,7 +113,7 @@ def next_steps(run_dir: Path, round_: int) -> str:
     storage, `<run>-export/`, serves every round of the campaign."""
     p = next(p for p in progress(run_dir) if p.round == round_)
     out = default_export_dir(run_dir, round_)
-    run, csv_path = _where(run_dir), shlex.quote(str(out / "batch.csv"))
+    run, csv_path = shown_location(run_dir), shlex.quote(str(out / "batch.csv"))
     return "\n".join([
         f"round {round_} awaits labels: {p.labeled} of {p.batch} queried samples are labeled.",
         "Next:",
@@ -186,7 +175,7 @@ def export_batch(run_dir: Path, round_: int | None, load_data: Callable[[], Data
     lines = [f"exported round {round_}: {len(ids)} samples to {out} ({', '.join(written)})"]
     if data.is_image:
         lines.append(_storage_note(out, root))
-    lines.append(f"label them, then: autoal-dist import {_where(run_dir)} --labels "
+    lines.append(f"label them, then: autoal-dist import {shown_location(run_dir)} --labels "
                  f"{shlex.quote(str(out / 'batch.csv'))}"
                  + (" (or the Label Studio project's JSON export)" if data.is_image else ""))
     return "\n".join(lines)
@@ -237,179 +226,3 @@ def _write_features(tmp: Path, ids: np.ndarray, labels: list[str], data: Dataset
     rows = [[i, label, *data.train_x[i].tolist()] for i, label in zip(ids.tolist(), labels)]
     _write_csv(tmp / "batch.csv", ["id", "label", *(f"f{k}" for k in range(n_features))], rows)
     return ["batch.csv with the features (no images: the dataset holds flat features)"]
-
-
-# ---- import ---------------------------------------------------------------------------
-
-def read_history(run_dir: Path) -> pa.Table:
-    """Every recorded label a correction replaced, oldest first (HISTORY_SCHEMA)."""
-    path = Path(run_dir) / LABELS_DIR / HISTORY_FILE
-    return pq.read_table(path, schema=HISTORY_SCHEMA) if path.is_file() \
-        else HISTORY_SCHEMA.empty_table()
-
-
-@dataclass
-class _Plan:
-    """What an import will record, decided before anything is written."""
-
-    new: dict[int, dict[int, int]] = field(default_factory=dict)  # round -> {id: label}
-    added: int = 0  # ids that had no label
-    same: int = 0  # labels already recorded
-    changes: list[tuple[int, int, int]] = field(default_factory=list)  # (id, recorded, new)
-    ignored: int = 0  # Label Studio tasks of rounds already labeled (without --relabel)
-    ignored_differ: int = 0  # ... whose choice differs from the recorded label
-
-
-def import_labels(run_dir: Path, path: Path, num_classes: int, relabel: bool = False) -> str:
-    """Validate the whole label file (CSV or Label Studio JSON export) against the run, then
-    record its labels atomically; returns a summary.
-
-    Each id must be a queried pool sample (in a journaled batch), carry a label in
-    [0, num_classes), and agree with any label it already has unless `relabel` (a correction).
-    A Label Studio export covers every round of its project: without `relabel`, its tasks of
-    rounds whose batch is fully labeled are ignored (and counted), so the export of a long
-    campaign imports as it is.
-    """
-    run_dir = Path(run_dir)
-    if not store.journal_rounds(run_dir):
-        raise LabelError(f"import: {location_of(run_dir)} has queried no batch yet; run "
-                         f"`autoal-dist run --resume --out {_where(run_dir)}` first")
-    file = read_label_file(path, num_classes)
-    where = f"--labels: {path}"
-    split = store.read_pool(run_dir).column("split").to_numpy(zero_copy_only=False)
-    journal = store.read_journal(run_dir)
-    round_of = dict(zip(journal.column("id").to_pylist(), journal.column("round").to_pylist()))
-    old = read_labels(run_dir)
-    known = dict(zip(old.column("id").to_pylist(), old.column("label").to_pylist()))
-    open_rounds = {p.round for p in progress(run_dir) if not p.complete}
-    plan = _Plan()
-    for row in file.rows:
-        at = f"{where} {row.at}"
-        _check_row(row, at, split, round_of, num_classes)
-        r, recorded = round_of[row.id], known.get(row.id)
-        if file.export is not None and not relabel and r not in open_rounds:
-            plan.ignored += 1
-            plan.ignored_differ += recorded != row.label
-            continue
-        if recorded == row.label:
-            plan.same += 1
-            continue
-        if recorded is not None:
-            if not relabel:
-                raise LabelError(f"{at}: id {row.id} already has label {recorded}, the file says "
-                                 f"{row.label}; to correct recorded labels pass --relabel")
-            plan.changes.append((row.id, recorded, row.label))
-        else:
-            plan.added += 1
-        plan.new.setdefault(r, {})[row.id] = row.label
-    retrained = _record(run_dir, plan, known, round_of, path)
-    return _summary(run_dir, file.export, plan, retrained)
-
-
-def _check_row(row: LabelRow, at: str, split: np.ndarray, round_of: dict[int, int],
-               num_classes: int) -> None:
-    """One label against the run: a queried pool id (of the round the file says), a class."""
-    if not 0 <= row.id < len(split):
-        raise LabelError(f"{at}: id {row.id} is not a sample of this campaign (pool ids are "
-                         f"0..{(split == 'train').sum() - 1})")
-    if split[row.id] != "train":
-        raise LabelError(f"{at}: id {row.id} is in the {split[row.id]} split; only queried pool "
-                         "samples take labels")
-    if row.id not in round_of:
-        raise LabelError(f"{at}: id {row.id} was not queried (it is in no exported batch); "
-                         "labels are only taken for journaled batches")
-    if row.round is not None and row.round != round_of[row.id]:
-        raise LabelError(f"{at}: id {row.id} is a task of round {row.round}, but this campaign "
-                         f"queried it in round {round_of[row.id]}; the export belongs to another "
-                         "campaign")
-    if not 0 <= row.label < num_classes:
-        raise LabelError(f"{at}: label {row.label} for id {row.id} is out of range; allowed "
-                         f"0..{num_classes - 1}")
-
-
-def _record(run_dir: Path, plan: _Plan, known: dict[int, int], round_of: dict[int, int],
-            path: Path) -> int | None:
-    """Write the plan; returns the round whose metrics were dropped for retraining, if any.
-
-    Order makes a crash at any point safe to repeat the import after: the final round's
-    metrics row goes first (retraining it with the old labels changes nothing), then the
-    history (a repeated correction is not appended twice), then the labels.
-    """
-    retrained = None
-    if plan.changes:
-        trained = _trained_rounds(run_dir)
-        retrained = _drop_unqueried_round(run_dir)
-        _append_history(run_dir, plan.changes, round_of, trained, path)
-    for r, labels in sorted(plan.new.items()):
-        labels = {i: y for i, y in known.items() if round_of[i] == r} | labels
-        ids = np.array(sorted(labels), np.int64)
-        store.write_table(store.round_path(run_dir / LABELS_DIR, r), pa.table(
-            {"id": ids, "label": np.array([labels[i] for i in ids], np.int64)},
-            schema=LABELS_SCHEMA))
-    return retrained
-
-
-def _trained_rounds(run_dir: Path) -> list[int]:
-    """Rounds with a metrics row: their models trained on the labels recorded so far."""
-    path = Path(run_dir) / "metrics.parquet"
-    return pq.read_table(path, columns=["round"]).column("round").to_pylist() \
-        if path.is_file() else []
-
-
-def _drop_unqueried_round(run_dir: Path) -> int | None:
-    """Drop the last metrics row if its round chose no batch (a finished campaign's final
-    round), so resume retrains it with the corrected labels; returns that round."""
-    rounds = _trained_rounds(run_dir)
-    if not rounds or rounds[-1] + 1 in store.journal_rounds(run_dir):
-        return None
-    path = Path(run_dir) / "metrics.parquet"
-    table = pq.read_table(path)
-    store.write_table(path, table.slice(0, len(table) - 1))
-    return rounds[-1]
-
-
-def _append_history(run_dir: Path, changes: list[tuple[int, int, int]],
-                    round_of: dict[int, int], trained: list[int], path: Path) -> None:
-    history = read_history(run_dir)
-    last = {i: (o, n) for i, o, n in zip(*(history.column(c).to_pylist()
-                                            for c in ("id", "old_label", "new_label")))}
-    rows = [(i, o, n) for i, o, n in changes if last.get(i) != (o, n)]  # not after a crash
-    if not rows:
-        return
-    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    source = str(Path(path).absolute())
-    added = pa.table({
-        "id": [i for i, _, _ in rows], "round": [round_of[i] for i, _, _ in rows],
-        "old_label": [o for _, o, _ in rows], "new_label": [n for _, _, n in rows],
-        "trained_through": [max((t for t in trained if t >= round_of[i]), default=-1)
-                            for i, _, _ in rows],
-        "changed_at": [at] * len(rows), "source": [source] * len(rows)}, schema=HISTORY_SCHEMA)
-    store.write_table(run_dir / LABELS_DIR / HISTORY_FILE, pa.concat_tables([history, added]))
-
-
-def _summary(run_dir: Path, export: label_studio.ExportSummary | None, plan: _Plan,
-             retrained: int | None) -> str:
-    lines = []
-    if export is not None:
-        line = (f"Label Studio export: {export.tasks} tasks, {len(export.choices)} labeled, "
-                f"{export.skipped} skipped, {export.unannotated} without a choice")
-        if plan.ignored:
-            line += (f"; {plan.ignored} of rounds already labeled ignored ({plan.ignored_differ} "
-                     "differ from the recorded label: import --relabel applies them)")
-        lines.append(line)
-    lines.append(f"imported {plan.added} new labels ({plan.same} were already recorded)")
-    if plan.changes:
-        shown = ", ".join(f"id {i}: {o} -> {n}" for i, o, n in plan.changes[:5])
-        more = f" and {len(plan.changes) - 5} more" if len(plan.changes) > 5 else ""
-        lines.append(f"relabeled {len(plan.changes)} ({shown}{more}); the replaced labels are "
-                     f"kept in {LABELS_DIR}/{HISTORY_FILE}. Rounds that already trained keep "
-                     "their metrics; the next round trains with the corrected labels"
-                     + (f", and run --resume retrains final round {retrained}"
-                        if retrained is not None else ""))
-    lines += [f"round {p.round}: {p.labeled} of {p.batch} labeled"
-              + ("" if p.complete else f"; {p.batch - p.labeled} still missing")
-              for p in progress(run_dir) if p.round in plan.new or not p.complete]
-    if awaiting_round(run_dir) is None:
-        lines.append(f"every queried sample is labeled; continue: autoal-dist run --resume "
-                     f"--out {_where(run_dir)}")
-    return "\n".join(lines)

@@ -13,11 +13,10 @@ import shlex
 from itertools import count
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import labeling, store
+from autoal_dist import label_import, labeling, store
 from autoal_dist.cli import main, parser
 from test_bad_inputs import fails_cleanly, snapshot, write
 
@@ -126,13 +125,13 @@ def test_one_project_for_the_whole_campaign(tmp_path, capsys):
     assert main(["import", str(run), "--labels", e3]) == 0  # round 0's tasks are ignored
     out = capsys.readouterr().out
     assert "imported 4 new labels" in out and "10 of rounds already labeled ignored (1 differ" in out
-    assert recorded(run) == chosen and not labeling.read_history(run).num_rows
+    assert recorded(run) == chosen and not label_import.read_history(run).num_rows
     before = (run / "metrics.parquet").read_bytes()
     assert main(["import", str(run), "--labels", e3, "--relabel"]) == 0
     assert f"id {a}: 1 -> 8" in capsys.readouterr().out
     chosen[a] = 8
     assert recorded(run) == chosen
-    history = labeling.read_history(run).to_pylist()
+    history = label_import.read_history(run).to_pylist()
     assert [(h["id"], h["round"], h["old_label"], h["new_label"], h["trained_through"],
              h["source"]) for h in history] == [(a, 0, 1, 8, 0, e3)]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", history[0]["changed_at"])
@@ -145,7 +144,7 @@ def test_one_project_for_the_whole_campaign(tmp_path, capsys):
                  "--relabel"]) == 0
     assert "run --resume retrains final round 1" in capsys.readouterr().out
     assert pq.read_table(run / "metrics.parquet").column("round").to_pylist() == [0]
-    assert labeling.read_history(run).column("trained_through").to_pylist() == [0, 1]
+    assert label_import.read_history(run).column("trained_through").to_pylist() == [0, 1]
     assert main(["run", "--resume", "--out", str(run), "--quiet"]) == 0
     assert pq.read_table(run / "metrics.parquet").column("round").to_pylist() == [0, 1]
     chosen[b] = 0
@@ -166,7 +165,7 @@ def test_csv_relabel_is_recorded_and_repeats_as_a_no_op(tmp_path, capsys):
     for _ in range(2):  # the second time nothing differs: no new history row
         assert main(["import", str(run), "--labels", fix, "--relabel"]) == 0
     assert recorded(run)[ids[0]] == 2
-    assert labeling.read_history(run).select(["id", "old_label", "new_label",
+    assert label_import.read_history(run).select(["id", "old_label", "new_label",
                                               "trained_through"]).to_pylist() == \
         [{"id": ids[0], "old_label": 1, "new_label": 2, "trained_through": -1}]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import labeling, store
+from autoal_dist import label_import, labeling, store
 from autoal_dist.cli import main
 from test_bad_inputs import write
 
@@ -246,7 +246,7 @@ def test_a_campaign_labeled_in_one_label_studio_project(lab, tmp_path, capsys):
     assert _recorded(run) == chosen
     assert main(["import", str(run), "--labels", e3, "--relabel"]) == 0
     chosen[a] = 8
-    assert labeling.read_history(run).select(["id", "old_label", "new_label", "trained_through",
+    assert label_import.read_history(run).select(["id", "old_label", "new_label", "trained_through",
                                               "source"]).to_pylist() == \
         [{"id": a, "old_label": 1, "new_label": 8, "trained_through": 0, "source": e3}]
     assert main(["run", "--resume", "--out", str(run), "--quiet"]) == 0

@@ -1,0 +1,207 @@
+"""`autoal-dist import`: check a label file against the run, then record its labels.
+
+The whole file is validated before anything is written, so a refused import leaves the run
+directory byte-identical. Corrections (`--relabel`) replace a recorded label and append the
+label they replace to `labels/history.parquet` (when, from which file, and the rounds that
+trained with it), so the metrics of rounds that already trained stay explained. Past rounds
+are never retrained: their models chose the batches people have since labeled. Only a final
+round (one that chose no batch) loses its metrics row, so `run --resume` retrains and
+re-evaluates it with the corrected labels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from autoal_dist import store
+from autoal_dist.label_files import LabelError, LabelRow, read_label_file
+from autoal_dist.label_studio import ExportSummary
+from autoal_dist.labeling import (LABELS_DIR, LABELS_SCHEMA, awaiting_round, progress,
+                                  read_labels, shown_location)
+from autoal_dist.remote import location_of
+
+HISTORY_FILE = "history.parquet"  # in labels/: each recorded label a correction replaced
+HISTORY_SCHEMA = pa.schema([
+    ("id", pa.int64()), ("round", pa.int32()), ("old_label", pa.int64()),
+    ("new_label", pa.int64()), ("trained_through", pa.int32()), ("changed_at", pa.string()),
+    ("source", pa.string()),
+])
+
+
+def read_history(run_dir: Path) -> pa.Table:
+    """Every recorded label a correction replaced, oldest first (HISTORY_SCHEMA)."""
+    path = Path(run_dir) / LABELS_DIR / HISTORY_FILE
+    return pq.read_table(path, schema=HISTORY_SCHEMA) if path.is_file() \
+        else HISTORY_SCHEMA.empty_table()
+
+
+@dataclass
+class _Plan:
+    """What an import will record, decided before anything is written."""
+
+    new: dict[int, dict[int, int]] = field(default_factory=dict)  # round -> {id: label}
+    added: int = 0  # ids that had no label
+    same: int = 0  # labels already recorded
+    changes: list[tuple[int, int, int]] = field(default_factory=list)  # (id, recorded, new)
+    ignored: int = 0  # Label Studio tasks of rounds already labeled (without --relabel)
+    ignored_differ: int = 0  # ... whose choice differs from the recorded label
+
+
+def import_labels(run_dir: Path, path: Path, num_classes: int, relabel: bool = False) -> str:
+    """Validate the whole label file (CSV or Label Studio JSON export) against the run, then
+    record its labels atomically; returns a summary.
+
+    Each id must be a queried pool sample (in a journaled batch), carry a label in
+    [0, num_classes), and agree with any label it already has unless `relabel` (a correction).
+    A Label Studio export covers every round of its project: without `relabel`, its tasks of
+    rounds whose batch is fully labeled are ignored (and counted), so the export of a long
+    campaign imports as it is.
+    """
+    run_dir = Path(run_dir)
+    if not store.journal_rounds(run_dir):
+        raise LabelError(f"import: {location_of(run_dir)} has queried no batch yet; run "
+                         f"`autoal-dist run --resume --out {shown_location(run_dir)}` first")
+    file = read_label_file(path, num_classes)
+    where = f"--labels: {path}"
+    split = store.read_pool(run_dir).column("split").to_numpy(zero_copy_only=False)
+    journal = store.read_journal(run_dir)
+    round_of = dict(zip(journal.column("id").to_pylist(), journal.column("round").to_pylist()))
+    old = read_labels(run_dir)
+    known = dict(zip(old.column("id").to_pylist(), old.column("label").to_pylist()))
+    open_rounds = {p.round for p in progress(run_dir) if not p.complete}
+    plan = _Plan()
+    for row in file.rows:
+        at = f"{where} {row.at}"
+        _check_row(row, at, split, round_of, num_classes)
+        r, recorded = round_of[row.id], known.get(row.id)
+        if file.export is not None and not relabel and r not in open_rounds:
+            plan.ignored += 1
+            plan.ignored_differ += recorded != row.label
+            continue
+        if recorded == row.label:
+            plan.same += 1
+            continue
+        if recorded is not None:
+            if not relabel:
+                raise LabelError(f"{at}: id {row.id} already has label {recorded}, the file says "
+                                 f"{row.label}; to correct recorded labels pass --relabel")
+            plan.changes.append((row.id, recorded, row.label))
+        else:
+            plan.added += 1
+        plan.new.setdefault(r, {})[row.id] = row.label
+    retrained = _record(run_dir, plan, known, round_of, path)
+    return _summary(run_dir, file.export, plan, retrained)
+
+
+def _check_row(row: LabelRow, at: str, split: np.ndarray, round_of: dict[int, int],
+               num_classes: int) -> None:
+    """One label against the run: a queried pool id (of the round the file says), a class."""
+    if not 0 <= row.id < len(split):
+        raise LabelError(f"{at}: id {row.id} is not a sample of this campaign (pool ids are "
+                         f"0..{(split == 'train').sum() - 1})")
+    if split[row.id] != "train":
+        raise LabelError(f"{at}: id {row.id} is in the {split[row.id]} split; only queried pool "
+                         "samples take labels")
+    if row.id not in round_of:
+        raise LabelError(f"{at}: id {row.id} was not queried (it is in no exported batch); "
+                         "labels are only taken for journaled batches")
+    if row.round is not None and row.round != round_of[row.id]:
+        raise LabelError(f"{at}: id {row.id} is a task of round {row.round}, but this campaign "
+                         f"queried it in round {round_of[row.id]}; the export belongs to another "
+                         "campaign")
+    if not 0 <= row.label < num_classes:
+        raise LabelError(f"{at}: label {row.label} for id {row.id} is out of range; allowed "
+                         f"0..{num_classes - 1}")
+
+
+def _record(run_dir: Path, plan: _Plan, known: dict[int, int], round_of: dict[int, int],
+            path: Path) -> int | None:
+    """Write the plan; returns the round whose metrics were dropped for retraining, if any.
+
+    Order makes a crash at any point safe to repeat the import after: the final round's
+    metrics row goes first (retraining it with the old labels changes nothing), then the
+    history (a repeated correction is not appended twice), then the labels.
+    """
+    retrained = None
+    if plan.changes:
+        trained = _trained_rounds(run_dir)
+        retrained = _drop_unqueried_round(run_dir)
+        _append_history(run_dir, plan.changes, round_of, trained, path)
+    for r, labels in sorted(plan.new.items()):
+        labels = {i: y for i, y in known.items() if round_of[i] == r} | labels
+        ids = np.array(sorted(labels), np.int64)
+        store.write_table(store.round_path(run_dir / LABELS_DIR, r), pa.table(
+            {"id": ids, "label": np.array([labels[i] for i in ids], np.int64)},
+            schema=LABELS_SCHEMA))
+    return retrained
+
+
+def _trained_rounds(run_dir: Path) -> list[int]:
+    """Rounds with a metrics row: their models trained on the labels recorded so far."""
+    path = Path(run_dir) / "metrics.parquet"
+    return pq.read_table(path, columns=["round"]).column("round").to_pylist() \
+        if path.is_file() else []
+
+
+def _drop_unqueried_round(run_dir: Path) -> int | None:
+    """Drop the last metrics row if its round chose no batch (a finished campaign's final
+    round), so resume retrains it with the corrected labels; returns that round."""
+    rounds = _trained_rounds(run_dir)
+    if not rounds or rounds[-1] + 1 in store.journal_rounds(run_dir):
+        return None
+    path = Path(run_dir) / "metrics.parquet"
+    table = pq.read_table(path)
+    store.write_table(path, table.slice(0, len(table) - 1))
+    return rounds[-1]
+
+
+def _append_history(run_dir: Path, changes: list[tuple[int, int, int]],
+                    round_of: dict[int, int], trained: list[int], path: Path) -> None:
+    history = read_history(run_dir)
+    last = {i: (o, n) for i, o, n in zip(*(history.column(c).to_pylist()
+                                            for c in ("id", "old_label", "new_label")))}
+    rows = [(i, o, n) for i, o, n in changes if last.get(i) != (o, n)]  # not after a crash
+    if not rows:
+        return
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    source = str(Path(path).absolute())
+    added = pa.table({
+        "id": [i for i, _, _ in rows], "round": [round_of[i] for i, _, _ in rows],
+        "old_label": [o for _, o, _ in rows], "new_label": [n for _, _, n in rows],
+        "trained_through": [max((t for t in trained if t >= round_of[i]), default=-1)
+                            for i, _, _ in rows],
+        "changed_at": [at] * len(rows), "source": [source] * len(rows)}, schema=HISTORY_SCHEMA)
+    store.write_table(run_dir / LABELS_DIR / HISTORY_FILE, pa.concat_tables([history, added]))
+
+
+def _summary(run_dir: Path, export: ExportSummary | None, plan: _Plan,
+             retrained: int | None) -> str:
+    lines = []
+    if export is not None:
+        line = (f"Label Studio export: {export.tasks} tasks, {len(export.choices)} labeled, "
+                f"{export.skipped} skipped, {export.unannotated} without a choice")
+        if plan.ignored:
+            line += (f"; {plan.ignored} of rounds already labeled ignored ({plan.ignored_differ} "
+                     "differ from the recorded label: import --relabel applies them)")
+        lines.append(line)
+    lines.append(f"imported {plan.added} new labels ({plan.same} were already recorded)")
+    if plan.changes:
+        shown = ", ".join(f"id {i}: {o} -> {n}" for i, o, n in plan.changes[:5])
+        more = f" and {len(plan.changes) - 5} more" if len(plan.changes) > 5 else ""
+        lines.append(f"relabeled {len(plan.changes)} ({shown}{more}); the replaced labels are "
+                     f"kept in {LABELS_DIR}/{HISTORY_FILE}. Rounds that already trained keep "
+                     "their metrics; the next round trains with the corrected labels"
+                     + (f", and run --resume retrains final round {retrained}"
+                        if retrained is not None else ""))
+    lines += [f"round {p.round}: {p.labeled} of {p.batch} labeled"
+              + ("" if p.complete else f"; {p.batch - p.labeled} still missing")
+              for p in progress(run_dir) if p.round in plan.new or not p.complete]
+    if awaiting_round(run_dir) is None:
+        lines.append(f"every queried sample is labeled; continue: autoal-dist run --resume "
+                     f"--out {shown_location(run_dir)}")
+    return "\n".join(lines)
