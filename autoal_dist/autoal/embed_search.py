@@ -42,6 +42,7 @@ class EmbedSearch:
     """What the query on U needs from the round's search."""
 
     fit: WeightFit
+    active: np.ndarray  # [M'] the columns that take part this round
     loss_column: bool  # the loss column takes part this round
     emb: np.ndarray  # f's embeddings of L (for the loss column's predictor)
     reward: np.ndarray  # held-out reward of L's rows
@@ -99,7 +100,7 @@ def search(ctx: "RoundContext", r: float, seed: int) -> EmbedSearch:
     report.record(ctx.run_dir, report.EVIDENCE_FILE,
                   report.evidence_table(current.round, ctx.labeled, current.reward, current.q,
                                         current.memberships))
-    return EmbedSearch(fit, loss_on, emb, current.reward,
+    return EmbedSearch(fit, active, loss_on, emb, current.reward,
                        sum(len(e.reward) for e in evidence))
 
 

@@ -68,7 +68,7 @@ def embed_policy(ctx: RoundContext, r: float) -> Selection:
         round_, names, np.broadcast_to(w, (len(rows), len(w))), member[rows]))
     fit = found.fit
     report.record(ctx.run_dir, report.SEARCH_FILE, report.search_table(
-        round_, "embed", names, w, w > 0, iterations=fit.iterations,
+        round_, "embed", names, w, found.active, iterations=fit.iterations,
         soft_count=fit.soft_count, target_count=fit.target, grad_norm=fit.grad_norm,
         rank_corr=fit.rank_corr, evidence_rows=found.evidence_rows))
     return Selection(chosen, z[rows])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.special import ndtr
+from scipy.special import expit, ndtr
 from sklearn.mixture import GaussianMixture
 
 from autoal_dist.config import AutoALConfig
@@ -108,42 +108,60 @@ def relax(z: torch.Tensor, r: float, a: AutoALConfig, seed: int) -> Relaxed:
     return Relaxed(p, float(t.detach()), float(tau.detach()), s, torch.abs(s.sum() - target) / target)
 
 
-def count_threshold(p: torch.Tensor, target: float, tau: torch.Tensor) -> torch.Tensor:
-    """t with sum_j sigmoid((p_j - t) / tau) = target, in the graph (implicit gradient).
+def count_threshold(p: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
+                    tau: torch.Tensor) -> torch.Tensor:
+    """Per row r of p [R, n]: t_r with sum_j sigmoid((p_rj - t_r) / tau_r) = target_r over the
+    row's valid entries (`mask`), in the graph (implicit gradient).
 
-    The value comes from bisection (the sum falls monotonically in t); one Newton step
-    from that detached root, whose residual is ~0, adds the implicit function's
-    gradient dt/dp_j = s_j' / sum_k s_k' without changing the value.
+    The value comes from safeguarded Newton iterations in numpy, all rows at once (the
+    sum falls monotonically in t, so a bracket always holds the root; a Newton step
+    that leaves it is replaced by bisection). One Newton step from that detached root,
+    whose residual is ~0, adds the implicit function's gradient dt/dp_j =
+    s_j' / sum_k s_k' without changing the value.
     """
+    pn, m = p.detach().cpu().numpy(), mask.cpu().numpy()
+    tn, q = tau.detach().cpu().numpy()[:, None], target.cpu().numpy()
+    big = np.where(m, pn, np.inf).min(1), np.where(m, pn, -np.inf).max(1)
+    lo, hi = big[0] - 50 * tn[:, 0], big[1] + 50 * tn[:, 0]
+    t = np.array([np.quantile(row[k], 1.0 - qr / k.sum()) for row, k, qr in zip(pn, m, q)])
+    for _ in range(BISECTION_STEPS):
+        s = expit((pn - t[:, None]) / tn) * m
+        residual = s.sum(1) - q
+        if np.all(np.abs(residual) <= 1e-10 * q):
+            break
+        lo, hi = np.where(residual > 0, t, lo), np.where(residual > 0, hi, t)
+        slope = (s * (1 - s)).sum(1) / tn[:, 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = t + residual / slope
+        t = np.where((lo < step) & (step < hi), step, 0.5 * (lo + hi))
+        if np.all(hi - lo <= 1e-15 * np.maximum(np.abs(hi), tn[:, 0])):
+            break
+    t0 = torch.from_numpy(t).to(p)[:, None]
+    tau_c = tau[:, None]
     with torch.no_grad():
-        span = 50 * float(tau)
-        lo, hi = float(p.min()) - span, float(p.max()) + span
-        for _ in range(BISECTION_STEPS):
-            mid = 0.5 * (lo + hi)
-            if mid in (lo, hi):
-                break
-            if float(torch.sigmoid((p - mid) / tau).sum()) > target:
-                lo = mid
-            else:
-                hi = mid
-        t0 = torch.tensor(0.5 * (lo + hi), dtype=p.dtype, device=p.device)
-        s0 = torch.sigmoid((p - t0) / tau)
-        slope = (s0 * (1 - s0)).sum().clamp_min(torch.finfo(p.dtype).tiny)
-    return t0 + (torch.sigmoid((p - t0) / tau).sum() - target) * tau.detach() / slope
+        s0 = torch.sigmoid((p - t0) / tau_c) * mask
+        slope = (s0 * (1 - s0)).sum(1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+    live = (torch.sigmoid((p - t0) / tau_c) * mask).sum(1, keepdim=True)
+    return t0 + (live - target[:, None]) * tau_c.detach() / slope
 
 
-def relax_count(z: torch.Tensor, target: float, tau_fraction: float) -> Relaxed:
-    """The relaxed top-`target` membership whose soft count equals the target by
-    construction: the threshold solves the count instead of being a quantile that a
-    regularizer pulls toward it. With no sharp step needed to hold the count, tau can
-    be soft (tau_fraction * std(p)), so rows away from the boundary get gradient too."""
-    p = torch.softmax(z.double(), dim=0)
-    std = p.std(unbiased=False)
-    tau = tau_fraction * std if float(std.detach()) > 0 else torch.ones((), dtype=p.dtype)
-    if target >= len(p):
-        s = torch.ones_like(p)
-        return Relaxed(p, float("-inf"), float(tau.detach()), s, torch.zeros((), dtype=p.dtype))
-    t = count_threshold(p, target, tau)
-    s = torch.sigmoid((p - t) / tau)
-    return Relaxed(p, float(t.detach()), float(tau.detach()), s,
-                   torch.abs(s.sum() - target) / target)
+def relax_count(z: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
+                tau_fraction: float) -> torch.Tensor:
+    """s [R, n]: per row, the relaxed top-`target` membership over its valid entries whose
+    soft count equals the target by construction (0 on padding).
+
+    The threshold solves the count instead of being a quantile that a regularizer
+    pulls toward it. With no sharp step needed to hold the count, tau can be soft
+    (tau_fraction * std(p)), so rows away from the boundary get gradient too. A row
+    whose target covers all its entries selects them all (s = 1, no gradient).
+    """
+    z = z.double().masked_fill(~mask, float("-inf"))
+    p = torch.softmax(z, dim=1).masked_fill(~mask, 0.0)
+    n = mask.sum(1)
+    mean = p.sum(1) / n
+    std = torch.sqrt((((p - mean[:, None]) ** 2) * mask).sum(1) / n)
+    tau = torch.where(std > 0, tau_fraction * std, torch.ones_like(std))
+    full = target >= n
+    t = count_threshold(p, mask, torch.where(full, n - 0.5, target).double(), tau)
+    s = torch.sigmoid((p - t) / tau[:, None]) * mask
+    return torch.where(full[:, None], mask.to(s), s)

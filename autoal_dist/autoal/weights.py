@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from autoal_dist.autoal.relax import aggregate, relax_count
+from autoal_dist.autoal.relax import relax_count
 from autoal_dist.config import AutoALConfig
 
 WINDOW = 10  # steps over which "the weights stopped moving" is judged
@@ -57,45 +57,58 @@ def masked_softmax(theta: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     return torch.softmax(theta.masked_fill(~active, float("-inf")), dim=0)
 
 
+def padded(evidence: list[Evidence]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(memberships [R, n, M'], reward [R, n], mask [R, n]): rounds padded to one shape, so
+    a step relaxes every round in a few array operations instead of R small ones."""
+    n = max(len(e.reward) for e in evidence)
+    width = evidence[-1].memberships.shape[1]
+    member = np.zeros((len(evidence), n, width))
+    reward = np.zeros((len(evidence), n))
+    mask = np.zeros((len(evidence), n), bool)
+    for k, e in enumerate(evidence):
+        member[k, :len(e.reward)] = e.memberships
+        reward[k, :len(e.reward)] = e.reward
+        mask[k, :len(e.reward)] = True
+    return torch.from_numpy(member), torch.from_numpy(reward), torch.from_numpy(mask)
+
+
 def fit_weights(evidence: list[Evidence], active: np.ndarray, a: AutoALConfig,
                 seed: int) -> WeightFit:
     """Fit theta on `evidence` (the current round last); `active` masks columns that do
-    not take part this round (the loss column while L is too small for it)."""
+    not take part this round (the loss column while L is too small for it). `seed` is
+    unused (the fit is deterministic) and kept for the Ray Train job's signature."""
     current = evidence[-1]
-    decay = np.array([a.evidence_decay ** (current.round - e.round) for e in evidence])
-    q_eff = float((decay * np.array([e.q for e in evidence])).sum())
-    mask = torch.from_numpy(np.asarray(active, bool))
-    rows = [(torch.from_numpy(e.memberships.astype(np.float64)),
-             torch.from_numpy(e.reward.astype(np.float64))) for e in evidence]
+    decay = torch.tensor([a.evidence_decay ** (current.round - e.round) for e in evidence],
+                         dtype=torch.float64)
+    q = torch.tensor([float(e.q) for e in evidence], dtype=torch.float64)
+    q_eff = float((decay * q).sum())
+    col = torch.from_numpy(np.asarray(active, bool))
+    member, reward, mask = padded(evidence)
     theta = torch.zeros(len(active), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=a.weights_lr)
 
-    def objective() -> tuple[torch.Tensor, torch.Tensor]:
-        w = masked_softmax(theta, mask)
-        gain = torch.zeros((), dtype=torch.float64)
-        for d, e, (member, reward) in zip(decay, evidence, rows):
-            rel = relax_count(aggregate(member, w), e.q, a.weights_tau)
-            gain = gain + d * (reward * rel.s).sum() / e.q
-        centered = theta[mask] - theta[mask].mean()
-        return -gain / decay.sum() + a.shrink / q_eff * (centered ** 2).sum(), w
+    def objective() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        w = masked_softmax(theta, col)
+        s = relax_count(member @ w, mask, q, a.weights_tau)
+        gain = (decay * (reward * s).sum(1) / q).sum() / decay.sum()
+        centered = theta[col] - theta[col].mean()
+        return -gain + a.shrink / q_eff * (centered ** 2).sum(), w, s
 
-    history = [masked_softmax(theta, mask).detach().numpy()]
+    history = [masked_softmax(theta, col).detach().numpy()]
     it = 0
     for it in range(1, a.search_iters + 1):
         opt.zero_grad(set_to_none=True)
-        loss, _ = objective()
-        loss.backward()
+        objective()[0].backward()
         opt.step()
-        history.append(masked_softmax(theta, mask).detach().numpy())
+        history.append(masked_softmax(theta, col).detach().numpy())
         if it >= WINDOW and np.abs(history[-1] - history[-1 - WINDOW]).max() < a.tol:
             break
     opt.zero_grad(set_to_none=True)
-    loss, w = objective()
+    loss, w, s = objective()
     loss.backward()
-    member, reward = rows[-1]
-    z = aggregate(member, w.detach())
-    rel = relax_count(z, current.q, a.weights_tau)
-    corr = spearmanr(z.numpy(), reward.numpy()).statistic if len(reward) > 2 else np.nan
+    last = mask[-1]
+    z, r = (member[-1] @ w.detach())[last].numpy(), reward[-1][last].numpy()
+    corr = spearmanr(z, r).statistic if len(r) > 2 else np.nan
     return WeightFit(theta.detach().numpy().copy(), w.detach().numpy().copy(),
-                     it if a.search_iters else 0, float(rel.s.sum()), float(current.q),
+                     it if a.search_iters else 0, float(s[-1].detach().sum()), float(current.q),
                      float(theta.grad.norm()), float(corr))
