@@ -19,7 +19,8 @@ from autoal_dist.autoal.crossfit import (
     standardize,
 )
 from autoal_dist.autoal.memberships import membership_matrix, pick_count
-from autoal_dist.autoal.report import SEARCH_FILE, EVIDENCE_FILE
+from autoal_dist.autoal.relax import relax_count
+from autoal_dist.autoal.report import EVIDENCE_FILE, SEARCH_FILE
 from autoal_dist.autoal.weights import Evidence, fit_weights
 from autoal_dist.cli import main
 from autoal_dist.config import AutoALConfig
@@ -92,6 +93,22 @@ def test_inactive_column_gets_no_weight():
 def test_zero_search_iterations_is_the_uniform_vote():
     fit = fit_weights([planted_round(1, 60, seed=1)], ACTIVE, AutoALConfig(search_iters=0), seed=0)
     assert fit.iterations == 0 and np.all(fit.weights == 1.0 / M)
+
+
+def test_count_exact_relaxation_per_padded_row():
+    """Each row's soft count equals its target exactly (padding excluded), the gradient reaches
+    z, and a row whose target covers every entry selects them all."""
+    rng = np.random.default_rng(0)
+    z = torch.from_numpy(rng.normal(size=(3, 50))).requires_grad_(True)
+    mask = torch.ones(3, 50, dtype=torch.bool)
+    mask[1, 30:] = False
+    mask[2, 8:] = False
+    target = torch.tensor([10.0, 5.0, 8.0], dtype=torch.float64)
+    s = relax_count(z, mask, target, 1.0)
+    np.testing.assert_allclose(s.sum(1).detach().numpy(), [10.0, 5.0, 8.0], rtol=1e-9)
+    assert (s[~mask] == 0).all() and (s[2, :8] == 1).all()
+    (s[0, :5].sum() + s[1, :5].sum()).backward()
+    assert torch.isfinite(z.grad).all() and z.grad[:2].abs().sum() > 0
 
 
 # ---- cross-fitting ---------------------------------------------------------------------
