@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoal_dist import label_studio
@@ -36,6 +36,8 @@ class LabelRow:
 class LabelFile:
     rows: list[LabelRow]
     export: ExportSummary | None  # what a Label Studio export held; None for a CSV
+    # (where, id, round) of each sample the file names without a label: checked all the same
+    unlabeled: list[tuple[str, int, int | None]] = field(default_factory=list)
 
 
 def read_label_file(path: Path, num_classes: int) -> LabelFile:
@@ -59,7 +61,7 @@ def read_label_file(path: Path, num_classes: int) -> LabelFile:
     except ExportError as e:
         raise LabelError(str(e)) from None
     rows = [LabelRow(f"task {c.task}", c.id, c.label, c.round) for c in export.choices]
-    return LabelFile(rows, export)
+    return LabelFile(rows, export, [(f"task {t}", i, r) for t, i, r in export.unlabeled])
 
 
 def read_label_csv(text: str, where: str) -> list[LabelRow]:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from autoal_dist import store
-from autoal_dist.label_files import LabelError, LabelRow, read_label_file
+from autoal_dist.label_files import LabelError, read_label_file
 from autoal_dist.label_studio import ExportSummary
 from autoal_dist.labeling import (LABELS_DIR, LABELS_SCHEMA, awaiting_round, progress,
                                   read_labels, shown_location)
@@ -74,10 +74,15 @@ def import_labels(run_dir: Path, path: Path, num_classes: int, relabel: bool = F
     old = read_labels(run_dir)
     known = dict(zip(old.column("id").to_pylist(), old.column("label").to_pylist()))
     open_rounds = {p.round for p in progress(run_dir) if not p.complete}
+    for at, id_, round_ in file.unlabeled:  # a foreign task is refused even if unlabeled
+        _check_id(id_, round_, f"{where} {at}", split, round_of)
     plan = _Plan()
     for row in file.rows:
         at = f"{where} {row.at}"
-        _check_row(row, at, split, round_of, num_classes)
+        _check_id(row.id, row.round, at, split, round_of)
+        if not 0 <= row.label < num_classes:
+            raise LabelError(f"{at}: label {row.label} for id {row.id} is out of range; allowed "
+                             f"0..{num_classes - 1}")
         r, recorded = round_of[row.id], known.get(row.id)
         if file.export is not None and not relabel and r not in open_rounds:
             plan.ignored += 1
@@ -98,25 +103,22 @@ def import_labels(run_dir: Path, path: Path, num_classes: int, relabel: bool = F
     return _summary(run_dir, file.export, plan, retrained)
 
 
-def _check_row(row: LabelRow, at: str, split: np.ndarray, round_of: dict[int, int],
-               num_classes: int) -> None:
-    """One label against the run: a queried pool id (of the round the file says), a class."""
-    if not 0 <= row.id < len(split):
-        raise LabelError(f"{at}: id {row.id} is not a sample of this campaign (pool ids are "
+def _check_id(id_: int, round_: int | None, at: str, split: np.ndarray,
+              round_of: dict[int, int]) -> None:
+    """A queried pool id, of the round the file says (when it says one)."""
+    if not 0 <= id_ < len(split):
+        raise LabelError(f"{at}: id {id_} is not a sample of this campaign (pool ids are "
                          f"0..{(split == 'train').sum() - 1})")
-    if split[row.id] != "train":
-        raise LabelError(f"{at}: id {row.id} is in the {split[row.id]} split; only queried pool "
+    if split[id_] != "train":
+        raise LabelError(f"{at}: id {id_} is in the {split[id_]} split; only queried pool "
                          "samples take labels")
-    if row.id not in round_of:
-        raise LabelError(f"{at}: id {row.id} was not queried (it is in no exported batch); "
+    if id_ not in round_of:
+        raise LabelError(f"{at}: id {id_} was not queried (it is in no exported batch); "
                          "labels are only taken for journaled batches")
-    if row.round is not None and row.round != round_of[row.id]:
-        raise LabelError(f"{at}: id {row.id} is a task of round {row.round}, but this campaign "
-                         f"queried it in round {round_of[row.id]}; the export belongs to another "
+    if round_ is not None and round_ != round_of[id_]:
+        raise LabelError(f"{at}: id {id_} is a task of round {round_}, but this campaign "
+                         f"queried it in round {round_of[id_]}; the export belongs to another "
                          "campaign")
-    if not 0 <= row.label < num_classes:
-        raise LabelError(f"{at}: label {row.label} for id {row.id} is out of range; allowed "
-                         f"0..{num_classes - 1}")
 
 
 def _record(run_dir: Path, plan: _Plan, known: dict[int, int], round_of: dict[int, int],

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 LOCAL_FILES_URL = "/data/local-files/?d="  # Label Studio's URL prefix for served local files
@@ -63,6 +64,7 @@ class ExportSummary:
 
     tasks: int = 0
     choices: list[Choice] = field(default_factory=list)
+    unlabeled: list[tuple[int, int, int | None]] = field(default_factory=list)  # task, id, round
     skipped: int = 0  # every annotation cancelled (Skip), choice or not
     unannotated: int = 0  # no annotation, or the newest kept one chose nothing
 
@@ -91,33 +93,49 @@ def read_export(text: str, where: str, num_classes: int) -> ExportSummary:
     if "annotation_id" in tasks[0] and "annotations" not in tasks[0]:
         raise ExportError(f"{where} is Label Studio's JSON-MIN export; use Export > JSON (with "
                           "annotation history), not JSON-MIN")
-    seen: dict[int, tuple[int | None, list[tuple]]] = {}  # id -> (round, annotations)
+    samples: dict[int, _Sample] = {}
     for t in tasks:
         id_, round_, at = _task_data(t, where)
         annotations = t.get("annotations")
         if not isinstance(annotations, list):
             raise ExportError(f"{at} has no annotations list; not a Label Studio JSON export")
-        first_round, seen_annotations = seen.setdefault(id_, (round_, []))
-        if first_round != round_:
+        sample = samples.setdefault(id_, _Sample(t["id"], round_))
+        if sample.round != round_:
             raise ExportError(f"{at}: id {id_} has round {round_}, another task of it round "
-                              f"{first_round}; the project mixes campaigns")
+                              f"{sample.round}; the project mixes campaigns")
         for a in annotations:  # cancelled ones too: a wrong config shows in any of them
-            cancelled, label = _cancelled(a, at), _label(a, at, num_classes)
-            seen_annotations.append((_when(a, at), cancelled, label, t["id"]))
+            sample.annotations.append(_Annotation(_when(a, at), _cancelled(a, at),
+                                                  _label(a, at, num_classes), t["id"]))
     summary = ExportSummary(tasks=len(tasks))
-    for id_, (round_, annotations) in seen.items():
-        kept = [a for a in annotations if not a[1]]
-        if not kept:
-            summary.skipped += bool(annotations)
-            summary.unannotated += not annotations
+    for id_, sample in samples.items():
+        kept = [a for a in sample.annotations if not a.cancelled]
+        newest = max(kept, key=lambda a: a.when) if kept else None
+        if newest is not None and newest.label is not None:
+            summary.choices.append(Choice(newest.task, id_, sample.round, newest.label))
             continue
-        _, _, label, task_id = max(kept, key=lambda a: a[0])
-        if label is None:
-            summary.unannotated += 1
+        summary.unlabeled.append((sample.task, id_, sample.round))
+        if sample.annotations and newest is None:
+            summary.skipped += 1
         else:
-            summary.choices.append(Choice(task_id, id_, round_, label))
+            summary.unannotated += 1
     summary.choices.sort(key=lambda c: c.task)
     return summary
+
+
+class _Annotation(NamedTuple):
+    when: tuple[datetime, int]
+    cancelled: bool
+    label: int | None
+    task: int
+
+
+@dataclass
+class _Sample:
+    """One pool id's tasks in the export (more than one if its task was imported twice)."""
+
+    task: int  # the first task, to name it in messages
+    round: int | None
+    annotations: list[_Annotation] = field(default_factory=list)
 
 
 def _task_data(t: dict, where: str) -> tuple[int, int | None, str]:

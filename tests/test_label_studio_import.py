@@ -197,9 +197,9 @@ def _result(**changes):
     return edit
 
 
-def _data(**changes):
+def _data(task: int = 0, **changes):
     def edit(tasks):
-        tasks[0]["data"].update(changes)
+        tasks[task]["data"].update(changes)
     return edit
 
 
@@ -212,6 +212,8 @@ BAD_EXPORTS = [
     ("two-choices", lambda f: _export(f, _result(value={"choices": ["1", "2"]})),
      "exactly one class"),
     ("id-not-in-pool", lambda f: _export(f, _data(id=100_000)), "id 100000 is not a sample"),
+    ("unannotated-task-not-in-pool", lambda f: _export(f, _data(1, id=100_000)),
+     "id 100000 is not a sample"),
     ("task-without-pool-id", lambda f: _export(f, _data(id=None)), "data.id None"),
     ("round-of-another-campaign", lambda f: _export(f, _data(round=3)),
      "another campaign"),
