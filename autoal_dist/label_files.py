@@ -78,6 +78,9 @@ def read_label_csv(text: str, where: str) -> list[LabelRow]:
         if header.count("id") != 1 or header.count("label") != 1:
             raise LabelError(f"{where}: header {','.join(header)!r} must name the columns "
                                  "id and label once each (other columns are ignored)")
+        if {"annotation_id", "annotator"} <= set(header):
+            raise LabelError(f"{where} is Label Studio's CSV export, whose id column holds Label "
+                             "Studio's task ids, not pool ids; use the project's Export > JSON")
         i_id, i_label = header.index("id"), header.index("label")
         for fields in reader:
             if not any(f.strip() for f in fields):

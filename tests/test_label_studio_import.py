@@ -236,6 +236,16 @@ def test_bad_export(awaiting, tmp_path, capsys, make, names):
     assert snapshot(run) == before
 
 
+def test_label_studio_csv_export_is_refused(awaiting, tmp_path, capsys):
+    """Label Studio's CSV (like JSON-MIN) puts its own task id in the id column."""
+    run, _ = awaiting
+    path = write(tmp_path, "export.csv", "annotation_id,annotator,created_at,id,image,label,"
+                 "lead_time,round,updated_at\n7,1,2025-05-01,3,x.png,1,2.5,0,2025-05-01\n")
+    before = snapshot(run)
+    fails_cleanly(capsys, ["import", str(run), "--labels", path], "Label Studio's CSV export")
+    assert snapshot(run) == before
+
+
 def test_truncated_json_is_refused(awaiting, tmp_path, capsys):
     run, _ = awaiting
     path = write(tmp_path, "export.json", '[{"id": 1, "annotations": [')
