@@ -182,6 +182,18 @@ def test_soft_count_within_20_percent_in_every_round(tmp_path):
     assert pq.read_table(out / EVIDENCE_FILE).num_rows == 140
 
 
+def test_campaign_learns_which_candidate_picks_informative_rows(tmp_path):
+    """A real campaign whose pool has one informative candidate: margin picks the labeled rows
+    with the highest held-out loss, random picks at random. Margin's weight wins from the
+    first rounds on and grows as evidence pools."""
+    out = run(tmp_path, "planted", "--strategy", "autoal", "--rounds", "4",
+              "--candidates", "margin,random", "--epochs", "5")
+    t = pq.read_table(out / SEARCH_FILE).to_pandas()
+    w = t.pivot(index="round", columns="strategy", values="weight")
+    assert (w.margin > w.random).all()
+    assert w.margin.iloc[-1] > 0.6 and w.margin.iloc[-1] >= w.margin.iloc[0]
+
+
 def test_autoal_without_search_or_loss_head_is_vote(tmp_path):
     vote = run(tmp_path, "vote", "--strategy", "vote", "--rounds", "2")
     autoal = run(tmp_path, "autoal", "--strategy", "autoal", "--rounds", "2",
