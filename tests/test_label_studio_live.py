@@ -30,7 +30,7 @@ import pytest
 
 from autoal_dist import label_import, labeling, store
 from autoal_dist.cli import main
-from test_bad_inputs import write
+from test_bad_inputs import fails_cleanly, snapshot, write
 
 LABEL_STUDIO_VERSION = "1.23.2"
 VENV = Path(__file__).resolve().parent.parent / ".venv-labelstudio"
@@ -255,3 +255,16 @@ def test_a_campaign_labeled_in_one_label_studio_project(lab, tmp_path, capsys):
 
     assert _recorded(run) == chosen  # the labels chosen, nothing else
     assert sorted(chosen) == store.labeled_ids(run).tolist()
+
+    # the export of a project made from another labeling config: refused, nothing recorded
+    other = server.call("POST", "/api/projects", {"title": "another project", "label_config": (
+        '<View><Image name="image" value="$image"/><Choices name="animal" toName="image">'
+        '<Choice value="cat"/><Choice value="dog"/></Choices></View>')})["id"]
+    task = next(iter(_import_round(server, other, round1).values()))
+    server.call("POST", f"/api/tasks/{task}/annotations", {"result": [
+        {"from_name": "animal", "to_name": "image", "type": "choices",
+         "value": {"choices": ["cat"]}}]})
+    before = snapshot(run)
+    fails_cleanly(capsys, ["import", str(run), "--labels",
+                           _export_json(server, other, tmp_path / "other.json")], "'animal'")
+    assert snapshot(run) == before
