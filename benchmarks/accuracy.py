@@ -102,6 +102,28 @@ def plot(res: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+COMBINERS = ("autoal", "autoal-paper", "vote", "albl", "random")  # not a single candidate
+
+
+def paired(aucs: dict[str, list[float]]) -> list[str]:
+    """AutoAL minus the plain vote and minus the best single candidate, seed by seed (the
+    same initial labels): the comparison that says whether the search adds anything."""
+    singles = [n for n in aucs if n not in COMBINERS]
+    rivals = [n for n in ("vote", max(singles, key=lambda n: np.mean(aucs[n]), default=None))
+              if n in aucs]
+    rows = []
+    for a in ("autoal", "autoal-paper"):
+        for b in rivals if a in aucs else []:
+            d = np.subtract(aucs[a], aucs[b])
+            rows.append(f"| {a} - {b} | {mean_std(d)} | {int((d > 0).sum())}/{len(d)} | "
+                        + ", ".join(f"{v:+.4f}" for v in d) + " |")
+    if not rows:
+        return []
+    return ["## AutoAL against the vote and the best single candidate, paired by seed", "",
+            "| difference in AUC | mean ± std | seeds won | per seed |", "|---|---|---:|---|",
+            *rows, ""]
+
+
 def report(res: dict, args: argparse.Namespace, seeds: list[int], iters: tuple[int, int],
            albl_line: str | None) -> str:
     aucs = {n: [learning_curve_auc(r["n"], a) for a in r["acc"]] for n, r in res.items()}
@@ -133,6 +155,7 @@ def report(res: dict, args: argparse.Namespace, seeds: list[int], iters: tuple[i
              "(`learning_curve_auc`); std is the sample std over seeds; seconds per campaign "
              "sum the recorded phases", "",
              "## Sorted by AUC", "", *table, ""]
+    lines += paired(aucs)
     if albl_line:
         lines += [f"ALBL's expert probabilities in its last queried round (mean over seeds): "
                   f"{albl_line}", ""]
