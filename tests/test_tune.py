@@ -46,8 +46,9 @@ def test_example_config_parses():
     sweep = parse_sweep(read_config_file(EXAMPLE))
     space = sweep.space
     assert len(space["candidates"].args) == 6 + 4 + 1  # subsets of 4 names, size >= 2
-    assert (space["autoal.searchnet_lr"].kind, space["autoal.search_iters"].args) == \
-        ("loguniform", (5, 20))
+    assert (space["autoal.shrink"].kind, space["autoal.search_iters"].args) == \
+        ("loguniform", (50, 400))
+    assert space["autoal.evidence_decay"].args == (0.0, 0.7, 1.0)
     assert sweep.scheduler == Asha(1, 2.0) and sweep.max_concurrent_trials == 2
     assert (sweep.metric, sweep.cpu, sweep.gpu, sweep.base.strategy) == ("auc", 1.0, 0.0, "autoal")
 
