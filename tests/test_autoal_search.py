@@ -51,12 +51,12 @@ def test_informative_candidate_wins_within_a_few_rounds():
     pooled, winners = [], []
     for k in range(1, 5):
         pooled.append(planted_round(k, 40 + 20 * k, seed=k))
-        fit = fit_weights(pooled, ACTIVE, a, seed=0)
+        fit = fit_weights(pooled, ACTIVE, a)
         winners.append(int(np.argmax(fit.weights)))
         assert abs(fit.soft_count - fit.target) <= 0.2 * fit.target
     assert winners[-2:] == [0, 0]
     assert fit.weights[0] > 1.5 / M  # well above uniform
-    vote = fit_weights(pooled, ACTIVE, AutoALConfig(search_iters=0), seed=0)
+    vote = fit_weights(pooled, ACTIVE, AutoALConfig(search_iters=0))
     assert fit.rank_corr > vote.rank_corr + 0.05  # ranks rows by held-out reward better
 
 
@@ -67,18 +67,18 @@ def test_thin_evidence_stays_near_uniform(n):
     amount of evidence already leads."""
     for seed in range(5):
         noise = fit_weights([planted_round(1, n, seed, informative=None)], ACTIVE,
-                            AutoALConfig(), seed=0)
+                            AutoALConfig())
         assert np.abs(noise.weights - 1 / M).max() < 0.3 / M
         assert noise.iterations < AutoALConfig().search_iters  # stopped: weights stopped moving
-        planted = fit_weights([planted_round(1, n, seed)], ACTIVE, AutoALConfig(), seed=0)
+        planted = fit_weights([planted_round(1, n, seed)], ACTIVE, AutoALConfig())
         assert planted.weights[0] == planted.weights.max() and planted.weights[0] > 1.05 / M
 
 
 def test_shrink_and_pooling_decide_how_far_the_weights_move():
     rounds = [planted_round(k, 60, seed=k) for k in range(1, 4)]
-    one = fit_weights(rounds[-1:], ACTIVE, AutoALConfig(), seed=0).weights[0]
-    pooled = fit_weights(rounds, ACTIVE, AutoALConfig(), seed=0).weights[0]
-    strong = fit_weights(rounds, ACTIVE, AutoALConfig(shrink=20.0), seed=0).weights[0]
+    one = fit_weights(rounds[-1:], ACTIVE, AutoALConfig()).weights[0]
+    pooled = fit_weights(rounds, ACTIVE, AutoALConfig()).weights[0]
+    strong = fit_weights(rounds, ACTIVE, AutoALConfig(shrink=20.0)).weights[0]
     assert pooled > one > 1 / M  # more (consistent) evidence moves the weight further
     assert strong < pooled  # a stronger prior keeps it nearer the vote
 
@@ -86,12 +86,12 @@ def test_shrink_and_pooling_decide_how_far_the_weights_move():
 def test_inactive_column_gets_no_weight():
     ev = planted_round(1, 60, seed=1)
     ev = Evidence(1, np.hstack([ev.memberships, np.zeros((60, 1), np.float32)]), ev.reward, ev.q)
-    fit = fit_weights([ev], np.r_[ACTIVE, False], AutoALConfig(), seed=0)
+    fit = fit_weights([ev], np.r_[ACTIVE, False], AutoALConfig())
     assert fit.weights[-1] == 0.0 and fit.weights.sum() == pytest.approx(1.0)
 
 
 def test_zero_search_iterations_is_the_uniform_vote():
-    fit = fit_weights([planted_round(1, 60, seed=1)], ACTIVE, AutoALConfig(search_iters=0), seed=0)
+    fit = fit_weights([planted_round(1, 60, seed=1)], ACTIVE, AutoALConfig(search_iters=0))
     assert fit.iterations == 0 and np.all(fit.weights == 1.0 / M)
 
 

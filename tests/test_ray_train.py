@@ -152,8 +152,8 @@ def test_weights_fit_on_two_workers_equals_in_process(ray_cluster, tmp_path):
     evidence = [Evidence(1, membership_matrix(ids, picks),
                          rng.uniform(-0.5, 0.5, 60), 10)]
     active = np.ones(4, bool)
-    local = fit_weights(evidence, active, AutoALConfig(), seed=3)
-    job = fit_weights_job(evidence, active, AutoALConfig(), 3, workers=2, use_gpu=False,
+    local = fit_weights(evidence, active, AutoALConfig())
+    job = fit_weights_job(evidence, active, AutoALConfig(), workers=2, use_gpu=False,
                           storage=tmp_path, name="weights")
     np.testing.assert_array_equal(job.weights, local.weights)
     assert (job.iterations, job.soft_count) == (local.iterations, local.soft_count)

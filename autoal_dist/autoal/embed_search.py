@@ -91,12 +91,12 @@ def search(ctx: "RoundContext", r: float, seed: int) -> EmbedSearch:
         from autoal_dist.distributed.search_train import fit_weights_job
         from autoal_dist.remote import train_location
 
-        fit = fit_weights_job(evidence, active, a, seed, workers=ctx.cfg.workers,
+        fit = fit_weights_job(evidence, active, a, workers=ctx.cfg.workers,
                               use_gpu=ctx.cfg.gpu,
                               storage=train_location(ctx.run_dir, ctx.cfg.workers),
                               name=f"search{ctx.round:03d}")
     else:
-        fit = fit_weights(evidence, active, a, seed)
+        fit = fit_weights(evidence, active, a)
     report.record(ctx.run_dir, report.EVIDENCE_FILE,
                   report.evidence_table(current.round, ctx.labeled, current.reward, current.q,
                                         current.memberships))

@@ -72,11 +72,10 @@ def padded(evidence: list[Evidence]) -> tuple[torch.Tensor, torch.Tensor, torch.
     return torch.from_numpy(member), torch.from_numpy(reward), torch.from_numpy(mask)
 
 
-def fit_weights(evidence: list[Evidence], active: np.ndarray, a: AutoALConfig,
-                seed: int) -> WeightFit:
+def fit_weights(evidence: list[Evidence], active: np.ndarray, a: AutoALConfig) -> WeightFit:
     """Fit theta on `evidence` (the current round last); `active` masks columns that do
-    not take part this round (the loss column while L is too small for it). `seed` is
-    unused (the fit is deterministic) and kept for the Ray Train job's signature."""
+    not take part this round (the loss column while L is too small for it). Deterministic:
+    theta starts at uniform and every step is a fixed function of the evidence."""
     current = evidence[-1]
     decay = torch.tensor([a.evidence_decay ** (current.round - e.round) for e in evidence],
                          dtype=torch.float64)

@@ -119,19 +119,19 @@ def weights_loop(config: dict[str, Any]) -> None:
     """Mode embed on a Train worker: the strategy-level fit is a few hundred steps on a
     vector of M logits, so splitting it would cost more in collectives than it computes;
     every worker runs the same deterministic fit and rank 0 reports it."""
-    evidence, active, autoal_cfg, seed = ray.get(config["problem"])
-    fit = fit_weights(evidence, active, autoal_cfg, seed)
+    evidence, active, autoal_cfg = ray.get(config["problem"])
+    fit = fit_weights(evidence, active, autoal_cfg)
     state = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v  # weights_only-loadable
              for k, v in dataclasses.asdict(fit).items()}
     report_state({"fit": state}, {"done": 1},
                  ray.train.get_context().get_world_rank(), config["local_dir"])
 
 
-def fit_weights_job(evidence: list[Evidence], active: np.ndarray, a: AutoALConfig, seed: int, *,
+def fit_weights_job(evidence: list[Evidence], active: np.ndarray, a: AutoALConfig, *,
                     workers: int, use_gpu: bool, storage: str | Path, name: str,
                     max_failures: int = 2) -> WeightFit:
     """`fit_weights` as a Ray Train job on `workers` workers (the same result as in-process)."""
-    state = run_job(weights_loop, {"problem": ray.put((evidence, active, a, seed))},
+    state = run_job(weights_loop, {"problem": ray.put((evidence, active, a))},
                     workers=workers, use_gpu=use_gpu, storage=storage, name=name,
                     max_failures=max_failures)
     return WeightFit(**{k: v.numpy() if isinstance(v, torch.Tensor) else v
