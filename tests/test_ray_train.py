@@ -98,7 +98,7 @@ def search_inputs():
     rng = np.random.default_rng(0)
     search, fit = Rows.of(data, np.arange(0, 150)), Rows.of(data, np.arange(150, 300))
     memberships = (rng.random((150, 3)) < 0.2).astype(np.float64)
-    job = SearchJob(cfg, data.input_shape, data.num_classes, r=0.1, seed=5)
+    job = SearchJob(cfg, data.input_shape, data.num_classes, seed=5)
     return job, search, fit, memberships, Normalizer.fit(data.train_x)
 
 
@@ -110,7 +110,7 @@ def test_search_local_mode_equals_in_process(ray_cluster, tmp_path):
     torch.set_num_threads(job.cfg.train.threads)
     torch.manual_seed(job.seed)
     models = build_models(job.cfg, job.input_shape, job.num_classes, "cpu")
-    train_search(models, search, memberships, fit, job.r, job.cfg.autoal, norm, "cpu", job.seed)
+    train_search(models, search, memberships, fit, job.cfg.autoal, norm, "cpu", job.seed)
     searchnet, fitnet = fit_search(job, search, fit, memberships, norm, workers=0,
                                    use_gpu=False, storage=tmp_path, name="s0")
     assert same_weights(models.searchnet, searchnet) and same_weights(models.fitnet, fitnet)

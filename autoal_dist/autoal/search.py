@@ -184,7 +184,7 @@ def batch_target(memberships: torch.Tensor) -> float:
 
 
 def train_search(models: SearchModels, search: Rows, memberships: np.ndarray, fit: Rows,
-                 r: float, a: AutoALConfig, normalize: Normalizer, device: str,
+                 a: AutoALConfig, normalize: Normalizer, device: str,
                  seed: int, comm: Comm | None = None) -> None:
     """FitNet pre-fit on L_fit, then `search_iters` joint first-order steps.
 
@@ -303,7 +303,7 @@ def search_round(ctx: "RoundContext", r: float) -> tuple[SearchNet, dict[str, fl
         from autoal_dist.distributed.search_train import SearchJob, fit_search
         from autoal_dist.remote import train_location
 
-        job = SearchJob(cfg, ctx.data.input_shape, ctx.data.num_classes, r, seed)
+        job = SearchJob(cfg, ctx.data.input_shape, ctx.data.num_classes, seed)
         searchnet, fitnet = fit_search(job, search, fit, memberships, ctx.normalize,
                                        workers=cfg.workers, use_gpu=cfg.gpu,
                                        storage=train_location(ctx.run_dir, cfg.workers),
@@ -312,7 +312,7 @@ def search_round(ctx: "RoundContext", r: float) -> tuple[SearchNet, dict[str, fl
     else:
         torch.manual_seed(seed)
         models = build_models(cfg, ctx.data.input_shape, ctx.data.num_classes, ctx.device)
-        train_search(models, search, memberships, fit, r, a, ctx.normalize, ctx.device, seed)
+        train_search(models, search, memberships, fit, a, ctx.normalize, ctx.device, seed)
         searchnet, fitnet = models.searchnet, models.fitnet
     diag = paper_diagnostics(searchnet, fitnet, search, memberships, a, ctx.normalize,
                              ctx.device, seed)

@@ -70,7 +70,6 @@ class SearchJob:
     cfg: Config
     input_shape: tuple[int, ...]
     num_classes: int
-    r: float
     seed: int
 
 
@@ -89,7 +88,7 @@ def search_loop(config: dict[str, Any]) -> None:
         models.searchnet = torch.nn.SyncBatchNorm.convert_sync_batchnorm(models.searchnet)
         models.fitnet = torch.nn.SyncBatchNorm.convert_sync_batchnorm(models.fitnet)
     comm = Collective(rank, world) if world > 1 else None
-    train_search(models, search, memberships, fit, job.r, job.cfg.autoal, normalize, device,
+    train_search(models, search, memberships, fit, job.cfg.autoal, normalize, device,
                  job.seed, comm)
     state = {net: {k: v.cpu() for k, v in getattr(models, net).state_dict().items()}
              for net in ("searchnet", "fitnet")}
