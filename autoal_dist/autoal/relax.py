@@ -1,6 +1,6 @@
-"""The relaxed top-r membership (AUTOAL.md steps 3-5): z = A.w, p = softmax(z), s, soft count c.
+"""The relaxed top-r membership (paper mode; docs/autoal.md): z = A.w, p = softmax(z), s, soft count c.
 
-Two choices AUTOAL.md leaves open, made here on measurements (issue #4 note):
+Two choices the paper leaves open, made here on measurements (issue #4 note):
 - t and tau are differentiated through. t follows p (it is a quantile of p); with
   t detached, the soft count's gradient pushes the samples near t down, t moves
   down with them, nothing changes, and sum(s) drifts to ~N/2 within a few dozen

@@ -4,7 +4,7 @@ L is split 50/50 afresh each round into L_fit and L_search; the candidates'
 memberships on L_search come from f's outputs once; FitNet is pre-fit on L_fit;
 then SearchNet, the loss head and FitNet take first-order steps together: one
 forward pass per iteration, each net stepping on its own objective with the
-others' outputs detached (AUTOAL.md's alternation; no second-order term).
+others' outputs detached (the paper's alternation; no second-order term).
 
 Batching: p, t, s and c are defined over the rows being relaxed. We relax over a
 minibatch of L_search per iteration, large enough that every candidate has about
@@ -126,7 +126,7 @@ class SearchModels:
 
 def build_models(cfg: Config, input_shape: tuple[int, ...], num_classes: int,
                  device: str) -> SearchModels:
-    """SearchNet (+ loss head) with cosine-decayed SGD, FitNet with Adam (AUTOAL.md step 6).
+    """SearchNet (+ loss head) with cosine-decayed SGD, FitNet with Adam (the paper's alternating updates; docs/autoal.md).
 
     The loss head uses SearchNet's momentum, weight decay and decay schedule (LPL's
     own recipe is SGD, momentum 0.9, wd 5e-4) at its own rate `loss_head_lr`.
