@@ -2,12 +2,17 @@
 
 Every loader returns a `Dataset` of plain numpy arrays: images as uint8 NHWC,
 flat features as float32 [N, F]. Pixels stay uint8 until a batch is fed to a
-model, so a 100k x 64x64x3 pool is 1.2 GB, not 4.9 GB.
+model, so a 100k x 64x64x3 pool is 1.2 GB, not 4.9 GB. The one exception is a
+stored pool (`pool:DIR_OR_URI`, data/stored_pool.py): its train_x is a lazy
+`StoredArray` that reads only the rows it is indexed with, and the Dataset then
+carries the content fingerprint and normaliser statistics recorded when the pool
+was written, so neither needs a pass over the pool.
 """
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -24,6 +29,23 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray
     num_classes: int
+    # Recorded by a stored pool's writer (None for in-memory loaders): the content
+    # fingerprint (what `fingerprint()` would compute) and the training split's
+    # per-channel (mean, std), float32, exactly what `Normalizer.fit(train_x)` gives.
+    known_fingerprint: str | None = None
+    normalizer_stats: tuple[np.ndarray, np.ndarray] | None = None
+
+    def fingerprint(self) -> str:
+        """A hash of the four arrays (shapes and bytes): the same data gives the same hash,
+        whether it is held in memory or read from its stored pool."""
+        if self.known_fingerprint is not None:
+            return self.known_fingerprint
+        return content_fingerprint(self.train_x, self.train_y, self.test_x, self.test_y)
+
+    @property
+    def is_stored(self) -> bool:
+        """Whether train_x stays on storage (a StoredArray) instead of in memory."""
+        return not isinstance(self.train_x, np.ndarray)
 
     @property
     def is_image(self) -> bool:
@@ -35,8 +57,26 @@ class Dataset:
         return tuple(self.train_x.shape[1:])
 
 
+FINGERPRINT_CHUNK = 16384  # rows hashed per step: any value gives the same hash
+
+
+def content_fingerprint(*arrays) -> str:
+    """blake2b-128 over each array's shape string and C-order bytes, streamed in row chunks
+    (so a lazy array is read a chunk at a time). `store.dataset_fingerprint` is this over
+    (train_x, train_y, test_x, test_y)."""
+    h = hashlib.blake2b(digest_size=16)
+    for arr in arrays:
+        h.update(str(tuple(int(d) for d in arr.shape)).encode())
+        for lo in range(0, len(arr), FINGERPRINT_CHUNK):
+            h.update(np.asarray(arr[lo:lo + FINGERPRINT_CHUNK]).tobytes())
+    return h.hexdigest()
+
+
 def validate(ds: Dataset) -> Dataset:
-    """Check shapes, dtypes, label ranges and finiteness; raise DataError naming the problem."""
+    """Check shapes, dtypes, label ranges and finiteness; raise DataError naming the problem.
+
+    A lazy (stored) array is checked from its metadata only: reading it whole to test
+    finiteness would defeat keeping it on storage; its writer checked that instead."""
     for split in ("train", "test"):
         x, y = getattr(ds, f"{split}_x"), getattr(ds, f"{split}_y")
         where = f"dataset {ds.name!r} {split} split"
@@ -52,7 +92,7 @@ def validate(ds: Dataset) -> Dataset:
         elif x.ndim == 2:
             if not np.issubdtype(x.dtype, np.floating):
                 raise DataError(f"{where}: features must be float, got dtype {x.dtype}")
-            if not np.isfinite(x).all():
+            if isinstance(x, np.ndarray) and not np.isfinite(x).all():
                 raise DataError(f"{where}: features contain NaN or inf")
         else:
             raise DataError(f"{where}: expected images [N,H,W,C] or features [N,F], got {x.shape}")

@@ -7,6 +7,7 @@ so training is reproducible for a seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,11 +19,12 @@ class Normalizer:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> "Normalizer":
+    def fit(cls, x: np.ndarray) -> Normalizer:
         """Per-channel statistics, accumulated in chunks (a 1.2 GB pool stays 1.2 GB)."""
         axes = (0, 1, 2) if x.ndim == 4 else (0,)
         n = 0
-        s = s2 = 0.0
+        s: Any = 0.0  # float64 arrays after the first chunk
+        s2: Any = 0.0
         for lo in range(0, len(x), 8192):
             c = x[lo:lo + 8192].astype(np.float64)
             s = s + c.sum(axis=axes)
@@ -31,6 +33,16 @@ class Normalizer:
         mean = s / n
         std = np.sqrt(np.maximum(s2 / n - mean**2, 1e-12))
         return cls(mean.astype(np.float32), std.astype(np.float32))
+
+    @classmethod
+    def for_dataset(cls, data) -> Normalizer:
+        """The statistics of `data.train_x`: those a stored pool recorded when it was written
+        (bit-identical to `fit`, without reading the pool), else `fit(data.train_x)`."""
+        stats = getattr(data, "normalizer_stats", None)
+        if stats is not None:
+            mean, std = stats
+            return cls(np.asarray(mean, np.float32), np.asarray(std, np.float32))
+        return cls.fit(data.train_x)
 
     def __call__(self, x: np.ndarray) -> torch.Tensor:
         """A batch of uint8 NHWC images (or float features) -> float32 NCHW (or [n, F])."""

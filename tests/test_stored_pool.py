@@ -1,0 +1,337 @@
+"""Stored pools (data/stored_pool.py): the parquet format, its writer and the lazy reader.
+
+No Ray: a StoredArray is checked against the in-memory array it was written from, for
+every kind of index, across file and row-group boundaries, raw and PNG, images and
+features, on a local directory and on S3 (moto's server).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from autoal_dist.data import DataError, load_dataset, validate
+from autoal_dist.data.pool_read import StoredArray
+from autoal_dist.data.stored_pool import open_pool, read_meta, verify_pool, write_pool
+from autoal_dist.data.transforms import Normalizer
+
+GROUP = 64  # rows per row group in these tests; files hold 300 rows (not a multiple)
+PER_FILE = 300
+
+
+def project_fingerprint(data) -> str:
+    """The campaign's own dataset fingerprint (its module moves during the reorganisation)."""
+    for mod in ("autoal_dist.rundir", "autoal_dist.store"):
+        fn = getattr(importlib.import_module(mod), "dataset_fingerprint", None)
+        if fn is not None:
+            return fn(data)
+    pytest.fail("no dataset_fingerprint in autoal_dist.rundir or autoal_dist.store")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return load_dataset("synthetic:n=700,test=90,hw=6,c=3,classes=4")
+
+
+@pytest.fixture(scope="module")
+def features():
+    return load_dataset("synthetic:n=500,test=60,hw=7,c=0,classes=3")
+
+
+def write(data, tmp_path: Path, name: str = "pool", **kw) -> str:
+    kw = {"rows_per_file": PER_FILE, "rows_per_group": GROUP, **kw}
+    out = str(tmp_path / name)
+    write_pool(data, out, **kw)
+    return out
+
+
+def index_sets(n: int, rng: np.random.Generator) -> list:
+    """Index expressions numpy accepts on axis 0, crossing file and row-group boundaries."""
+    return [
+        rng.integers(0, n, 50),  # unsorted, with repeats
+        np.sort(rng.choice(n, 40, replace=False)),
+        np.array([PER_FILE - 1, PER_FILE, GROUP - 1, GROUP, n - 1, 0]),
+        [-1, -n, 3],
+        rng.integers(0, n, (3, 4)),  # a 2-D index array
+        np.array([], np.int64), [],
+        rng.random(n) < 0.1,  # a boolean mask
+        slice(None), slice(PER_FILE - 5, PER_FILE + GROUP + 5), slice(5, n - 3, 7),
+        slice(None, None, -3), slice(-10, None), slice(n + 5, n + 9), slice(7, 3),
+        0, n - 1, -1, PER_FILE, np.int64(GROUP),
+        (slice(10, 20), 2), (5, 1), (np.array([3, 1]), slice(None), 0),
+    ]
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png"])
+@pytest.mark.parametrize("which", ["digits", "images"])
+def test_stored_array_indexes_like_the_array(which, encoding, tmp_path, request, rng):
+    data = request.getfixturevalue(which)
+    stored = load_dataset(f"pool:{write(data, tmp_path, encoding=encoding)}")
+    x, ref = stored.train_x, data.train_x
+    assert isinstance(x, StoredArray) and len(data.train_x) > 2 * PER_FILE
+    assert (x.shape, x.dtype, x.ndim, len(x), x.nbytes) == (
+        ref.shape, ref.dtype, ref.ndim, len(ref), ref.nbytes)
+    for key in index_sets(len(ref), rng):
+        got, want = x[key], ref[key]
+        assert got.dtype == want.dtype and got.shape == want.shape, key
+        np.testing.assert_array_equal(got, want, err_msg=str(key))
+    np.testing.assert_array_equal(stored.train_y, data.train_y)
+    np.testing.assert_array_equal(stored.test_x, data.test_x)  # read into memory
+    np.testing.assert_array_equal(stored.test_y, data.test_y)
+    assert stored.num_classes == data.num_classes and stored.name.startswith("pool:")
+    with pytest.raises(IndexError):
+        x[len(ref)]
+    with pytest.raises(IndexError):
+        x[[0, -len(ref) - 1]]
+    with pytest.raises(TypeError, match="not converted implicitly"):
+        np.asarray(x)
+
+
+def test_features_round_trip(features, tmp_path, rng):
+    stored = load_dataset(f"pool:{write(features, tmp_path)}")
+    x = stored.train_x
+    assert x.shape == features.train_x.shape and x.dtype == np.float32
+    for key in index_sets(len(features.train_x), rng)[:12]:
+        np.testing.assert_array_equal(x[key], features.train_x[key])
+    assert stored.fingerprint() == project_fingerprint(features)
+    a, b = Normalizer.for_dataset(stored), Normalizer.fit(features.train_x)
+    assert a.mean.tobytes() == b.mean.tobytes() and a.std.tobytes() == b.std.tobytes()
+    with pytest.raises(DataError, match="for images"):
+        write_pool(features, str(tmp_path / "png"), encoding="png")
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png"])
+def test_fingerprint_and_normalizer_match_the_in_memory_dataset(digits, encoding, tmp_path):
+    stored = load_dataset(f"pool:{write(digits, tmp_path, encoding=encoding)}")
+    fp = project_fingerprint(digits)
+    assert digits.fingerprint() == fp  # Dataset.fingerprint computes what the campaign does
+    assert stored.fingerprint() == fp  # recorded at write time: no pass over the pool
+    assert stored.train_x.groups_read == 0
+    assert project_fingerprint(stored) == fp  # and recomputing it from storage agrees
+    want = Normalizer.fit(digits.train_x)
+    for got in (Normalizer.for_dataset(stored), Normalizer.fit(stored.train_x)):
+        assert got.mean.dtype == np.float32 and got.std.dtype == np.float32
+        assert got.mean.tobytes() == want.mean.tobytes()
+        assert got.std.tobytes() == want.std.tobytes()
+    assert verify_pool(str(tmp_path / "pool")).fingerprint == fp
+
+
+def test_a_range_reads_only_its_row_groups(digits, tmp_path):
+    x = load_dataset(f"pool:{write(digits, tmp_path)}").train_x
+    lo, hi = PER_FILE - 10, PER_FILE + 70  # file 0's last group, file 1's first two
+    np.testing.assert_array_equal(x[lo:hi], digits.train_x[lo:hi])
+    assert x.groups_read == 3
+    for b in range(lo, hi, 16):  # a batch-by-batch sweep hits the cache
+        x[b:b + 16]
+    assert x.groups_read == 3
+    bounds = x.row_group_bounds()
+    assert bounds[0] == 0 and bounds[-1] == len(x) and PER_FILE in bounds and GROUP in bounds
+
+    shard = x.view(100, 400)  # lazy; what an actor gets
+    assert isinstance(shard, StoredArray) and shard.shape == (300, 8, 8, 1)
+    assert shard.groups_read == 0
+    clone = pickle.loads(pickle.dumps(shard))
+    assert len(pickle.dumps(shard)) < 4096
+    np.testing.assert_array_equal(clone[:], digits.train_x[100:400])
+    np.testing.assert_array_equal(clone[[-1, 0, 150]], digits.train_x[[399, 100, 250]])
+    np.testing.assert_array_equal(clone.view(10, 20)[:], digits.train_x[110:120])
+    assert clone.row_group_bounds().tolist() == [0, 28, 92, 156, 200, 264, 300]
+
+
+def test_written_layout(digits, tmp_path):
+    meta = write_pool(digits, str(tmp_path / "p"), rows_per_file=PER_FILE, rows_per_group=GROUP)
+    files = sorted(p.relative_to(tmp_path / "p").as_posix()
+                   for p in (tmp_path / "p").rglob("*") if p.is_file())
+    n, m = len(digits.train_x), len(digits.test_x)
+    assert files == ["pool.json"] + [f"test/part-{i:05d}.parquet" for i in range(2)] + [
+        f"train/part-{i:05d}.parquet" for i in range(-(-n // PER_FILE))]
+    assert meta.rows("train") == n and meta.rows("test") == m
+    assert meta.splits["train"][0].row_groups == (64, 64, 64, 64, 44)
+    assert read_meta(str(tmp_path / "p")) == meta
+    pf = pq.ParquetFile(tmp_path / "p" / "train" / "part-00001.parquet")
+    assert pf.schema_arrow.field("sample").type == pa.binary(64)
+    np.testing.assert_array_equal(pf.read(columns=["id"]).column("id").to_numpy(),
+                                  np.arange(PER_FILE, 2 * PER_FILE))
+    # a stored pool can be copied, e.g. re-encoded, without reading it into memory
+    copy = write_pool(open_pool(str(tmp_path / "p")), str(tmp_path / "c"), encoding="png")
+    assert copy.fingerprint == meta.fingerprint and copy.encoding == "png"
+    np.testing.assert_array_equal(load_dataset(f"pool:{tmp_path / 'c'}").train_x[:],
+                                  digits.train_x)
+
+
+def test_validate_reads_no_samples(digits, tmp_path):
+    stored = open_pool(write(digits, tmp_path))
+    validate(stored)
+    assert stored.train_x.groups_read == 0 and stored.is_stored and not digits.is_stored
+
+
+# ---- errors: one line, naming the file ------------------------------------------------------
+
+
+def one_line_error(fn, *parts: str) -> str:
+    with pytest.raises(DataError) as err:
+        fn()
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    for part in parts:
+        assert part in msg, msg
+    return msg
+
+
+def rewrite(path: Path, **columns) -> None:
+    """Rewrite a part file with some columns replaced, keeping its schema and row groups."""
+    pf = pq.ParquetFile(path)
+    sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+    table = pf.read()
+    for name, values in columns.items():
+        table = table.set_column(table.schema.get_field_index(name),
+                                 table.schema.field(name), pa.array(values, pa.int64()))
+    with pq.ParquetWriter(path, pf.schema_arrow) as w:
+        lo = 0
+        for size in sizes:
+            w.write_table(table.slice(lo, size), row_group_size=size)
+            lo += size
+
+
+@pytest.fixture
+def pool(digits, tmp_path) -> Path:
+    return Path(write(digits, tmp_path))
+
+
+def test_missing_or_bad_pool_json(pool, tmp_path):
+    meta = pool / "pool.json"
+    text = meta.read_text()
+    meta.write_text("{not json")
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), str(meta), "not valid JSON")
+    meta.write_text(json.dumps({**json.loads(text), "version": 99}))
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), str(meta), "version 99")
+    broken = json.loads(text)
+    del broken["num_classes"]
+    meta.write_text(json.dumps(broken))
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), str(meta), "malformed")
+    meta.unlink()  # what a writer killed before its last step leaves
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), str(meta), "incomplete pool")
+    one_line_error(lambda: load_dataset(f"pool:{tmp_path / 'nowhere'}"),
+                   str(tmp_path / "nowhere"), "does not exist")
+    one_line_error(lambda: load_dataset("pool:"), "pool:DIR")
+
+
+def test_missing_or_unreadable_part_file(pool):
+    part = pool / "train" / "part-00002.parquet"
+    saved = part.read_bytes()
+    part.write_bytes(b"not parquet at all")
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), str(part), "cannot read")
+    part.unlink()
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), str(part), "missing")
+    part.write_bytes(saved)
+    x = load_dataset(f"pool:{pool}").train_x
+    part.unlink()  # gone after the pool was opened: the read names it
+    one_line_error(lambda: x[2 * PER_FILE + 5], str(part), "cannot read")
+
+
+def test_part_file_of_another_shape(pool, tmp_path, images):
+    other = Path(write(images, tmp_path, "other"))
+    part = pool / "train" / "part-00001.parquet"
+    shutil.copy(other / "train" / "part-00001.parquet", part)
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), str(part), "schema", "binary")
+
+
+def test_png_part_file_of_another_image_size(digits, tmp_path):
+    pool = Path(write(digits, tmp_path, encoding="png"))
+    bigger = load_dataset("synthetic:n=700,test=90,hw=9,c=1,classes=4")
+    other = Path(write(bigger, tmp_path, "other", encoding="png"))
+    part = pool / "test" / "part-00000.parquet"
+    shutil.copy(other / "test" / "part-00000.parquet", part)
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), str(part), "sample layout", "[9, 9, 1]")
+
+
+def test_part_file_replaced_by_one_of_other_row_groups(pool, digits):
+    x = load_dataset(f"pool:{pool}").train_x
+    part = pool / "train" / "part-00000.parquet"
+    pq.write_table(pq.read_table(part), part, row_group_size=100)
+    one_line_error(lambda: x[3], str(part), "pool.json records 300 rows in 5")
+
+
+def test_duplicate_ids_across_files(pool):
+    part = pool / "train" / "part-00001.parquet"
+    rewrite(part, id=np.arange(0, PER_FILE))  # file 1 repeats file 0's ids
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), str(part), "row 0 has id 0",
+                   "expected 300", str(pool / "train" / "part-00000.parquet"), "duplicate")
+
+
+def test_ids_not_0_to_n(pool):
+    part = pool / "train" / "part-00003.parquet"
+    ids = np.arange(3 * PER_FILE, 4 * PER_FILE)
+    ids[17] = 10**6
+    rewrite(part, id=ids)
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), str(part), "row 17 has id 1000000",
+                   f"expected {3 * PER_FILE + 17}")
+
+
+def test_labels_out_of_range(pool):
+    part = pool / "test" / "part-00001.parquet"
+    labels = pq.read_table(part).column("label").to_numpy().copy()
+    labels[4] = 10
+    rewrite(part, label=labels)
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), str(part), "row 4 has label 10",
+                   "[0, 9]")
+    labels[4] = -1
+    rewrite(part, label=labels)
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), str(part), "label -1")
+
+
+def test_writer_refuses_a_non_empty_target(digits, tmp_path):
+    target = tmp_path / "t"
+    target.mkdir()
+    (target / "something").write_text("x")
+    one_line_error(lambda: write_pool(digits, str(target)), str(target), "not empty")
+    one_line_error(lambda: write_pool(digits, str(tmp_path / "u"), encoding="jpeg"), "jpeg")
+
+
+# ---- S3 ---------------------------------------------------------------------------------------
+
+
+def test_s3_round_trip(s3_bucket, images, rng):
+    uri = f"{s3_bucket}/pools/images"
+    meta = write_pool(images, uri, rows_per_file=PER_FILE, rows_per_group=GROUP, encoding="png")
+    assert meta.fingerprint == project_fingerprint(images)
+    stored = load_dataset(f"pool:{uri}")
+    x = stored.train_x
+    assert x.location == uri
+    for key in index_sets(len(images.train_x), rng)[:10]:
+        np.testing.assert_array_equal(x[key], images.train_x[key])
+    shard = pickle.loads(pickle.dumps(x.view(250, 650)))  # as an actor would get it
+    np.testing.assert_array_equal(shard[:], images.train_x[250:650])
+    np.testing.assert_array_equal(stored.test_x, images.test_x)
+    assert verify_pool(uri) == meta
+    one_line_error(lambda: write_pool(images, uri), uri, "not empty")
+    one_line_error(lambda: load_dataset(f"pool:{s3_bucket}/nothing"), f"{s3_bucket}/nothing")
+
+
+def test_a_failed_write_leaves_no_pool(pool, tmp_path):
+    source = open_pool(str(pool))  # copying a pool whose 4th file vanishes mid-copy
+    (pool / "train" / "part-00003.parquet").unlink()
+    target = tmp_path / "copy"
+    one_line_error(lambda: write_pool(source, str(target), rows_per_file=PER_FILE),
+                   str(pool / "train" / "part-00003.parquet"))
+    assert (target / "train" / "part-00000.parquet").is_file()  # parts went first ...
+    assert not (target / "pool.json").exists()  # ... pool.json never came
+    one_line_error(lambda: load_dataset(f"pool:{target}"), "incomplete pool")
+
+
+@pytest.mark.parametrize("uri", ["s3://", "gopher://host/pool"])
+def test_bad_uris(uri, digits):
+    one_line_error(lambda: load_dataset(f"pool:{uri}"), uri)
+    one_line_error(lambda: write_pool(digits, uri), uri)
