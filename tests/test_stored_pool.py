@@ -335,3 +335,26 @@ def test_a_failed_write_leaves_no_pool(pool, tmp_path):
 def test_bad_uris(uri, digits):
     one_line_error(lambda: load_dataset(f"pool:{uri}"), uri)
     one_line_error(lambda: write_pool(digits, uri), uri)
+
+
+def test_pool_commands(tmp_path, capsys):
+    import argparse
+
+    from autoal_dist.data.pool_cli import add_pool_parser, cmd_pool
+
+    p = argparse.ArgumentParser()
+    add_pool_parser(p.add_subparsers(dest="command", required=True))
+    out = tmp_path / "pool"
+
+    def run(*argv: str) -> str:
+        assert cmd_pool(p.parse_args(list(argv))) == 0
+        return capsys.readouterr().out
+
+    text = run("pool", "write", "synthetic:n=300,test=40,hw=4,c=1,classes=3", "--to", str(out),
+               "--encoding", "png", "--rows-per-file", "100", "--rows-per-group", "32")
+    assert "300 train + 40 test samples 4x4x1 uint8 (png), 3 classes, 3 + 1 files" in text
+    assert f"--dataset pool:{out}" in text
+    assert "fingerprint" in run("pool", "info", str(out))
+    assert run("pool", "verify", str(out)).startswith("ok: ")
+    one_line_error(lambda: cmd_pool(p.parse_args(["pool", "write", "digits", "--to", str(out)])),
+                   "not empty")

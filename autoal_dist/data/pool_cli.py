@@ -1,0 +1,68 @@
+"""`autoal-dist pool write|info|verify`: the stored-pool commands, for cli.py to mount.
+
+    sub = parser.add_subparsers(...)
+    add_pool_parser(sub)              # registers `pool` with its three subcommands
+    COMMANDS["pool"] = cmd_pool       # returns an exit status; raises DataError to report
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from autoal_dist.data.pool_format import ENCODINGS, PoolMeta
+
+
+def add_pool_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add `pool` (with `write`, `info`, `verify`) to an argparse subparsers object."""
+    pool = sub.add_parser("pool", help="write a dataset as a stored pool (parquet files on a "
+                          "disk, shared mount or object store), inspect or verify one")
+    ops = pool.add_subparsers(dest="pool_command", required=True)
+    w = ops.add_parser("write", help="write DATASET to a new stored pool; runs then use "
+                       "--dataset pool:DIR_OR_URI and read it by row")
+    w.add_argument("dataset", help="dataset spec, as for run --dataset (e.g. tinyimagenet, "
+                   "npz:/data/pathmnist.npz)")
+    w.add_argument("--to", required=True, help="new (or empty) directory or URI "
+                   "(s3://bucket/pools/NAME, gs://...)")
+    w.add_argument("--data-root", dest="data_root", help="as for run --data-root")
+    w.add_argument("--encoding", choices=ENCODINGS, default="raw",
+                   help="images as raw uint8 bytes (default; fastest to read) or PNG "
+                   "(lossless; smaller for natural images, decoded on read)")
+    w.add_argument("--rows-per-file", dest="rows_per_file", type=int,
+                   help="rows per parquet file (default: 64 row groups)")
+    w.add_argument("--rows-per-group", dest="rows_per_group", type=int,
+                   help="rows per row group, the unit a reader fetches (default: ~4 MiB)")
+    i = ops.add_parser("info", help="print a stored pool's metadata (reads pool.json only)")
+    i.add_argument("location", help="the pool's directory or URI")
+    v = ops.add_parser("verify", help="read all of a stored pool and check it against its "
+                       "pool.json (files, ids, labels, fingerprint, normalizer statistics)")
+    v.add_argument("location", help="the pool's directory or URI")
+    return pool
+
+
+def describe(meta: PoolMeta, location: str) -> str:
+    shape = "x".join(map(str, meta.sample_shape))
+    files = {s: len(f) for s, f in meta.splits.items()}
+    return (f"{location}: {meta.rows('train')} train + {meta.rows('test')} test samples "
+            f"{shape} {meta.dtype} ({meta.encoding}), {meta.num_classes} classes, "
+            f"{files['train']} + {files['test']} files, from {meta.name}, "
+            f"fingerprint {meta.fingerprint}")
+
+
+def cmd_pool(args: argparse.Namespace) -> int:
+    from autoal_dist.data.base import load_dataset
+    from autoal_dist.data.pool_format import normalize_location
+    from autoal_dist.data.pool_read import read_meta, verify_pool
+    from autoal_dist.data.pool_write import write_pool
+
+    if args.pool_command == "write":
+        data = load_dataset(args.dataset, args.data_root)
+        meta = write_pool(data, args.to, args.rows_per_file, args.encoding,
+                          rows_per_group=args.rows_per_group)
+        print(describe(meta, normalize_location(args.to)))
+        print(f"use it with: --dataset pool:{args.to}")
+    elif args.pool_command == "info":
+        print(describe(read_meta(args.location), normalize_location(args.location)))
+    else:
+        meta = verify_pool(args.location)
+        print("ok: " + describe(meta, normalize_location(args.location)))
+    return 0
