@@ -6,26 +6,23 @@ stderr and exit code 2, raised before anything in the run directory changes.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from autoal_dist import __version__, remote, store
-from autoal_dist.store import CONFIG_FILE, dataset_fingerprint
-from autoal_dist.config import Config, ConfigError, build_config, read_config_file
+from autoal_dist import remote, rundir, __version__
+from autoal_dist.config import Config, ConfigError, read_config_file
+from autoal_dist.registry import load_config
 from autoal_dist.data import DataError, Dataset
-from autoal_dist.label_import import import_labels
+from autoal_dist.labeling.importer import import_labels
 from autoal_dist.labeling import LabelError, export_batch, next_steps
 from autoal_dist.remote import RemoteError
+from autoal_dist.rundir import RunDirError
 
 EXIT_USAGE = 2
 # Settings a resumed campaign may change: they alter how it runs, not what it selects.
 RESUMABLE_OVERRIDES = {"rounds", "shards", "workers", "gpu"}
-# How a run scores and trains (`--local` or `--ray`), kept in config.json for resume; run
-# directories from before it was kept were resumed on Ray unless --local was given.
-MODE_KEY, DEFAULT_MODE = "mode", "ray"
 
 
 class UsageError(Exception):
@@ -155,28 +152,19 @@ def fresh_location(cfg: Config) -> str:
     return str(out)
 
 
-def read_run_meta(run_dir: Path, flag: str) -> dict:
-    """The run directory's config.json: stored config, dataset fingerprint, class count."""
-    meta_path = run_dir / CONFIG_FILE
-    if not meta_path.is_file():
-        raise UsageError(f"{flag}: {remote.location_of(run_dir)} holds no {CONFIG_FILE}; not a "
-                         "campaign run directory")
-    return json.loads(meta_path.read_text())
-
-
 def stored_data(cfg: Config, meta: dict) -> Dataset:
     """The campaign's dataset, refused if it changed since the campaign started."""
     from autoal_dist.campaign import prepare_data
 
     data = prepare_data(cfg)
-    if dataset_fingerprint(data) != meta["dataset_fingerprint"]:
+    if rundir.dataset_fingerprint(data) != meta["dataset_fingerprint"]:
         raise UsageError(f"--dataset: the data of {cfg.dataset!r} changed since the campaign "
                          "started (fingerprint differs); the campaign needs the same data")
     return data
 
 
 def _resume_config(args: argparse.Namespace, run_dir: Path) -> tuple[Config, dict]:
-    meta = read_run_meta(run_dir, "--out")
+    meta = rundir.read_meta(run_dir, "--out")
     stored = meta["config"]
     overrides = _overrides(args)
     overrides.pop("out", None)
@@ -187,7 +175,7 @@ def _resume_config(args: argparse.Namespace, run_dir: Path) -> tuple[Config, dic
             raise UsageError(f"--{key.replace('_', '-')}: differs from the campaign's stored "
                              f"value {stored.get(key)!r}; on --resume only "
                              f"{', '.join(sorted(RESUMABLE_OVERRIDES))} may change")
-    cfg = build_config(stored, {k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES})
+    cfg = load_config(stored, {k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES})
     return cfg, meta
 
 
@@ -202,32 +190,30 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg, meta = _resume_config(args, run_dir)
             return _run_campaign(args, cfg, stored_data(cfg, meta), meta, run_dir)
     file_values = read_config_file(args.config) if args.config else {}
-    cfg = build_config(file_values, _overrides(args))
+    cfg = load_config(file_values, _overrides(args))
     data = prepare_data(cfg)
     location = fresh_location(cfg)
     with remote.opened(location, download=False) as run_dir:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        meta = {"config": cfg.to_dict(), "dataset_fingerprint": dataset_fingerprint(data),
-                "num_classes": data.num_classes, "autoal_dist_version": __version__,
-                MODE_KEY: _mode(args, DEFAULT_MODE)}
-        store.write_json(run_dir / CONFIG_FILE, meta)  # first: it makes the directory resumable
+        meta = rundir.new_meta(cfg.to_dict(), data, __version__, _mode(args, rundir.DEFAULT_MODE))
+        rundir.create(run_dir, meta, data)
         return _run_campaign(args, cfg, data, meta, run_dir)
 
 
 def _run_campaign(args: argparse.Namespace, cfg: Config, data: Dataset, meta: dict,
                   run_dir: Path) -> int:
     from autoal_dist.campaign import Campaign
+    from autoal_dist.execution import execution_for
     from autoal_dist.report import write_report
 
-    if not (run_dir / "pool.parquet").is_file():  # absent if a crash came right after config.json
-        store.write_table(run_dir / "pool.parquet", store.pool_table(data.train_y, data.test_y))
+    rundir.ensure_pool(run_dir, data)  # absent if a crash came right after config.json
     where = remote.location_of(run_dir)
     print(f"run directory: {where}", file=sys.stderr)
     meta["config"] = cfg.to_dict()  # a resume may raise rounds
-    meta[MODE_KEY] = _mode(args, meta.get(MODE_KEY, DEFAULT_MODE))  # or switch the mode
-    store.write_json(run_dir / CONFIG_FILE, meta)
-    campaign = (Campaign if meta[MODE_KEY] == "local" else Campaign.on_ray)(
-        cfg, run_dir, data, show_progress=not args.quiet)
+    mode = _mode(args, meta.get(rundir.MODE_KEY, rundir.DEFAULT_MODE))  # or switch the mode
+    meta[rundir.MODE_KEY] = mode
+    rundir.write_meta(run_dir, meta)
+    campaign = Campaign(cfg, run_dir, data, execution=execution_for(mode),
+                        show_progress=not args.quiet)
     try:
         campaign.run()
     finally:
@@ -249,8 +235,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from autoal_dist.report import write_report
 
     with remote.opened(args.dir, field="report") as run_dir:
-        if not (run_dir / "metrics.parquet").is_file():
-            raise UsageError(f"report: {args.dir} holds no metrics.parquet")
+        if not (run_dir / rundir.METRICS_FILE).is_file():
+            raise UsageError(f"report: {args.dir} holds no {rundir.METRICS_FILE}")
         print(write_report(run_dir))
     return 0
 
@@ -275,10 +261,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"--to: {args.to} is a URI; the export is a local directory of files "
                          "for people (or Label Studio) to open")
     with remote.opened(args.dir, field="export") as run_dir:
-        meta = read_run_meta(run_dir, "export")
+        meta = rundir.read_meta(run_dir, "export")
 
         def load_data():
-            return stored_data(build_config(meta["config"]), meta)
+            return stored_data(load_config(meta["config"]), meta)
 
         print(export_batch(run_dir, args.round, load_data, Path(args.to),
                            Path(args.ls_root) if args.ls_root else None))
@@ -287,7 +273,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     with remote.opened(args.dir, field="import") as run_dir:
-        meta = read_run_meta(run_dir, "import")
+        meta = rundir.read_meta(run_dir, "import")
         oracle = meta["config"]["oracle"]
         if oracle != "files":
             raise UsageError(f"import: {args.dir} runs with oracle {oracle!r}, which takes labels "
@@ -298,7 +284,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from autoal_dist.distributed.tune import run_tune
+    from autoal_dist.sweep.runner import run_tune
 
     return run_tune(Path(args.config), args.out, args.num_samples, args.quiet)
 
@@ -314,6 +300,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_bench(argv[1:])
         args = parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (ConfigError, DataError, LabelError, RemoteError, UsageError) as e:
+    except (ConfigError, DataError, LabelError, RemoteError, RunDirError, UsageError) as e:
         print(f"autoal-dist: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -2,6 +2,9 @@
 
 Precedence: defaults < preset < config file < CLI flags. Every problem raises
 ConfigError naming the field, what was wrong and what is allowed, in one line.
+Each field's constraint sits beside the field (`metadata=rule(...)`); names that
+only the registries know (datasets, strategies, models...) are checked by
+`registry.load_config`, so this module imports nothing of the package.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -28,28 +31,71 @@ class ConfigError(ValueError):
         self.field = field_name
 
 
+@dataclass(frozen=True)
+class Rule:
+    """A field's constraint: `ok(value)`, else "must be {allowed}, got {value!r}"."""
+
+    ok: Callable[[Any], bool]
+    allowed: str
+
+
+def rule(ok: Callable[[Any], bool], allowed: str) -> dict[str, Rule]:
+    return {"rule": Rule(ok, allowed)}
+
+
+def ge(low: float, note: str = "") -> dict[str, Rule]:
+    return rule(lambda v: v >= low, f">= {low}{note}")
+
+
+def gt(low: float) -> dict[str, Rule]:
+    return rule(lambda v: v > low, f"> {low}")
+
+
+def one_of(*names: str) -> dict[str, Rule]:
+    return rule(lambda v: v in names, f"one of {', '.join(names)}")
+
+
+def _positive_tau(v: str) -> bool:
+    if v in ("auto", "reference"):
+        return True
+    try:
+        return math.isfinite(float(v)) and float(v) > 0
+    except ValueError:
+        return False
+
+
+def _file(v: str | None) -> bool:
+    return v is None or Path(v).is_file()
+
+
+def _run_name(v: str | None) -> bool:
+    return v is None or re.fullmatch(r"[A-Za-z0-9._-]+", v) is not None
+
+
+
 @dataclass
 class TrainConfig:
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 5e-4
-    min_steps: int = 100
-    dropout: float = 0.3
-    augment: str = "auto"  # auto | on | off
-    eval_batch_size: int = 512
+    epochs: int = field(default=40, metadata=ge(1))
+    batch_size: int = field(default=64, metadata=ge(2))
+    lr: float = field(default=1e-3, metadata=gt(0))
+    optimizer: str = "adam"  # training.loop.OPTIMIZERS (registry.py checks it)
+    weight_decay: float = field(default=5e-4, metadata=ge(0))
+    min_steps: int = field(default=100, metadata=ge(0))  # tiny labeled sets still get updates
+    dropout: float = field(default=0.3, metadata=rule(lambda v: 0 <= v < 1, "in [0, 1)"))
+    augment: str = field(default="auto", metadata=one_of("auto", "on", "off"))
+    eval_batch_size: int = field(default=512, metadata=ge(1))
     # torch CPU threads for training. Fixed (not "all cores") because float results
     # depend on it: 1 gives the same model in a laptop process, a job driver and a
     # Ray Train worker (which Ray starts with OMP_NUM_THREADS=1). Raise it for speed on
     # big CPU nodes; results then depend on the value. Irrelevant on GPU.
-    threads: int = 1
+    threads: int = field(default=1, metadata=ge(1))
 
 
 @dataclass
 class ScoreConfig:
-    batch_size: int = 256  # fixed and aligned to pool positions: part of reproducibility
-    mc_samples: int = 10
+    # fixed and aligned to pool positions: part of reproducibility
+    batch_size: int = field(default=256, metadata=ge(1))
+    mc_samples: int = field(default=10, metadata=ge(2))
 
 
 @dataclass
@@ -65,53 +111,62 @@ class AutoALConfig:
     `gmm_components`; `tau: reference` reproduces the released code's hard step.
     """
 
-    mode: str = "embed"  # embed | paper
-    fitnet_pretrain_iters: int = 200  # embed: each fold head's L-BFGS iterations (at most); paper: FitNet pre-fit
-    search_iters: int = 400  # embed: at most, stops early; paper: joint steps
-    min_picks: int = 10  # every candidate picks at least this many rows of the search set
-    batch_size: int = 128  # paper: rows per step (raised so each candidate has min_picks)
-    searchnet_lr: float = 0.01  # paper: SGD
+    mode: str = field(default="embed", metadata=one_of("embed", "paper"))
+    # embed: each fold head's L-BFGS iterations (at most); paper: FitNet pre-fit
+    fitnet_pretrain_iters: int = field(default=200, metadata=ge(0))
+    search_iters: int = field(default=400, metadata=ge(0))  # embed: at most; paper: joint steps
+    # every candidate picks at least this many rows of the search set
+    min_picks: int = field(default=10, metadata=ge(1))
+    # paper: rows per step (raised so each candidate has min_picks)
+    batch_size: int = field(default=128, metadata=ge(2))
+    searchnet_lr: float = field(default=0.01, metadata=gt(0))  # paper: SGD
     searchnet_momentum: float = 0.9
     searchnet_weight_decay: float = 5e-4
-    loss_head_lr: float = 0.1
-    fitnet_lr: float = 1e-3  # paper: Adam on FitNet
-    count_weight: float = 0.1  # lambda on the soft-count regularizer
-    tau: str = "auto"  # auto (tau_std_fraction * std(p)) | reference (1e-11, hard step) | a number > 0
-    tau_std_fraction: float = 0.0625  # std(p)/16 (the paper's code: std(p)/4)
-    threshold: str = "empirical"  # empirical | gmm (5-component mixture, as the released code)
-    gmm_components: int = 5
+    loss_head_lr: float = field(default=0.1, metadata=gt(0))
+    fitnet_lr: float = field(default=1e-3, metadata=gt(0))  # paper: Adam on FitNet
+    count_weight: float = field(default=0.1, metadata=ge(0))  # lambda on the soft-count term
+    # auto (tau_std_fraction * std(p)) | reference (1e-11, hard step) | a number > 0
+    tau: str = field(default="auto", metadata=rule(
+        _positive_tau, "auto, reference or a positive number"))
+    tau_std_fraction: float = field(default=0.0625, metadata=gt(0))  # std(p)/16 (code: /4)
+    # empirical | gmm (5-component mixture, as the released code)
+    threshold: str = field(default="empirical", metadata=one_of("gmm", "empirical"))
+    gmm_components: int = field(default=5, metadata=ge(1))
     use_loss_head: bool = True
-    folds: int = 4  # embed: cross-fitting folds of L
-    head_weight_decay: float = 1e-3  # embed: L2 on the FitNet heads
-    weights_lr: float = 0.05  # embed: Adam on the strategy-level logits
-    weights_tau: float = 1.0  # embed: sigmoid temperature as a fraction of std(p)
-    shrink: float = 1.0  # embed: prior strength toward uniform, in picks per candidate
-    evidence_decay: float = 0.7  # embed: weight of round k's evidence in round r: decay^(r-k)
-    tol: float = 1e-3  # embed: stop when no weight moved more than this over 10 steps
-    loss_head_min_rows: int = 200  # embed: the loss column is off below this many labeled rows
-
-
-AUTOAL_MODES = ("embed", "paper")
+    folds: int = field(default=4, metadata=ge(2))  # embed: cross-fitting folds of L
+    head_weight_decay: float = field(default=1e-3, metadata=ge(0))  # embed: L2 on the heads
+    weights_lr: float = field(default=0.05, metadata=gt(0))  # embed: Adam on the logits
+    # embed: sigmoid temperature as a fraction of std(p)
+    weights_tau: float = field(default=1.0, metadata=gt(0))
+    # embed: prior strength toward uniform, in picks per candidate
+    shrink: float = field(default=1.0, metadata=ge(0))
+    # embed: weight of round k's evidence in round r: decay^(r-k)
+    evidence_decay: float = field(default=0.7, metadata=rule(lambda v: 0 <= v <= 1, "in [0, 1]"))
+    # embed: stop when no weight moved more than this over 10 steps
+    tol: float = field(default=1e-3, metadata=gt(0))
+    # embed: the loss column is off below this many labeled rows
+    loss_head_min_rows: int = field(default=200, metadata=ge(2))
 
 
 @dataclass
 class Config:
-    name: str | None = None
-    dataset: str = "digits"
+    name: str | None = field(default=None, metadata=rule(
+        _run_name, "letters, digits, '.', '_' or '-'"))
+    dataset: str = "digits"  # registry.py checks the names
     data_root: str | None = None
     strategy: str = "entropy"
     candidates: list[str] = field(default_factory=lambda: list(DEFAULT_CANDIDATES))
-    init: int = 20
-    budget: int = 20
-    rounds: int = 8
-    seed: int = 0
-    shards: int = 0  # 0 = as many as Ray sees CPUs (GPUs with --gpu)
-    workers: int = 0  # 0 = train in the driver process (Ray Train local mode)
+    init: int = field(default=20, metadata=ge(1))
+    budget: int = field(default=20, metadata=ge(1))
+    rounds: int = field(default=8, metadata=ge(0))
+    seed: int = field(default=0, metadata=ge(0))
+    shards: int = field(default=0, metadata=ge(0, " (0 = one per CPU)"))  # with --gpu: per GPU
+    workers: int = field(default=0, metadata=ge(0, " (0 = local)"))  # 0: Train in the driver
     gpu: bool = False
     out: str | None = None
     model: str = "auto"
-    pretrained: str | None = None
-    oracle: str = "simulated"
+    pretrained: str | None = field(default=None, metadata=rule(_file, "an existing file"))
+    oracle: str = field(default="simulated", metadata=one_of("simulated", "files"))
     preset: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
@@ -129,8 +184,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "weight_decay": 5e-4, "augment": "on"},
     },
 }
-
-ORACLES = ("simulated", "files")
 
 
 # ---- loading ----------------------------------------------------------------
@@ -153,6 +206,8 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
         raise ConfigError(name, f"must be an integer, got {value!r}")
     if typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(name, f"must be a finite number, got {value!r}")
             return float(value)
         raise ConfigError(name, f"must be a number, got {value!r}")
     if typ is str:
@@ -219,95 +274,29 @@ def build_config(file_values: dict[str, Any] | None = None,
     return cfg
 
 
-# ---- validation (what can be checked without the data) -------------------------
+# ---- validation (what can be checked without the registries or the data) --------------
 
 def _check(cond: bool, name: str, problem: str) -> None:
     if not cond:
         raise ConfigError(name, problem)
 
 
-def validate(cfg: Config) -> None:
-    from autoal_dist.data.base import DATASETS
-    from autoal_dist.models.backbones import MODELS
-    from autoal_dist.policies import POLICIES
-    from autoal_dist.remote import check_uri
-    from autoal_dist.strategies import STRATEGIES
-    from autoal_dist.training import OPTIMIZERS
+def _check_rules(obj: Any, prefix: str = "") -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_rules(value, f"{prefix}{f.name}.")
+        elif "rule" in f.metadata:
+            r: Rule = f.metadata["rule"]
+            _check(r.ok(value), f"{prefix}{f.name}", f"must be {r.allowed}, got {value!r}")
 
-    ds_name = cfg.dataset.partition(":")[0]
-    _check(ds_name in DATASETS, "dataset",
-           f"unknown dataset {cfg.dataset!r}; allowed: {', '.join(sorted(DATASETS))}")
-    strategies = sorted(STRATEGIES)
-    _check(cfg.strategy in STRATEGIES or cfg.strategy in POLICIES, "strategy",
-           f"unknown strategy {cfg.strategy!r}; allowed: {', '.join(sorted([*strategies, *POLICIES]))}")
-    for c in cfg.candidates:
-        _check(c in STRATEGIES, "candidates",
-               f"unknown candidate {c!r}; allowed: {', '.join(strategies)}")
+
+def validate(cfg: Config) -> None:
+    """Every field's rule, then the checks across fields."""
+    _check_rules(cfg)
     _check(len(set(cfg.candidates)) == len(cfg.candidates), "candidates", "names repeat")
     if cfg.strategy == "autoal":
         _check(len(cfg.candidates) >= 1, "candidates", "AutoAL needs at least one candidate")
-    _check(cfg.init >= 1, "init", f"must be >= 1, got {cfg.init}")
-    _check(cfg.budget >= 1, "budget", f"must be >= 1, got {cfg.budget}")
-    _check(cfg.rounds >= 0, "rounds", f"must be >= 0, got {cfg.rounds}")
-    _check(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
-    _check(cfg.shards >= 0, "shards", f"must be >= 0 (0 = one per CPU), got {cfg.shards}")
-    _check(cfg.workers >= 0, "workers", f"must be >= 0 (0 = local), got {cfg.workers}")
-    _check(cfg.model in ("auto", *MODELS), "model",
-           f"unknown model {cfg.model!r}; allowed: auto, {', '.join(MODELS)}")
-    _check(cfg.oracle in ORACLES, "oracle", f"must be one of {', '.join(ORACLES)}, got {cfg.oracle!r}")
-    if cfg.out is not None:
-        problem = check_uri(cfg.out)
-        _check(problem is None, "out", problem or "")
-    if cfg.name is not None:
-        _check(bool(re.fullmatch(r"[A-Za-z0-9._-]+", cfg.name)), "name",
-               f"use letters, digits, '.', '_' or '-', got {cfg.name!r}")
-    if cfg.pretrained is not None:
-        _check(Path(cfg.pretrained).is_file(), "pretrained", f"no such file: {cfg.pretrained}")
-    t = cfg.train
-    _check(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
-    _check(t.batch_size >= 2, "train.batch_size", f"must be >= 2, got {t.batch_size}")
-    _check(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
-    _check(t.optimizer in OPTIMIZERS, "train.optimizer",
-           f"must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
-    _check(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
-    _check(t.min_steps >= 0, "train.min_steps", f"must be >= 0, got {t.min_steps}")
-    _check(0 <= t.dropout < 1, "train.dropout", f"must be in [0, 1), got {t.dropout}")
-    _check(t.augment in ("auto", "on", "off"), "train.augment",
-           f"must be auto, on or off, got {t.augment!r}")
-    _check(t.eval_batch_size >= 1, "train.eval_batch_size", f"must be >= 1, got {t.eval_batch_size}")
-    _check(t.threads >= 1, "train.threads", f"must be >= 1, got {t.threads}")
-    _check(cfg.score.batch_size >= 1, "score.batch_size", f"must be >= 1, got {cfg.score.batch_size}")
-    _check(cfg.score.mc_samples >= 2, "score.mc_samples", f"must be >= 2, got {cfg.score.mc_samples}")
-    a = cfg.autoal
-    for name in ("fitnet_pretrain_iters", "search_iters"):
-        _check(getattr(a, name) >= 0, f"autoal.{name}", f"must be >= 0, got {getattr(a, name)}")
-    _check(a.mode in AUTOAL_MODES, "autoal.mode",
-           f"must be one of {', '.join(AUTOAL_MODES)}, got {a.mode!r}")
-    _check(a.batch_size >= 2, "autoal.batch_size", f"must be >= 2, got {a.batch_size}")
-    _check(a.min_picks >= 1, "autoal.min_picks", f"must be >= 1, got {a.min_picks}")
-    _check(a.folds >= 2, "autoal.folds", f"must be >= 2, got {a.folds}")
-    _check(a.loss_head_min_rows >= 2, "autoal.loss_head_min_rows",
-           f"must be >= 2, got {a.loss_head_min_rows}")
-    for name in ("searchnet_lr", "loss_head_lr", "fitnet_lr", "weights_lr", "weights_tau", "tol",
-                 "head_weight_decay", "shrink"):
-        value, low = getattr(a, name), name in ("head_weight_decay", "shrink")
-        _check(value >= 0 if low else value > 0, f"autoal.{name}",
-               f"must be {'>=' if low else '>'} 0, got {value}")
-        _check(math.isfinite(value), f"autoal.{name}", f"must be finite, got {value}")
-    _check(0 <= a.evidence_decay <= 1, "autoal.evidence_decay",
-           f"must be in [0, 1], got {a.evidence_decay}")
-    _check(a.count_weight >= 0, "autoal.count_weight", f"must be >= 0, got {a.count_weight}")
-    _check(a.threshold in ("gmm", "empirical"), "autoal.threshold",
-           f"must be gmm or empirical, got {a.threshold!r}")
-    _check(a.tau_std_fraction > 0, "autoal.tau_std_fraction",
-           f"must be > 0, got {a.tau_std_fraction}")
-    _check(a.gmm_components >= 1, "autoal.gmm_components", f"must be >= 1, got {a.gmm_components}")
-    if a.tau not in ("auto", "reference"):
-        try:
-            ok = float(a.tau) > 0
-        except ValueError:
-            ok = False
-        _check(ok, "autoal.tau", f"must be auto, reference or a positive number, got {a.tau!r}")
 
 
 def check_against_data(cfg: Config, num_classes: int, pool_size: int) -> None:

@@ -192,14 +192,6 @@ def location_of(path: str | os.PathLike) -> str:
     return remote.uri if rel == "." else join(remote.uri, *rel.split("/"))
 
 
-def train_location(run_dir: Path, workers: int) -> str:
-    """Ray Train's storage for a run: its URI when staged and Train runs worker processes
-    (they may sit on other nodes), else the local `train/` directory (local mode trains
-    in this process, and writes its checkpoints there directly)."""
-    local = Path(run_dir) / TRAIN_DIR
-    return location_of(local) if workers > 0 else str(local)
-
-
 def is_empty(location: str, field: str = "--out") -> bool:
     """Whether a new run may start at `location`: it holds no files (hidden ones aside)."""
     if is_uri(location):

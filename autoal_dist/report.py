@@ -5,9 +5,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from autoal_dist import store
+from autoal_dist import rundir, store
 from autoal_dist.autoal.report import WEIGHTS_FILE, plot_autoal_weights
 
 
@@ -45,7 +44,7 @@ def plot_curves(run_dir: Path, rows: list[dict], title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(run_dir) / "curves.png"
+    path = Path(run_dir) / rundir.CURVES_FILE
     store.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
     return path
@@ -64,7 +63,7 @@ def write_summary(run_dir: Path, rows: list[dict], config: dict) -> Path:
                   f"area under the learning curve: {learning_curve_auc(n, a):.4f}"]
     lines += ["", "```", format_table(rows), "```", "", "## Config", "", "```json",
               json.dumps(config, indent=2, sort_keys=True), "```", ""]
-    path = Path(run_dir) / "summary.md"
+    path = Path(run_dir) / rundir.SUMMARY_FILE
     store.write_text(path, "\n".join(lines))
     return path
 
@@ -73,8 +72,8 @@ def write_report(run_dir: Path) -> str:
     """(Re)build curves.png, summary.md (and AutoAL's autoal_weights.png) from the run's
     files; return the table."""
     run_dir = Path(run_dir)
-    rows = pq.read_table(run_dir / "metrics.parquet").to_pylist()
-    config = json.loads((run_dir / "config.json").read_text())["config"]
+    rows = rundir.read_metrics(run_dir)
+    config = rundir.read_meta(run_dir, "report")["config"]
     plot_curves(run_dir, rows, f"{config['dataset']} / {config['strategy']}")
     if (run_dir / WEIGHTS_FILE).exists():  # an AutoAL run: its weights per round
         plot_autoal_weights(run_dir)

@@ -1,4 +1,5 @@
-"""Derived seeds: one campaign seed fans out to independent streams per round and purpose."""
+"""Seeds: one campaign seed fans out to independent streams per round and purpose, and
+counter-based hashes give every pool id a value that no sharding can change."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,3 +11,19 @@ def derive(seed: int, round_: int, purpose: str) -> int:
     """A 31-bit seed that depends only on (seed, round, purpose)."""
     ss = np.random.SeedSequence([int(seed), int(round_), PURPOSES[purpose]])
     return int(ss.generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """Counter-based hash: a uniform value per (seed, id), the same on every shard."""
+    with np.errstate(over="ignore"):
+        z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def hashed_uniform(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform [0, 1) value per id, a pure function of (seed, id)."""
+    with np.errstate(over="ignore"):
+        key = np.asarray(ids).astype(np.uint64) ^ splitmix64(np.array([seed], dtype=np.uint64))[0]
+    return (splitmix64(key) >> np.uint64(11)).astype(np.float64) / float(1 << 53)

@@ -66,9 +66,9 @@ def campaign_for(overrides: dict, run_dir: Path):
     """An in-process Campaign (LocalScorer, in-process training) for config overrides:
     benchmarks time the algorithm, not Ray's startup, unless they measure Ray itself."""
     from autoal_dist.campaign import Campaign, prepare_data
-    from autoal_dist.config import build_config
+    from autoal_dist.registry import load_config
 
-    cfg = build_config({}, overrides)
+    cfg = load_config({}, overrides)
     return Campaign(cfg, Path(run_dir), prepare_data(cfg), show_progress=False)
 
 

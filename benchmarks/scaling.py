@@ -76,7 +76,7 @@ def main() -> None:
 
     import ray
 
-    from autoal_dist.distributed.scorer import RayScorer
+    from autoal_dist.scoring.ray_scorer import RayScorer
 
     ray.init(address="local", num_cpus=max(ks), include_dashboard=False, log_to_driver=False,
              logging_level="WARNING")

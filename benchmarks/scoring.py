@@ -24,7 +24,7 @@ import torch
 
 from autoal_dist.data.embedded import make_synthetic, parse_synthetic_spec
 from autoal_dist.data.transforms import Normalizer
-from autoal_dist.inference import compute_outputs
+from autoal_dist.models.inference import compute_outputs
 from autoal_dist.models import ModelSpec
 from autoal_dist.scoring import LocalScorer, selection_from_outputs
 from autoal_dist.strategies import get
@@ -114,7 +114,7 @@ def main() -> None:
 
     import ray
 
-    from autoal_dist.distributed.scorer import RayScorer
+    from autoal_dist.scoring.ray_scorer import RayScorer
 
     ray.init(num_cpus=max(int(k) for k in args.actors.split(",")), log_to_driver=False,
              include_dashboard=False, logging_level="WARNING")

@@ -152,7 +152,7 @@ def ray_case(args: argparse.Namespace, out: PoolOutputs) -> dict:
     """K scorer actors vs one process with K threads, back to back; ids must match."""
     import ray
 
-    from autoal_dist.distributed.scorer import RayScorer
+    from autoal_dist.scoring.ray_scorer import RayScorer
 
     ray.init(num_cpus=args.actors, include_dashboard=False, log_to_driver=False,
              object_store_memory=2 * 1024**3)

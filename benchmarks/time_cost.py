@@ -26,6 +26,7 @@ round to the paper's scale from the measured unit costs (formula in the file).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,18 +34,17 @@ from pathlib import Path
 
 import numpy as np
 
-import dataclasses
 
 from autoal_dist.albl.policy import albl_policy
 from autoal_dist.autoal.policy import autoal_policy, vote_policy
 from autoal_dist.campaign import Campaign, initial_ids
 from autoal_dist.config import DEFAULT_CANDIDATES, Config
 from autoal_dist.data import Dataset
-from autoal_dist.policies import RoundContext
+from autoal_dist.rounds import RoundContext
 from autoal_dist.scoring import selection_from_outputs
 from autoal_dist.seeds import derive
 from autoal_dist.strategies import needs_of
-from autoal_dist.training import TrainSettings, num_steps
+from autoal_dist.training.loop import num_steps
 from common import campaign_for, command, load_average, machine, write_result
 
 COLUMNS = ("train_s", "score_s", "search_s", "select_s")
@@ -143,10 +143,8 @@ def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
     TARGET_L.
     """
     d, t = Config(), cfg.train
-    measured = TrainSettings(t.epochs, t.batch_size, t.lr, t.optimizer, t.weight_decay,
-                             t.min_steps)
-    full = TrainSettings(d.train.epochs, t.batch_size, t.lr, t.optimizer, t.weight_decay,
-                         d.train.min_steps)
+    measured = t
+    full = dataclasses.replace(t, epochs=d.train.epochs, min_steps=d.train.min_steps)
     steps, steps_full = num_steps(cfg.init, measured), num_steps(cfg.init, full)
     cut = PAPER_ITERS.get(cfg.dataset, {})
     iters = cut.get("search_iters", d.autoal.search_iters) + cut.get(

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from autoal_dist import store
+from autoal_dist import rundir
 from autoal_dist.albl import bandit
 from autoal_dist.albl.policy import STATE_FILE, UNIFORM
 from autoal_dist.cli import main
@@ -128,15 +128,15 @@ def test_albl_campaign_is_deterministic_and_resumes_exactly(tmp_path):
     assert state["experts"] == ["entropy", "margin", "kmeans", UNIFORM]
     assert [e["round"] for e in state["rounds"]] == [0, 1]
     assert state["rounds"][0]["reward"] is None and state["rounds"][1]["reward"] > 0
-    assert store.journal_rounds(a) == [0, 1, 2]
-    batch = store.read_journal(a).to_pandas().query("round == 2")
+    assert rundir.journal_rounds(a) == [0, 1, 2]
+    batch = rundir.read_journal(a).to_pandas().query("round == 2")
     assert len(batch) == 10 and batch.id.tolist() == state["rounds"][1]["ids"]
     assert np.allclose(batch.score, state["rounds"][1]["q"])
 
     # crash after the bandit state was written, before round 2's batch was journaled
     shutil.copytree(a, b)
-    store.journal_path(b, 2).unlink()
+    rundir.journal_path(b, 2).unlink()
     assert main(["run", "--local", "--out", str(b), "--resume", "--quiet"]) == 0
     assert (b / STATE_FILE).read_text() == (a / STATE_FILE).read_text()
-    ja, jb = (store.read_journal(d).to_pandas() for d in (a, b))
+    ja, jb = (rundir.read_journal(d).to_pandas() for d in (a, b))
     assert np.array_equal(ja.id, jb.id) and np.array_equal(ja.score, jb.score, equal_nan=True)

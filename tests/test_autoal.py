@@ -22,7 +22,7 @@ from autoal_dist.config import AutoALConfig, Config
 from autoal_dist.data import load_dataset
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models import SearchNet, build_model
-from autoal_dist.policies import RoundContext
+from autoal_dist.rounds import RoundContext
 from autoal_dist.scoring import LocalScorer
 from autoal_dist.strategies import top_b
 
@@ -213,7 +213,7 @@ def test_query_takes_only_candidate_picks_ties_by_smallest_id(digits, tmp_path, 
         flat.weight_head.bias.zero_()
     no_diag = {"iterations": 0, "soft_count": np.nan, "target_count": np.nan,
                "grad_norm": np.nan, "rank_corr": np.nan, "evidence_rows": 0}
-    monkeypatch.setattr(policy_mod, "search_round", lambda ctx, r: (flat.eval(), no_diag))
+    monkeypatch.setattr(policy_mod, "search_round", lambda ctx, r, fit_nets=None: (flat.eval(), no_diag))
     sel = policy_mod.autoal_policy(ctx)
     (picks,) = ctx.scorer.results
     union = np.unique(np.concatenate([picks[n].ids for n in ctx.cfg.candidates]))

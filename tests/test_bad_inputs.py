@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import labeling, store
+from autoal_dist import labeling, rundir
 from autoal_dist.cli import main
 
 # oracle files: a case wrongly accepted stops after choosing the seed set instead of training
@@ -167,8 +167,8 @@ def awaiting_run(tmp_path_factory) -> Path:
     """An oracle-files campaign whose seed set (round 0) is half labeled, from the truth."""
     d = tmp_path_factory.mktemp("labeling") / "run"
     assert main([*CAMPAIGN, "--out", str(d)]) == 0
-    ids = store.read_journal(d).column("id").to_numpy()[:10]
-    truth = store.read_pool(d).column("label").to_numpy()
+    ids = rundir.read_journal(d).column("id").to_numpy()[:10]
+    truth = rundir.read_pool(d).column("label").to_numpy()
     labels = d.parent / "half.csv"
     labels.write_text("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in ids))
     assert main(["import", str(d), "--labels", str(labels)]) == 0
@@ -185,15 +185,15 @@ def run_copy(awaiting_run, tmp_path) -> Path:
 
 def ids_of(run_dir: Path) -> dict[str, int]:
     """Ids in each role: labeled (truth label known), unlabeled (queried), unqueried, test."""
-    journal = store.read_journal(run_dir).column("id").to_numpy()
-    split = store.read_pool(run_dir).column("split").to_pylist()
+    journal = rundir.read_journal(run_dir).column("id").to_numpy()
+    split = rundir.read_pool(run_dir).column("split").to_pylist()
     return {"labeled": int(journal[0]), "unlabeled": int(journal[-1]),
             "unqueried": int(np.setdiff1d(np.arange(len(journal) + 1), journal)[0]),
             "test": split.index("test"), "pool": len(split)}
 
 
 def truth(run_dir: Path, i: int) -> int:
-    return int(store.read_pool(run_dir).column("label")[i].as_py())
+    return int(rundir.read_pool(run_dir).column("label")[i].as_py())
 
 
 # (case, label file content as a function of the ids and truth, names)

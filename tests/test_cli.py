@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import store
+from autoal_dist import rundir
 from autoal_dist.cli import main
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")  # `run` scores on Ray actors
@@ -29,7 +29,7 @@ def test_run_writes_the_run_directory(tmp_path, capsys):
     assert run_cli("--out", str(out), "--strategy", "entropy") == 0
     for name in ("config.json", "pool.parquet", "metrics.parquet", "curves.png", "summary.md"):
         assert (out / name).is_file(), name
-    assert store.journal_rounds(out) == [0, 1, 2]
+    assert rundir.journal_rounds(out) == [0, 1, 2]
     m = pq.read_table(out / "metrics.parquet").to_pylist()
     assert [r["round"] for r in m] == [0, 1, 2]
     assert [r["n_labeled"] for r in m] == [10, 20, 30]
@@ -43,7 +43,7 @@ def test_run_writes_the_run_directory(tmp_path, capsys):
 def test_same_seed_same_journal(tmp_path):
     for name in ("a", "b"):
         assert run_cli("--out", str(tmp_path / name), "--strategy", "margin", "--seed", "3") == 0
-    a, b = (store.read_journal(tmp_path / n).to_pandas() for n in "ab")
+    a, b = (rundir.read_journal(tmp_path / n).to_pandas() for n in "ab")
     assert np.array_equal(a.id, b.id) and np.array_equal(a.score, b.score, equal_nan=True)
 
 
@@ -80,11 +80,11 @@ def test_resume_extends_a_finished_campaign(tmp_path):
     out = tmp_path / "run"
     assert run_cli("--out", str(out), "--strategy", "entropy") == 0
     assert main(["run", "--out", str(out), "--resume", "--rounds", "3", "--quiet"]) == 0
-    assert store.journal_rounds(out) == [0, 1, 2, 3]
+    assert rundir.journal_rounds(out) == [0, 1, 2, 3]
     ref = tmp_path / "ref"
     assert main(["run", *FAST[:4], "--rounds", "3", *FAST[6:], "--out", str(ref),
                  "--strategy", "entropy"]) == 0
-    assert np.array_equal(store.labeled_ids(out), store.labeled_ids(ref))
+    assert np.array_equal(rundir.labeled_ids(out), rundir.labeled_ids(ref))
 
 
 def test_console_script_runs_and_errors_cleanly(tmp_path):

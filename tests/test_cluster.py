@@ -23,9 +23,10 @@ import ray
 import torch
 import yaml
 
-from autoal_dist import remote, store
+from autoal_dist import remote, rundir
 from autoal_dist.cli import main
-from autoal_dist.config import build_config, read_config_file
+from autoal_dist.config import read_config_file
+from autoal_dist.registry import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -115,7 +116,7 @@ def test_rayjob_runs_a_shipped_config_on_the_raycluster_spec():
     assert job["shutdownAfterJobFinishes"] is True
     argv = job["entrypoint"].split()
     assert argv[:3] == ["autoal-dist", "run", "--config"]
-    build_config(read_config_file(REPO / argv[3]))
+    load_config(read_config_file(REPO / argv[3]))
     assert Path(argv[argv.index("--out") + 1]).is_absolute()  # a job's cwd is scratch space
     # The K8sJobMode submitter passes it through a shell in double quotes: `$...` would expand.
     assert "$" not in job["runtimeEnvYAML"]
@@ -130,7 +131,7 @@ def test_rayjob_runs_a_shipped_config_on_the_raycluster_spec():
 
 @pytest.mark.parametrize("path", CAMPAIGNS, ids=[p.stem for p in CAMPAIGNS])
 def test_campaign_config_loads(path):
-    cfg = build_config(read_config_file(path))
+    cfg = load_config(read_config_file(path))
     assert cfg.strategy == "autoal" and cfg.gpu and Path(cfg.data_root).is_absolute()
     # With workers > 0 scorer actors exist only while a round scores, so scoring and
     # Ray Train each fit the cluster's GPUs on their own.
@@ -280,14 +281,14 @@ def test_job_submit_to_a_loopback_head_node_matches_a_local_run(tmp_path, ray_cl
         assert main(["run", *CAMPAIGN, "--out", str(local_out)]) == 0
     finally:
         torch.set_num_threads(threads)
-    local = store.read_journal(local_out)
+    local = rundir.read_journal(local_out)
     files = remote.RemoteDir.open(s3_out).files()
     assert "summary.md" in files and not any(f.startswith("train/") for f in files)
     s3_copy = tmp_path / "s3_copy"
     s3_copy.mkdir()
     remote.RemoteDir.open(s3_out).download(s3_copy)
     for run in (job_out, s3_copy):
-        job = store.read_journal(run)
+        job = rundir.read_journal(run)
         for column in ("round", "id"):
             assert np.array_equal(job.column(column).to_numpy(),
                                   local.column(column).to_numpy()), (run, column)

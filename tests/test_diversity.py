@@ -16,7 +16,7 @@ from autoal_dist.strategies.sharded import (
     greedy_select,
     shard_slices,
 )
-from autoal_dist.strategies.uncertainty import hashed_uniform
+from autoal_dist.seeds import hashed_uniform
 from conftest import random_outputs
 
 SET_STRATEGIES = ["kcenter", "badge", "kmeans"]

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from autoal_dist.data.transforms import Normalizer, augment
-from autoal_dist.inference import compute_outputs
+from autoal_dist.models.inference import compute_outputs
 from autoal_dist.models import build_model
 from autoal_dist.outputs import PoolOutputs
 

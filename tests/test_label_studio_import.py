@@ -16,7 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import label_import, labeling, store
+from autoal_dist import labeling, rundir
+from autoal_dist.labeling import importer as label_import
 from autoal_dist.cli import main, parser
 from test_bad_inputs import fails_cleanly, snapshot, write
 
@@ -149,13 +150,13 @@ def test_one_project_for_the_whole_campaign(tmp_path, capsys):
     assert pq.read_table(run / "metrics.parquet").column("round").to_pylist() == [0, 1]
     chosen[b] = 0
     assert recorded(run) == chosen
-    assert sorted(chosen) == store.labeled_ids(run).tolist()
+    assert sorted(chosen) == rundir.labeled_ids(run).tolist()
 
 
 def test_csv_relabel_is_recorded_and_repeats_as_a_no_op(tmp_path, capsys):
     run = tmp_path / "run"
     assert main([*campaign(tmp_path, "--local"), "--out", str(run)]) == 0
-    ids = store.read_journal(run).column("id").to_pylist()
+    ids = rundir.read_journal(run).column("id").to_pylist()
     first = write(tmp_path, "a.csv", "id,label\n" + "".join(f"{i},1\n" for i in ids))
     assert main(["import", str(run), "--labels", first]) == 0
     fix = write(tmp_path, "fix.csv", f"id,label\n{ids[0]},2\n{ids[1]},1\n")
@@ -257,7 +258,7 @@ def test_truncated_json_is_refused(awaiting, tmp_path, capsys):
 # ---- resume keeps the mode the run was started with ------------------------------------
 
 def test_resume_keeps_local_mode_unless_told(tmp_path, monkeypatch, capsys):
-    from autoal_dist.campaign import Campaign
+    from autoal_dist.execution import OnRay
 
     run = tmp_path / "run"
     assert main([*campaign(tmp_path, "--local"), "--out", str(run)]) == 0
@@ -266,7 +267,7 @@ def test_resume_keeps_local_mode_unless_told(tmp_path, monkeypatch, capsys):
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray started")
 
-    monkeypatch.setattr(Campaign, "on_ray", classmethod(no_ray))
+    monkeypatch.setattr(OnRay, "scorer", no_ray)
     assert main(["run", "--resume", "--out", str(run), "--quiet", "--rounds", "2"]) == 0
     with pytest.raises(AssertionError, match="Ray started"):  # an explicit flag switches it
         main(["run", "--resume", "--out", str(run), "--quiet", "--ray"])

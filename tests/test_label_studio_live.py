@@ -28,7 +28,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import label_import, labeling, store
+from autoal_dist import labeling, rundir
+from autoal_dist.labeling import importer as label_import
 from autoal_dist.cli import main
 from test_bad_inputs import fails_cleanly, snapshot, write
 
@@ -254,7 +255,7 @@ def test_a_campaign_labeled_in_one_label_studio_project(lab, tmp_path, capsys):
     assert (run / "summary.md").is_file()
 
     assert _recorded(run) == chosen  # the labels chosen, nothing else
-    assert sorted(chosen) == store.labeled_ids(run).tolist()
+    assert sorted(chosen) == rundir.labeled_ids(run).tolist()
 
     # the export of a project made from another labeling config: refused, nothing recorded
     other = server.call("POST", "/api/projects", {"title": "another project", "label_config": (

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import faults, remote, store
+from autoal_dist import faults, remote, rundir, store
 from autoal_dist.cli import main
 
 CAMPAIGN = ["--quiet", "--dataset", "digits", "--strategy", "margin", "--init", "20",
@@ -42,8 +42,8 @@ def pulled(uri: str, dest: Path) -> Path:
 
 
 def assert_same_campaign(got: Path, want: Path) -> None:
-    assert store.journal_rounds(got) == store.journal_rounds(want)
-    a, b = store.read_journal(got).to_pandas(), store.read_journal(want).to_pandas()
+    assert rundir.journal_rounds(got) == rundir.journal_rounds(want)
+    a, b = rundir.read_journal(got).to_pandas(), rundir.read_journal(want).to_pandas()
     assert a.id.tolist() == b.id.tolist() and a.strategy.tolist() == b.strategy.tolist()
     assert np.array_equal(a.score, b.score, equal_nan=True)
     ma = pq.read_table(got / "metrics.parquet").to_pylist()
@@ -130,7 +130,7 @@ def test_run_on_s3_equals_a_local_run_and_report_works_there(s3_bucket, fast, tm
     assert "already holds a run; pass --resume" in capsys.readouterr().err
     # --resume with more rounds continues from the objects alone
     assert main(["run", "--local", "--resume", "--quiet", "--rounds", "3", "--out", uri]) == 0
-    assert store.journal_rounds(pulled(uri, tmp_path / "again")) == [0, 1, 2, 3]
+    assert rundir.journal_rounds(pulled(uri, tmp_path / "again")) == [0, 1, 2, 3]
 
 
 def test_run_on_s3_with_ray_scorer_actors(ray_cluster, s3_bucket, fast, tmp_path):
@@ -185,13 +185,13 @@ def test_sigkill_around_uploads_then_resume_gives_the_uninterrupted_campaign(
 def test_labeling_with_people_on_s3(s3_bucket, fast, tmp_path, capsys):
     """export and import read and write a remote run like a local one."""
     from autoal_dist.campaign import prepare_data
-    from autoal_dist.config import build_config
+    from autoal_dist.registry import load_config
 
     uri = f"{s3_bucket}/people"
     assert main(["run", "--local", *fast, "--oracle", "files", "--out", uri]) == 0
     printed = capsys.readouterr().out
     assert f"autoal-dist import {uri} --labels" in printed and f"--out {uri}" in printed
-    truth = prepare_data(build_config({"dataset": "digits"})).train_y
+    truth = prepare_data(load_config({"dataset": "digits"})).train_y
     for round_ in range(3):
         out = tmp_path / f"export{round_}"
         assert main(["export", uri, "--to", str(out)]) == 0

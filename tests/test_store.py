@@ -5,28 +5,28 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import store
+from autoal_dist import rundir, store
 
 
 def test_pool_table_ids_and_splits():
-    t = store.pool_table(np.array([1, 0, 2]), np.array([2, 2]))
+    t = rundir.pool_table(np.array([1, 0, 2]), np.array([2, 2]))
     assert t.column("id").to_pylist() == [0, 1, 2, 3, 4]
     assert t.column("split").to_pylist() == ["train"] * 3 + ["test"] * 2
     assert t.column("label").to_pylist() == [1, 0, 2, 2, 2]
 
 
 def test_journal_round_trip_and_labeled_set(tmp_path):
-    store.write_round(tmp_path, 0, [5, 1, 3], "init")
-    store.write_round(tmp_path, 1, [2, 9], "entropy", np.array([0.5, 0.25]))
-    assert store.journal_rounds(tmp_path) == [0, 1]
-    assert store.labeled_ids(tmp_path).tolist() == [1, 2, 3, 5, 9]
-    j = store.read_journal(tmp_path)
+    rundir.write_round(tmp_path, 0, [5, 1, 3], "init")
+    rundir.write_round(tmp_path, 1, [2, 9], "entropy", np.array([0.5, 0.25]))
+    assert rundir.journal_rounds(tmp_path) == [0, 1]
+    assert rundir.labeled_ids(tmp_path).tolist() == [1, 2, 3, 5, 9]
+    j = rundir.read_journal(tmp_path)
     assert j.column("strategy").to_pylist() == ["init"] * 3 + ["entropy"] * 2
     assert j.column("score").to_pylist()[3:] == [0.5, 0.25]
 
 
 def test_interrupted_write_leaves_no_file_and_is_ignored(tmp_path, monkeypatch):
-    store.write_round(tmp_path, 0, [1, 2], "init")
+    rundir.write_round(tmp_path, 0, [1, 2], "init")
 
     def crash(table, where, **kw):
         open(where, "wb").write(b"PAR1 half a file")
@@ -34,21 +34,21 @@ def test_interrupted_write_leaves_no_file_and_is_ignored(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pq, "write_table", crash)
     with pytest.raises(KeyboardInterrupt):
-        store.write_round(tmp_path, 1, [3], "entropy")
-    assert store.journal_rounds(tmp_path) == [0]
+        rundir.write_round(tmp_path, 1, [3], "entropy")
+    assert rundir.journal_rounds(tmp_path) == [0]
     assert not [p for p in (tmp_path / "journal").iterdir() if p.name.startswith(".")]
     # a stray temp file from a killed process is ignored too
     (tmp_path / "journal" / ".round_001.parquet.abc.tmp").write_bytes(b"garbage")
-    assert store.labeled_ids(tmp_path).tolist() == [1, 2]
+    assert rundir.labeled_ids(tmp_path).tolist() == [1, 2]
 
 
 def test_duplicate_ids_rejected(tmp_path):
     with pytest.raises(ValueError, match="duplicate"):
-        store.write_round(tmp_path, 0, [1, 1], "init")
-    store.write_round(tmp_path, 0, [1, 2], "init")
-    store.write_round(tmp_path, 1, [2], "entropy")
+        rundir.write_round(tmp_path, 0, [1, 1], "init")
+    rundir.write_round(tmp_path, 0, [1, 2], "init")
+    rundir.write_round(tmp_path, 1, [2], "entropy")
     with pytest.raises(ValueError, match="twice"):
-        store.labeled_ids(tmp_path)
+        rundir.labeled_ids(tmp_path)
 
 
 def test_write_atomic_replaces_whole_file(tmp_path):

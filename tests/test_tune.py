@@ -9,7 +9,7 @@ import yaml
 
 from autoal_dist.cli import main
 from autoal_dist.config import ConfigError, read_config_file
-from autoal_dist.tune_space import Asha, check_samples, merge, parse_sweep, trial_config
+from autoal_dist.sweep.space import Asha, check_samples, merge, parse_sweep, trial_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "cluster/tune/digits.yaml"
 

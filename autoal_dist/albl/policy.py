@@ -1,4 +1,4 @@
-"""`POLICIES["albl"]`: Active Learning by Learning as a round policy (bandit math in bandit.py).
+"""The `albl` round policy: Active Learning by Learning as a round policy (bandit math in bandit.py).
 
 Each round: (1) the reward of this round's classifier, IW-ACC over every sample
 ALBL queried so far, updates the weights once per draw of the previous batch;
@@ -26,12 +26,12 @@ import numpy as np
 
 from autoal_dist import store
 from autoal_dist.albl import bandit
-from autoal_dist.inference import predict
-from autoal_dist.policies import POLICIES, RoundContext
-from autoal_dist.scoring import Selection
+from autoal_dist.models.inference import predict
+from autoal_dist.rounds import RoundContext
+from autoal_dist.scoring.base import Selection
+from autoal_dist.rundir import ALBL_STATE_FILE as STATE_FILE
 from autoal_dist.seeds import derive
 
-STATE_FILE = "albl_state.json"
 UNIFORM = "uniform"  # the uniform sampler arm (not the hashed `random` strategy)
 DELTA = 0.1  # EXP4.P's confidence parameter (libact's default)
 
@@ -97,5 +97,3 @@ def albl_policy(ctx: RoundContext) -> Selection:
     ctx.timings["select_s"] = ctx.timings.get("select_s", 0.0) + time.perf_counter() - t0
     return Selection(draws.ids, draws.q)
 
-
-POLICIES["albl"] = albl_policy

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata
 
-from autoal_dist.inference import batch_seed
+from autoal_dist.models.inference import batch_seed
 
 
 def fold_of(n: int, folds: int, seed: int) -> np.ndarray:

@@ -13,7 +13,7 @@ The query then scores only the union of the candidates' picks on U.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -27,12 +27,13 @@ from autoal_dist.autoal.crossfit import (
 )
 from autoal_dist.autoal.memberships import candidate_picks, membership_matrix, pick_count
 from autoal_dist.autoal.weights import Evidence, WeightFit, fit_weights
-from autoal_dist.inference import compute_outputs
+from autoal_dist.config import AutoALConfig
+from autoal_dist.models.inference import compute_outputs
 from autoal_dist.outputs import PoolOutputs
 from autoal_dist.strategies import top_b
 
 if TYPE_CHECKING:
-    from autoal_dist.policies import RoundContext
+    from autoal_dist.rounds import RoundContext
 
 RIDGE_ALPHA = 10.0  # the loss column's L2 on standardized embeddings
 
@@ -77,7 +78,11 @@ def round_evidence(ctx: "RoundContext", r: float, seed: int) -> tuple[Evidence, 
     return Evidence(ctx.round + 1, member, reward, q), emb, loss_on
 
 
-def search(ctx: "RoundContext", r: float, seed: int) -> EmbedSearch:
+FitWeights = Callable[[list[Evidence], np.ndarray, AutoALConfig], WeightFit]
+
+
+def search(ctx: "RoundContext", r: float, seed: int,
+           fit_weights_with: FitWeights = fit_weights) -> EmbedSearch:
     """Gather this round's evidence, pool it with earlier rounds', fit the weights and
     record the evidence (keyed by the journal round of the batch being chosen)."""
     a = ctx.cfg.autoal
@@ -87,16 +92,7 @@ def search(ctx: "RoundContext", r: float, seed: int) -> EmbedSearch:
     active = np.r_[np.ones(len(ctx.cfg.candidates), bool),
                    [loss_on] if a.use_loss_head else []].astype(bool)
     evidence = [*earlier, current]
-    if ctx.ray_train and ctx.cfg.workers > 0:  # the search as a Ray Train job
-        from autoal_dist.distributed.search_train import fit_weights_job
-        from autoal_dist.remote import train_location
-
-        fit = fit_weights_job(evidence, active, a, workers=ctx.cfg.workers,
-                              use_gpu=ctx.cfg.gpu,
-                              storage=train_location(ctx.run_dir, ctx.cfg.workers),
-                              name=f"search{ctx.round:03d}")
-    else:
-        fit = fit_weights(evidence, active, a)
+    fit = fit_weights_with(evidence, active, a)
     report.record(ctx.run_dir, report.EVIDENCE_FILE,
                   report.evidence_table(current.round, ctx.labeled, current.reward, current.q,
                                         current.memberships))

@@ -1,4 +1,4 @@
-"""`POLICIES["autoal"]` and `POLICIES["vote"]`: query U from the candidates' picks.
+"""The `autoal` and `vote` round policies: query U from the candidates' picks.
 
 The candidates' selections on U come from ONE `ctx.scorer.select_many` call (one
 forward pass, sharded under Ray); only the union of their picks is scored, so only
@@ -9,15 +9,17 @@ search adds anything. AutoAL with `search_iters: 0` and no loss head is `vote`.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
 import torch
 
 from autoal_dist.autoal import embed_search, report
 from autoal_dist.autoal.memberships import union_memberships
-from autoal_dist.autoal.search import score_rows, search_round
-from autoal_dist.policies import POLICIES, RoundContext
-from autoal_dist.scoring import Selection
+from autoal_dist.autoal.search import FitNets, score_rows, search_round
+from autoal_dist.autoal.weights import fit_weights
+from autoal_dist.rounds import RoundContext
+from autoal_dist.scoring.base import Selection
 from autoal_dist.seeds import derive
 from autoal_dist.strategies import top_b
 
@@ -48,11 +50,31 @@ def add_search_seconds(ctx: RoundContext, seconds: float) -> None:
     ctx.timings["search_s"] = ctx.timings.get("search_s", 0.0) + seconds
 
 
+def weights_fitter(ctx: RoundContext) -> embed_search.FitWeights:
+    """In-process, or a Ray Train job when the run trains on `workers` > 0 workers (in Train's
+    local mode the job would only add overhead to a fit of a few hundred steps)."""
+    if ctx.jobs is None or ctx.jobs.workers == 0:
+        return fit_weights
+    from autoal_dist.autoal.ray_job import fit_weights_job
+
+    return partial(fit_weights_job, jobs=ctx.jobs, name=f"search{ctx.round:03d}")
+
+
+def nets_fitter(ctx: RoundContext) -> FitNets | None:
+    """Mode paper's nets as a Ray Train job whenever the run trains on Ray (None: in-process)."""
+    if ctx.jobs is None:
+        return None
+    from autoal_dist.autoal.ray_job import fit_search
+
+    return partial(fit_search, jobs=ctx.jobs, name=f"search{ctx.round:03d}")
+
+
 def embed_policy(ctx: RoundContext, r: float) -> Selection:
     """Mode embed: strategy-level weights from the cross-fitted search; z = A w on U."""
     cfg = ctx.cfg
     t0 = time.perf_counter()
-    found = embed_search.search(ctx, r, derive(cfg.seed, ctx.round, "search"))
+    found = embed_search.search(ctx, r, derive(cfg.seed, ctx.round, "search"),
+                                weights_fitter(ctx))
     search_s = time.perf_counter() - t0
     ids, member = candidate_union(ctx)
     t1 = time.perf_counter()
@@ -78,7 +100,7 @@ def paper_policy(ctx: RoundContext, r: float) -> Selection:
     """Mode paper: the per-sample SearchNet (a trunk of f's family) scores the union."""
     cfg = ctx.cfg
     t0 = time.perf_counter()
-    searchnet, diag = search_round(ctx, r)
+    searchnet, diag = search_round(ctx, r, nets_fitter(ctx))
     search_s = time.perf_counter() - t0
     ids, member = candidate_union(ctx)
     t1 = time.perf_counter()
@@ -104,6 +126,3 @@ def autoal_policy(ctx: RoundContext) -> Selection:
     mode = embed_policy if ctx.cfg.autoal.mode == "embed" else paper_policy
     return mode(ctx, r)
 
-
-POLICIES["autoal"] = autoal_policy
-POLICIES["vote"] = vote_policy

@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 
 from autoal_dist import store
 
-WEIGHTS_FILE = "autoal_weights.parquet"
-SEARCH_FILE = "autoal_search.parquet"
-EVIDENCE_FILE = "autoal_evidence.parquet"
-PLOT_FILE = "autoal_weights.png"
+from autoal_dist.rundir import AUTOAL_EVIDENCE_FILE as EVIDENCE_FILE
+from autoal_dist.rundir import AUTOAL_PLOT_FILE as PLOT_FILE
+from autoal_dist.rundir import AUTOAL_SEARCH_FILE as SEARCH_FILE
+from autoal_dist.rundir import AUTOAL_WEIGHTS_FILE as WEIGHTS_FILE
 WEIGHTS_SCHEMA = pa.schema([
     ("round", pa.int32()), ("strategy", pa.string()), ("weight", pa.float64()),
     ("share", pa.float64()),

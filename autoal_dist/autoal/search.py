@@ -17,7 +17,7 @@ memberships and losses are aligned by indexing the same row numbers of `Rows.ids
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from autoal_dist.scoring import LocalScorer
 from autoal_dist.seeds import derive
 
 if TYPE_CHECKING:
-    from autoal_dist.policies import RoundContext
+    from autoal_dist.rounds import RoundContext
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Rows:
 
 class Comm(Protocol):
     """How one process takes part in a search step (see `SingleProcess`, and
-    `autoal_dist.distributed.search_train.Collective` for Ray Train workers)."""
+    `autoal_dist.autoal.ray_job.Collective` for Ray Train workers)."""
 
     def local(self, rows: np.ndarray) -> np.ndarray:
         """This process's contiguous part of a batch's rows."""
@@ -289,9 +289,24 @@ def paper_diagnostics(searchnet: SearchNet, fitnet: Classifier, search: Rows,
             "evidence_rows": size}
 
 
-def search_round(ctx: "RoundContext", r: float) -> tuple[SearchNet, dict[str, float | int]]:
-    """Split L, compute A on L_search once, train the nets; return SearchNet in eval mode
-    and the round's diagnostics."""
+@dataclass(frozen=True)
+class SearchJob:
+    """What fitting the nets needs besides the rows: shipped to Ray Train workers."""
+
+    cfg: Config
+    input_shape: tuple[int, ...]
+    num_classes: int
+    seed: int
+
+
+FitNets = Callable[[SearchJob, "Rows", "Rows", np.ndarray, Normalizer],
+                   tuple[SearchNet, torch.nn.Module]]
+
+
+def search_round(ctx: "RoundContext", r: float,
+                 fit_nets: FitNets | None = None) -> tuple[SearchNet, dict[str, float | int]]:
+    """Split L, compute A on L_search once, train the nets (in-process, or by `fit_nets`);
+    return SearchNet in eval mode and the round's diagnostics."""
     cfg = ctx.cfg
     a = cfg.autoal
     fit_ids, search_ids = split_labeled(ctx.labeled, derive(cfg.seed, ctx.round, "split"))
@@ -299,15 +314,9 @@ def search_round(ctx: "RoundContext", r: float) -> tuple[SearchNet, dict[str, fl
     memberships = labeled_memberships(ctx, search_ids, fit_ids,
                                       pick_count(r, len(search_ids), a.min_picks), seed)
     search, fit = Rows.of(ctx.data, search_ids), Rows.of(ctx.data, fit_ids)
-    if ctx.ray_train:  # a Ray Train job: local mode, or cfg.workers workers
-        from autoal_dist.distributed.search_train import SearchJob, fit_search
-        from autoal_dist.remote import train_location
-
+    if fit_nets is not None:  # e.g. a Ray Train job (autoal/ray_job.py)
         job = SearchJob(cfg, ctx.data.input_shape, ctx.data.num_classes, seed)
-        searchnet, fitnet = fit_search(job, search, fit, memberships, ctx.normalize,
-                                       workers=cfg.workers, use_gpu=cfg.gpu,
-                                       storage=train_location(ctx.run_dir, cfg.workers),
-                                       name=f"search{ctx.round:03d}")
+        searchnet, fitnet = fit_nets(job, search, fit, memberships, ctx.normalize)
         searchnet, fitnet = searchnet.to(ctx.device), fitnet.to(ctx.device)
     else:
         torch.manual_seed(seed)

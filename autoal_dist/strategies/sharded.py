@@ -34,7 +34,7 @@ import numpy as np
 
 from autoal_dist.strategies.arrays import Array, Backend, backend_for, pad_rows
 from autoal_dist.strategies.base import BLOCK
-from autoal_dist.strategies.uncertainty import _splitmix64, hashed_uniform
+from autoal_dist.seeds import hashed_uniform, splitmix64
 
 PAD_ID = np.iinfo(np.int64).max  # id of the padding rows a backend adds (never selected)
 LABELED_BLOCK = 1024  # labeled embeddings per product when seeding k-center
@@ -78,8 +78,8 @@ def sq_dists(arrays: Backend, x: Array, x_sqn: Array, c: Array, c_sqn: Any) -> A
 
 def stream_seed(seed: int, step: int) -> int:
     """A 64-bit seed per (seed, step), so each step draws an independent hash stream."""
-    h = _splitmix64(np.array([seed], dtype=np.uint64))
-    return int(_splitmix64(h ^ np.uint64(step))[0])
+    h = splitmix64(np.array([seed], dtype=np.uint64))
+    return int(splitmix64(h ^ np.uint64(step))[0])
 
 
 def exp_keys(ids: np.ndarray, seed: int, step: int) -> np.ndarray:

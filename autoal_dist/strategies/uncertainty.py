@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from autoal_dist.outputs import PoolOutputs
+from autoal_dist.seeds import hashed_uniform
 from autoal_dist.strategies.base import register
 
 _EPS = 1e-12
@@ -16,22 +17,6 @@ _EPS = 1e-12
 def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
     p = p.astype(np.float64)
     return -(p * np.log(p + _EPS)).sum(axis=axis)
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """Counter-based hash: a uniform value per (seed, id), the same on every shard."""
-    with np.errstate(over="ignore"):
-        z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def hashed_uniform(ids: np.ndarray, seed: int) -> np.ndarray:
-    """A uniform [0, 1) value per id, a pure function of (seed, id)."""
-    with np.errstate(over="ignore"):
-        key = np.asarray(ids).astype(np.uint64) ^ _splitmix64(np.array([seed], dtype=np.uint64))[0]
-    return (_splitmix64(key) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 @register("random", needs=set())

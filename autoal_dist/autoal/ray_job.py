@@ -16,8 +16,6 @@ with either are equivalent in distribution, not bit for bit, to one process.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -25,11 +23,11 @@ import ray
 import torch
 import torch.distributed as dist
 
-from autoal_dist.autoal.search import Rows, build_models, train_search
+from autoal_dist.autoal.search import Rows, SearchJob, build_models, train_search
 from autoal_dist.autoal.weights import Evidence, WeightFit, fit_weights
-from autoal_dist.config import AutoALConfig, Config
+from autoal_dist.config import AutoALConfig
 from autoal_dist.data.transforms import Normalizer
-from autoal_dist.distributed.train import report_state, run_job
+from autoal_dist.training.ray_job import JobRunner, report_state
 from autoal_dist.models.autoal_nets import SearchNet
 
 
@@ -65,14 +63,6 @@ class Collective:
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
 
 
-@dataclass(frozen=True)
-class SearchJob:
-    cfg: Config
-    input_shape: tuple[int, ...]
-    num_classes: int
-    seed: int
-
-
 def search_loop(config: dict[str, Any]) -> None:
     job: SearchJob = config["job"]
     search, fit = ray.get(config["search"]), ray.get(config["fit"])
@@ -96,17 +86,16 @@ def search_loop(config: dict[str, Any]) -> None:
 
 
 def fit_search(job: SearchJob, search: Rows, fit: Rows, memberships: np.ndarray,
-               normalize: Normalizer, *, workers: int, use_gpu: bool, storage: str | Path,
-               name: str, max_failures: int = 2) -> tuple[SearchNet, torch.nn.Module]:
+               normalize: Normalizer, jobs: JobRunner,
+               name: str) -> tuple[SearchNet, torch.nn.Module]:
     """Run the search on `workers` Train workers (0 = local mode): (SearchNet, FitNet), eval mode.
 
     A failed worker group is retried from scratch: the search is deterministic and
     short next to scoring, so a mid-search checkpoint would buy little.
     """
-    state = run_job(search_loop, {"job": job, "search": ray.put(search), "fit": ray.put(fit),
-                                  "memberships": ray.put(memberships), "normalize": normalize},
-                    workers=workers, use_gpu=use_gpu, storage=storage, name=name,
-                    max_failures=max_failures)
+    state = jobs.run(search_loop, {"job": job, "search": ray.put(search), "fit": ray.put(fit),
+                                   "memberships": ray.put(memberships), "normalize": normalize},
+                     name)
     torch.manual_seed(job.seed)
     models = build_models(job.cfg, job.input_shape, job.num_classes, "cpu")
     models.searchnet.load_state_dict(state["searchnet"])
@@ -126,12 +115,10 @@ def weights_loop(config: dict[str, Any]) -> None:
                  ray.train.get_context().get_world_rank(), config["local_dir"])
 
 
-def fit_weights_job(evidence: list[Evidence], active: np.ndarray, a: AutoALConfig, *,
-                    workers: int, use_gpu: bool, storage: str | Path, name: str,
-                    max_failures: int = 2) -> WeightFit:
-    """`fit_weights` as a Ray Train job on `workers` workers (the same result as in-process)."""
-    state = run_job(weights_loop, {"problem": ray.put((evidence, active, a))},
-                    workers=workers, use_gpu=use_gpu, storage=storage, name=name,
-                    max_failures=max_failures)
+def fit_weights_job(evidence: list[Evidence], active: np.ndarray, a: AutoALConfig,
+                    jobs: JobRunner, name: str) -> WeightFit:
+    """`fit_weights` as a Ray Train job on `jobs.workers` workers (the same result as
+    in-process)."""
+    state = jobs.run(weights_loop, {"problem": ray.put((evidence, active, a))}, name)
     return WeightFit(**{k: v.numpy() if isinstance(v, torch.Tensor) else v
                         for k, v in state["fit"].items()})

@@ -17,7 +17,7 @@ import ray
 import torch
 
 from autoal_dist.data.transforms import Normalizer
-from autoal_dist.inference import compute_outputs
+from autoal_dist.models.inference import compute_outputs
 from autoal_dist.models.backbones import ModelSpec
 from autoal_dist.outputs import PoolOutputs
 from autoal_dist.strategies import get, top_b_scored

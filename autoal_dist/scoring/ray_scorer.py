@@ -22,11 +22,11 @@ import ray
 from ray.exceptions import RayTaskError
 
 from autoal_dist.data.transforms import Normalizer
-from autoal_dist.distributed.actors import NeedsRebuild, ScorerActor, ShardTask
+from autoal_dist.scoring.actors import NeedsRebuild, ScorerActor, ShardTask
 from autoal_dist.models.backbones import ModelSpec
 from autoal_dist.models.backbones import Classifier
 from autoal_dist.outputs import PoolOutputs
-from autoal_dist.scoring import Selection
+from autoal_dist.scoring.base import Selection
 from autoal_dist.strategies.sharded import shard_slices
 from autoal_dist.strategies import get, merge_top_b, needs_of
 

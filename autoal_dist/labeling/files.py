@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoal_dist import label_studio
-from autoal_dist.label_studio import ExportError, ExportSummary
+from autoal_dist.labeling import label_studio
+from autoal_dist.labeling.label_studio import ExportError, ExportSummary
 
 _INT = re.compile(r"[+-]?\d+")
 

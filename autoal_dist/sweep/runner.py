@@ -8,10 +8,10 @@ finishes a trial ASHA stopped. `<out>` may be a URI (s3://, gs://): trials on ot
 stage their run directories there (remote.py), and Tune keeps its experiment there.
 
 How Tune and Ray Train fit (Ray 2.60, Train V2: a Tune function launches the Trainer):
-* workers: 0 (the default): the trial process runs the whole campaign, scoring with the
-  LocalScorer and training in-process, on the trial's own reservation (resources_per_trial).
-* workers > 0: the trial drives its campaign through `Campaign.on_ray`: each round's networks
-  are fitted by TorchTrainers launched from inside the trial. Ray Train gives their worker group
+* tune.mode local (the default while workers is 0): the trial process runs the whole campaign,
+  scoring with the LocalScorer and training in-process, on the trial's own reservation.
+* tune.mode ray (the default with workers > 0): the trial runs its campaign in execution mode
+  `ray`: each round's networks are fitted by TorchTrainers launched from inside the trial. Ray Train gives their worker group
   a placement group of its own, outside the trial's reservation (so keep max_concurrent_trials
   within what the cluster holds besides). Scorer actors are child actors, which Tune captures
   into the trial's placement group, so the trial reserves one bundle per shard for them.
@@ -34,12 +34,13 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from autoal_dist import __version__, remote, store
-from autoal_dist.store import CONFIG_FILE, dataset_fingerprint
+from autoal_dist import remote, rundir, store, __version__
 from autoal_dist.config import Config, ConfigError, read_config_file
+from autoal_dist.campaign import Campaign, prepare_data
 from autoal_dist.data import Dataset
+from autoal_dist.execution import execution_for
 from autoal_dist.report import learning_curve_auc
-from autoal_dist.tune_space import (Dist, Sweep, check_samples, parse_sweep, prefixed,
+from autoal_dist.sweep.space import (Dist, Sweep, check_samples, parse_sweep, prefixed,
                                     trial_config)
 
 RESULTS_FILE = "tune_results.parquet"
@@ -84,7 +85,7 @@ def _plain(value: Any) -> Any:
 
 
 def _trial(sample: dict[str, Any], *, campaign: dict[str, Any], data: Dataset,
-           meta: dict[str, Any], trials_dir: str) -> None:
+           meta: dict[str, Any], trials_dir: str, mode: str) -> None:
     """One trial: the campaign with the sampled values in `trials_dir/<trial id>` (a local
     path or a URI: trials may run on any node), reporting after every round."""
     from ray import tune
@@ -92,16 +93,12 @@ def _trial(sample: dict[str, Any], *, campaign: dict[str, Any], data: Dataset,
     cfg = trial_config(campaign, sample)
     location = remote.join(trials_dir, tune.get_context().get_trial_id())
     with remote.opened(location, download=False) as run_dir:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        store.write_json(run_dir / CONFIG_FILE, {"config": cfg.to_dict(), **meta})
-        store.write_table(run_dir / "pool.parquet", store.pool_table(data.train_y, data.test_y))
-        _run_trial(cfg, data, run_dir)
+        rundir.create(run_dir, {**meta, "config": cfg.to_dict()}, data)
+        _run_trial(cfg, data, run_dir, mode)
 
 
-def _run_trial(cfg: Config, data: Dataset, run_dir: Path) -> None:
+def _run_trial(cfg: Config, data: Dataset, run_dir: Path, mode: str) -> None:
     from ray import tune
-
-    from autoal_dist.campaign import Campaign
 
     n_labeled: list[int] = []
     accuracy: list[float] = []
@@ -113,20 +110,20 @@ def _run_trial(cfg: Config, data: Dataset, run_dir: Path) -> None:
                      "auc": learning_curve_auc(np.array(n_labeled), np.array(accuracy)),
                      "n_labeled": row["n_labeled"]})
 
-    camp = (Campaign.on_ray if cfg.workers else Campaign)(cfg, run_dir, data, show_progress=False)
+    camp = Campaign(cfg, run_dir, data, execution=execution_for(mode), show_progress=False)
     try:
         camp.run(on_round=report)
     finally:
         camp.close()
 
 
-def _trial_resources(cfg: Config, cpu: float, gpu: float) -> Any:
-    """The trial's placement group: the trial process, plus its scorer actors with workers > 0."""
+def _trial_resources(cfg: Config, cpu: float, gpu: float, mode: str) -> Any:
+    """The trial's placement group: the trial process, plus its scorer actors in mode ray."""
     import ray
     from ray import tune
 
     bundles = [{"CPU": cpu, "GPU": gpu}]
-    if cfg.workers > 0:  # each bundle is what one RayScorer actor asks for
+    if mode == "ray":  # each bundle is what one RayScorer actor asks for
         gpus = ray.cluster_resources().get("GPU", 0) if cfg.gpu else 0
         bundles += [{"CPU": 1.0, "GPU": min(1.0, gpus / cfg.shards)}] * cfg.shards
     return tune.PlacementGroupFactory(bundles)
@@ -166,16 +163,16 @@ def _fit(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    meta = {"dataset_fingerprint": dataset_fingerprint(data), "num_classes": data.num_classes,
-            "autoal_dist_version": __version__}
+    meta = rundir.new_meta({}, data, __version__, mode=sweep.mode)
     trainable = tune.with_parameters(_trial, campaign=campaign, data=data, meta=meta,
-                                     trials_dir=remote.join(out, "trials"))
+                                     trials_dir=remote.join(out, "trials"), mode=sweep.mode)
     asha = sweep.scheduler
     scheduler = None if asha is None else ASHAScheduler(
         time_attr="round", max_t=sweep.base.rounds, grace_period=asha.grace_period,
         reduction_factor=asha.reduction_factor)
     tuner = tune.Tuner(
-        tune.with_resources(trainable, _trial_resources(sweep.base, sweep.cpu, sweep.gpu)),
+        tune.with_resources(trainable, _trial_resources(sweep.base, sweep.cpu, sweep.gpu,
+                                                          sweep.mode)),
         param_space=domains,
         tune_config=tune.TuneConfig(
             metric=sweep.metric, mode="max", num_samples=len(samples), scheduler=scheduler,
@@ -273,8 +270,6 @@ def run_tune(config: Path, out: str | None, num_samples: int | None, quiet: bool
     `out` is a local directory or a URI (remote.py): the sweep's files are staged and
     uploaded, Tune writes its experiment there itself, and each trial stages its own run.
     """
-    from autoal_dist.campaign import prepare_data
-
     sweep = parse_sweep(read_config_file(config), num_samples)
     out = out or str(Path("runs") / f"tune-{config.stem}")
     if not remote.is_uri(out):
@@ -297,7 +292,7 @@ def run_tune(config: Path, out: str | None, num_samples: int | None, quiet: bool
 def _sweep(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
            samples: list[dict[str, Any]], data: Dataset, out: str, out_dir: Path,
            quiet: bool) -> int:
-    from autoal_dist.distributed import ensure_ray
+    from autoal_dist.ray_cluster import ensure_ray
 
     # With include_dashboard=None Ray starts the dashboard where ray[default] is installed.
     # It is needed: when ASHA kills a trial that runs a Train job, Train V2's placement

@@ -1,6 +1,6 @@
 """Train the task classifier on the labeled set: one loop for every execution mode.
 
-The loop is what Ray Train runs on each worker (distributed/train.py) and what
+The loop is what Ray Train runs on each worker (`ray_job.py`) and what
 local mode runs in-process. Every rank draws the same global batch from the same
 generator and takes its strided slice, so DDP's averaged gradient is the
 single-process gradient of that batch. The loop's whole state (weights,
@@ -9,25 +9,15 @@ crashed worker group restarts where it left off, not from scratch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from autoal_dist.config import TrainConfig
 from autoal_dist.data.transforms import Normalizer, augment
 from autoal_dist.models.backbones import Classifier
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adam"  # adam | sgd
-    weight_decay: float = 5e-4
-    min_steps: int = 100  # tiny labeled sets still get enough updates
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -37,7 +27,7 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 
 
-def num_steps(n: int, s: TrainSettings) -> int:
+def num_steps(n: int, s: TrainConfig) -> int:
     """Epochs over the labeled set, but never fewer than `min_steps` optimizer steps."""
     per_epoch = max(1, -(-n // s.batch_size))
     return max(s.epochs * per_epoch, s.min_steps)
@@ -75,7 +65,7 @@ def train_classifier(
     x: np.ndarray,
     y: np.ndarray,
     normalize: Normalizer,
-    settings: TrainSettings,
+    settings: TrainConfig,
     seed: int,
     *,
     use_augment: bool = False,

@@ -1,8 +1,4 @@
-"""Ray plumbing: scorer actors over sharded pools (and later Ray Train / Tune wrappers).
-
-Strategy math lives in `autoal_dist.strategies`; this package only places it on
-actors and merges results exactly.
-"""
+"""The one place that starts or joins Ray, and reads what the cluster offers."""
 from __future__ import annotations
 
 import os

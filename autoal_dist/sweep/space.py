@@ -3,7 +3,7 @@
 A sweep file holds `campaign:` (what `autoal-dist run --config` takes) and `tune:` (what to
 search and how). This module is pure so a bad sweep fails in milliseconds with the same
 one-line `ConfigError` as `run`, before Ray starts, and so it is testable alone. Mapping the
-parsed distributions onto `ray.tune` sampling functions is `autoal_dist.distributed.tune`'s job.
+parsed distributions onto `ray.tune` sampling functions is `autoal_dist.sweep.runner`'s job.
 """
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from autoal_dist.config import Config, ConfigError, build_config, check_against_data
+from autoal_dist.config import Config, ConfigError, check_against_data
+from autoal_dist.registry import load_config
 
 CANDIDATE_POLICIES = ("autoal", "albl", "vote")  # the strategies that combine `candidates`
 
 SECTIONS = ("campaign", "tune")
 TUNE_KEYS = ("search_space", "num_samples", "max_concurrent_trials", "resources_per_trial",
-             "metric", "scheduler", "seed", "loggers")
+             "metric", "scheduler", "seed", "loggers", "mode")
+MODES = ("local", "ray")  # execution.py: where each trial scores and trains
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 # What every trial shares: the data (dataset, data_root and seed fix the split), the run
 # layout, where labels come from, the resources Tune reserves, and ASHA's time axis (rounds).
@@ -66,6 +68,7 @@ class Sweep:
     scheduler: Asha | None = None
     seed: int = 0
     loggers: tuple[str, ...] = ()
+    mode: str = "local"  # execution mode of every trial's campaign (execution.py)
 
 
 def problem(err: ConfigError) -> str:
@@ -109,7 +112,7 @@ def merge(campaign: dict[str, Any], sample: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial_config(campaign: dict[str, Any], sample: dict[str, Any]) -> Config:
-    return build_config(merge(campaign, sample))
+    return load_config(merge(campaign, sample))
 
 
 def check_samples(sweep: Sweep, samples: list[dict[str, Any]], num_classes: int,
@@ -291,7 +294,7 @@ def _campaign(raw: Any) -> tuple[dict[str, Any], Config]:
     if not isinstance(campaign, dict):
         raise ConfigError("campaign", f"must be a mapping of campaign settings, got {campaign!r}")
     try:
-        base = build_config(campaign)
+        base = load_config(campaign)
     except ConfigError as e:
         raise prefixed(e, "campaign") from None
     if base.out is not None:
@@ -300,10 +303,23 @@ def _campaign(raw: Any) -> tuple[dict[str, Any], Config]:
     if base.oracle != "simulated":
         raise ConfigError("campaign.oracle", "a sweep needs simulated labels; oracle files "
                           "would stop every trial to wait for people")
-    if base.workers > 0 and base.shards == 0:
-        raise ConfigError("campaign.shards", "with workers > 0 each trial scores on its own "
-                          "actors; set shards >= 1 (0 = one per cluster CPU, for every trial)")
     return campaign, base
+
+
+def _mode(raw: Any, base: Config) -> str:
+    """`local` (the default while campaign.workers is 0) runs each trial's whole campaign in
+    the trial process; `ray` (the default with workers > 0) scores on the trial's own actors
+    and fits networks as Ray Train jobs."""
+    mode = raw if raw is not None else "ray" if base.workers > 0 else "local"
+    if mode not in MODES:
+        raise ConfigError("tune.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "local" and base.workers > 0:
+        raise ConfigError("tune.mode", "local trains in the trial process, so campaign.workers "
+                          f"({base.workers}) would be ignored; use mode: ray or workers: 0")
+    if mode == "ray" and base.shards == 0:
+        raise ConfigError("campaign.shards", "with mode ray each trial scores on its own "
+                          "actors; set shards >= 1 (0 = one per cluster CPU, for every trial)")
+    return mode
 
 
 def parse_sweep(values: dict[str, Any], num_samples: int | None = None) -> Sweep:
@@ -329,4 +345,5 @@ def parse_sweep(values: dict[str, Any], num_samples: int | None = None) -> Sweep
         max_concurrent_trials=None if concurrent is None
         else _integer(concurrent, "tune.max_concurrent_trials", 1),
         cpu=cpu, gpu=gpu, metric=metric, scheduler=_scheduler(t.get("scheduler"), base.rounds),
-        seed=_integer(t.get("seed", 0), "tune.seed", 0), loggers=_loggers(t.get("loggers")))
+        seed=_integer(t.get("seed", 0), "tune.seed", 0), loggers=_loggers(t.get("loggers")),
+        mode=_mode(t.get("mode"), base))

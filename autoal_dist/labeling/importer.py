@@ -18,14 +18,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from autoal_dist import store
-from autoal_dist.label_files import LabelError, read_label_file
-from autoal_dist.label_studio import ExportSummary
-from autoal_dist.labeling import (LABELS_DIR, LABELS_SCHEMA, awaiting_round, progress,
-                                  read_labels, shown_location)
+from autoal_dist import rundir, store
+from autoal_dist.labeling.files import LabelError, read_label_file
+from autoal_dist.labeling.label_studio import ExportSummary
+from autoal_dist.labeling.export import shown_location
+from autoal_dist.labeling.labels import (LABELS_DIR, LABELS_SCHEMA, awaiting_round, progress,
+                                         read_labels)
 from autoal_dist.remote import location_of
+from autoal_dist.rundir import LABEL_HISTORY_FILE as HISTORY_FILE, METRICS_FILE
 
-HISTORY_FILE = "history.parquet"  # in labels/: each recorded label a correction replaced
 HISTORY_SCHEMA = pa.schema([
     ("id", pa.int64()), ("round", pa.int32()), ("old_label", pa.int64()),
     ("new_label", pa.int64()), ("trained_through", pa.int32()), ("changed_at", pa.string()),
@@ -63,13 +64,13 @@ def import_labels(run_dir: Path, path: Path, num_classes: int, relabel: bool = F
     campaign imports as it is.
     """
     run_dir = Path(run_dir)
-    if not store.journal_rounds(run_dir):
+    if not rundir.journal_rounds(run_dir):
         raise LabelError(f"import: {location_of(run_dir)} has queried no batch yet; run "
                          f"`autoal-dist run --resume --out {shown_location(run_dir)}` first")
     file = read_label_file(path, num_classes)
     where = f"--labels: {path}"
-    split = store.read_pool(run_dir).column("split").to_numpy(zero_copy_only=False)
-    journal = store.read_journal(run_dir)
+    split = rundir.read_pool(run_dir).column("split").to_numpy(zero_copy_only=False)
+    journal = rundir.read_journal(run_dir)
     round_of = dict(zip(journal.column("id").to_pylist(), journal.column("round").to_pylist()))
     old = read_labels(run_dir)
     known = dict(zip(old.column("id").to_pylist(), old.column("label").to_pylist()))
@@ -145,7 +146,7 @@ def _record(run_dir: Path, plan: _Plan, known: dict[int, int], round_of: dict[in
 
 def _trained_rounds(run_dir: Path) -> list[int]:
     """Rounds with a metrics row: their models trained on the labels recorded so far."""
-    path = Path(run_dir) / "metrics.parquet"
+    path = Path(run_dir) / METRICS_FILE
     return pq.read_table(path, columns=["round"]).column("round").to_pylist() \
         if path.is_file() else []
 
@@ -154,9 +155,9 @@ def _drop_unqueried_round(run_dir: Path) -> int | None:
     """Drop the last metrics row if its round chose no batch (a finished campaign's final
     round), so resume retrains it with the corrected labels; returns that round."""
     rounds = _trained_rounds(run_dir)
-    if not rounds or rounds[-1] + 1 in store.journal_rounds(run_dir):
+    if not rounds or rounds[-1] + 1 in rundir.journal_rounds(run_dir):
         return None
-    path = Path(run_dir) / "metrics.parquet"
+    path = Path(run_dir) / METRICS_FILE
     table = pq.read_table(path)
     store.write_table(path, table.slice(0, len(table) - 1))
     return rounds[-1]

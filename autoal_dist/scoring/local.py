@@ -1,51 +1,17 @@
-"""Scorers: one pass over the unlabeled pool -> every requested strategy's selection.
-
-`LocalScorer` runs in the driver process; `autoal_dist.distributed.RayScorer`
-has the same `select_many` surface and runs the pass on sharded Ray actors.
-"""
+"""LocalScorer: the round's scoring pass in the driver process (execution mode `local`)."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from autoal_dist.data.transforms import Normalizer
-from autoal_dist.inference import compute_outputs
 from autoal_dist.models.backbones import Classifier
+from autoal_dist.models.inference import compute_outputs
 from autoal_dist.outputs import PoolOutputs
-from autoal_dist.strategies import get, needs_of, top_b_scored
-
-
-@dataclass
-class Selection:
-    ids: np.ndarray  # selected ids, in selection order
-    scores: np.ndarray  # the strategy's score per selected id (NaN for set strategies)
-
-
-class Scorer(Protocol):
-    def select_many(self, model: Classifier, positions: np.ndarray, names: list[str],
-                    budget: int, seed: int, labeled_positions: np.ndarray,
-                    timings: dict[str, float] | None = None) -> dict[str, Selection]:
-        """For each strategy name, its top-`budget` ids among pool `positions` (sorted).
-
-        Adds seconds spent to `timings["score_s"]` (the pass) and `["select_s"]`.
-        """
-
-
-def selection_from_outputs(outputs: PoolOutputs, name: str, budget: int, seed: int,
-                           block: int, device: str = "cpu") -> Selection:
-    """Run one registered strategy on outputs, keeping scores for the journal.
-
-    `block` is the alignment unit shared with the sharded path (RayScorer), so a
-    set strategy computes exactly what it computes there; it runs on `device`.
-    """
-    strategy = get(name)
-    if strategy.kind == "scoring":
-        return Selection(*top_b_scored(outputs.ids, strategy.score(outputs, seed), budget))
-    ids = strategy.select(outputs, budget, seed, block=block, device=device)
-    return Selection(ids, np.full(len(ids), np.nan))
+from autoal_dist.scoring.base import selection_from_outputs
+from autoal_dist.strategies import needs_of
 
 
 @dataclass

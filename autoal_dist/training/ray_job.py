@@ -22,7 +22,8 @@ import torch
 from autoal_dist import remote
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models.backbones import Classifier, ModelSpec
-from autoal_dist.training import TrainSettings, num_steps, train_classifier
+from autoal_dist.config import TrainConfig
+from autoal_dist.training.loop import num_steps, train_classifier
 
 STATE_FILE = "train_state.pt"
 
@@ -32,12 +33,16 @@ class TrainJob:
     """Everything a worker needs, small enough to ship in train_loop_config."""
 
     spec: ModelSpec
-    settings: TrainSettings
+    settings: TrainConfig
     seed: int
     use_augment: bool
     checkpoint_every: int
-    threads: int = 1  # torch CPU threads (see TrainConfig.threads)
     fail_at_step: int = -1  # test hook: crash the first attempt at this step
+
+    @property
+    def threads(self) -> int:
+        """torch CPU threads (see TrainConfig.threads)."""
+        return self.settings.threads
 
 
 def _load_state(checkpoint: ray.train.Checkpoint | None) -> dict[str, Any] | None:
@@ -72,40 +77,51 @@ def report_state(state: dict[str, Any], metrics: dict[str, Any], rank: int,
                 shutil.rmtree(old, ignore_errors=True)
 
 
-def run_job(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], *, workers: int,
-            use_gpu: bool, storage: str | Path, name: str, max_failures: int) -> dict[str, Any]:
-    """Fit a TorchTrainer running `loop` and return the state of its last checkpoint.
+@dataclass(frozen=True)
+class JobRunner:
+    """Where a run's Ray Train jobs run: `workers` DDP workers (0: Ray Train runs the loop
+    in the driver process), on GPUs or not, with checkpoints under `storage` (a local
+    directory or, for workers on other nodes, a pyarrow-fs URI: `remote.train_location`)."""
 
-    A unique run name per call (reusing one silently resumes an old run). The run's
-    checkpoints exist to survive a crash inside this fit; once its result is back
-    they are deleted (~100 MB per ResNet round would otherwise fill the disk).
-    `storage` is a local directory or, for workers on other nodes, a pyarrow-fs URI
-    (`remote.train_location`); local mode needs a local one. `config` gains `local_dir`
-    for report_state.
-    """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    workers: int
+    use_gpu: bool
+    storage: str
+    max_failures: int = 2
 
-    run_name = f"{name}-{uuid.uuid4().hex[:8]}"
-    if remote.is_uri(storage):
-        if workers == 0:
-            raise ValueError(f"Ray Train local mode writes its checkpoints to a local "
-                             f"directory, got {storage}")
-        storage = str(storage)
-    else:
-        storage = str(Path(storage).absolute())
-    local_dir = str(Path(storage, run_name, "local")) if workers == 0 else ""
-    trainer = TorchTrainer(
-        loop, train_loop_config={**config, "local_dir": local_dir},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu and workers > 0),
-        run_config=RunConfig(name=run_name, storage_path=storage,
-                             failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)))
-    state = _load_state(trainer.fit().checkpoint)
-    remote.remove_tree(remote.join(storage, run_name))
-    if state is None:
-        raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint")
-    return state
+    def run(self, loop: Callable[[dict[str, Any]], None], config: dict[str, Any],
+            name: str) -> dict[str, Any]:
+        """Fit a TorchTrainer running `loop` and return the state of its last checkpoint.
+
+        A unique run name per call (reusing one silently resumes an old run). The run's
+        checkpoints exist to survive a crash inside this fit; once its result is back
+        they are deleted (~100 MB per ResNet round would otherwise fill the disk).
+        Local mode needs a local `storage`. `config` gains `local_dir` for report_state.
+        """
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        workers = self.workers
+        run_name = f"{name}-{uuid.uuid4().hex[:8]}"
+        if remote.is_uri(self.storage):
+            if workers == 0:
+                raise ValueError(f"Ray Train local mode writes its checkpoints to a local "
+                                 f"directory, got {self.storage}")
+            storage = str(self.storage)
+        else:
+            storage = str(Path(self.storage).absolute())
+        local_dir = str(Path(storage, run_name, "local")) if workers == 0 else ""
+        trainer = TorchTrainer(
+            loop, train_loop_config={**config, "local_dir": local_dir},
+            scaling_config=ScalingConfig(num_workers=workers,
+                                         use_gpu=self.use_gpu and workers > 0),
+            run_config=RunConfig(name=run_name, storage_path=storage,
+                                 failure_config=FailureConfig(max_failures=self.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=1)))
+        state = _load_state(trainer.fit().checkpoint)
+        remote.remove_tree(remote.join(storage, run_name))
+        if state is None:
+            raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint")
+        return state
 
 
 class InjectedFailure(RuntimeError):
@@ -140,14 +156,11 @@ def train_loop(config: dict[str, Any]) -> None:
                      on_checkpoint=on_checkpoint, progress=progress)
 
 
-def fit_classifier(x: np.ndarray, y: np.ndarray, normalize: Normalizer, job: TrainJob, *,
-                   workers: int, use_gpu: bool, storage: str | Path, name: str,
-                   max_failures: int = 2) -> Classifier:
+def fit_classifier(x: np.ndarray, y: np.ndarray, normalize: Normalizer, job: TrainJob,
+                   jobs: JobRunner, name: str) -> Classifier:
     """Train through a TorchTrainer and return the final weights in a local Classifier."""
-    state = run_job(train_loop, {"job": job, "x": ray.put(x), "y": ray.put(y),
-                                 "normalize": normalize},
-                    workers=workers, use_gpu=use_gpu, storage=storage, name=name,
-                    max_failures=max_failures)
+    state = jobs.run(train_loop, {"job": job, "x": ray.put(x), "y": ray.put(y),
+                                  "normalize": normalize}, name)
     if state["step"] != num_steps(len(x), job.settings):
         raise RuntimeError(f"training {name} ended at step {state['step']}, not at the end")
     torch.manual_seed(job.seed)

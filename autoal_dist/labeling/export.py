@@ -22,75 +22,23 @@ import os
 import shlex
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from autoal_dist import label_studio, store
+from autoal_dist import rundir
+from autoal_dist.labeling import label_studio
+from autoal_dist.labeling.labels import UNLABELED, awaiting_round, progress, revealed_labels
 from autoal_dist.data import Dataset
-from autoal_dist.label_files import LabelError
+from autoal_dist.labeling.files import LabelError
 from autoal_dist.remote import is_uri, location_of
-
-LABELS_DIR = "labels"
-LABELS_SCHEMA = pa.schema([("id", pa.int64()), ("label", pa.int64())])
-UNLABELED = -1  # train_y of a pool sample nobody labeled: loud if it ever reaches a loss
-
-
-@dataclass(frozen=True)
-class RoundLabels:
-    """How much of one journaled batch people have labeled."""
-
-    round: int
-    batch: int
-    labeled: int
-
-    @property
-    def complete(self) -> bool:
-        return self.labeled == self.batch
-
-
-# ---- the labels store ---------------------------------------------------------------
-
-def read_labels(run_dir: Path) -> pa.Table:
-    """Every imported label (id, label), all rounds; temp files of a killed import are ignored."""
-    d = Path(run_dir) / LABELS_DIR
-    rounds = store.rounds_in(d)
-    if not rounds:
-        return LABELS_SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(store.round_path(d, r), schema=LABELS_SCHEMA)
-                             for r in rounds])
-
-
-def revealed_labels(run_dir: Path, pool_size: int) -> np.ndarray:
-    """Pool labels as people gave them: int64 [pool_size], UNLABELED where none was imported."""
-    y = np.full(pool_size, UNLABELED, np.int64)
-    t = read_labels(run_dir)
-    y[t.column("id").to_numpy()] = t.column("label").to_numpy()
-    return y
-
-
-def progress(run_dir: Path) -> list[RoundLabels]:
-    """Labeling progress of every journaled round, ascending."""
-    journal = store.read_journal(run_dir)
-    ids, rounds = journal.column("id").to_numpy(), journal.column("round").to_numpy()
-    done = np.isin(ids, read_labels(run_dir).column("id").to_numpy())
-    return [RoundLabels(int(r), int((rounds == r).sum()), int(done[rounds == r].sum()))
-            for r in store.journal_rounds(run_dir)]
-
-
-def awaiting_round(run_dir: Path) -> int | None:
-    """The first journaled round whose batch is not fully labeled; None when all are."""
-    return next((p.round for p in progress(run_dir) if not p.complete), None)
-
 
 def _round_ids(run_dir: Path, round_: int) -> np.ndarray:
     """The batch journaled in `round_`, in selection order (most wanted first)."""
-    t = pq.read_table(store.journal_path(run_dir, round_), schema=store.JOURNAL_SCHEMA)
+    t = pq.read_table(rundir.journal_path(run_dir, round_), schema=rundir.JOURNAL_SCHEMA)
     return t.column("id").to_numpy()
 
 
@@ -140,7 +88,7 @@ def export_batch(run_dir: Path, round_: int | None, load_data: Callable[[], Data
     Flat features have nothing to look at in an image tool: `batch.csv` is then
     id,label,f0,f1,... Labels already imported are filled in; the rest are empty.
     """
-    rounds = store.journal_rounds(run_dir)
+    rounds = rundir.journal_rounds(run_dir)
     if round_ is None:
         round_ = awaiting_round(run_dir)
         if round_ is None:

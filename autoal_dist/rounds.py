@@ -1,0 +1,52 @@
+"""One round's query step: what a round policy may use (`RoundContext`) and the plain policy.
+
+A policy turns the round's trained classifier into a batch of ids. A plain strategy is one
+scoring pass + its own top-b; AutoAL, ALBL and vote combine the candidates' passes
+(`policies.py` registers them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from autoal_dist.config import Config
+from autoal_dist.data import Dataset
+from autoal_dist.data.transforms import Normalizer
+from autoal_dist.models.backbones import Classifier
+from autoal_dist.scoring import Scorer, Selection
+from autoal_dist.seeds import derive
+
+if TYPE_CHECKING:
+    from autoal_dist.training.ray_job import JobRunner
+
+
+@dataclass
+class RoundContext:
+    """What a selection policy may use in one round."""
+
+    cfg: Config
+    data: Dataset
+    normalize: Normalizer
+    model: Classifier
+    scorer: Scorer
+    round: int
+    labeled: np.ndarray  # sorted pool ids
+    unlabeled: np.ndarray  # sorted pool ids
+    device: str
+    run_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    jobs: JobRunner | None = None  # Ray Train jobs (execution `ray`); None: in-process
+
+
+Policy = Callable[[RoundContext], Selection]
+
+
+def plain_policy(ctx: RoundContext) -> Selection:
+    """A single registered strategy: one scoring pass, its own top-b."""
+    name = ctx.cfg.strategy
+    return ctx.scorer.select_many(ctx.model, ctx.unlabeled, [name], ctx.cfg.budget,
+                                  derive(ctx.cfg.seed, ctx.round, "select"), ctx.labeled,
+                                  ctx.timings)[name]

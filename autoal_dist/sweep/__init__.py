@@ -1,0 +1,1 @@
+"""`autoal-dist tune`: the sweep file (`space.py`) and its Ray Tune runner (`runner.py`)."""

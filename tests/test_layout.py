@@ -1,0 +1,119 @@
+"""The package's import graph: no cycle, and every import runs down the layers below.
+
+Imports inside functions count (a lazy import is still a dependency); imports under
+`if TYPE_CHECKING:` do not (they never run).
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "autoal_dist"
+
+# Lowest first: a module may import its own layer (without a cycle) and the layers below.
+LAYERS: list[tuple[str, ...]] = [
+    ("__init__", "config", "seeds", "faults", "outputs", "remote", "ray_cluster"),  # leaves
+    ("store", "data", "models", "strategies"),  # files, datasets, networks, strategy math
+    ("rundir", "scoring", "training", "labeling"),  # run directory, one pass, fitting
+    ("autoal", "albl", "rounds"),  # round policies
+    ("policies", "registry", "execution", "run_lock", "journal_check"),
+    ("campaign", "report"),  # the round loop
+    ("sweep", "cli", "__main__"),  # commands
+]
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+
+def imports_of(name: str) -> set[str]:
+    """The package modules `name` imports at runtime."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("autoal_dist"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                and node.module.startswith("autoal_dist"):
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                found.add(sub if sub in MODULES else node.module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return {m for m in found if m in MODULES and m != name}
+
+
+GRAPH = {name: imports_of(name) for name in MODULES}
+
+
+def layer_of(name: str) -> int:
+    top = name.split(".")[1] if "." in name else "__init__"
+    for i, group in enumerate(LAYERS):
+        if top in group:
+            return i
+    raise AssertionError(f"{name}: no layer in tests/test_layout.py LAYERS; add its folder")
+
+
+def test_every_module_has_a_layer():
+    for name in MODULES:
+        layer_of(name)
+
+
+def test_no_import_cycle():
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def dfs(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(GRAPH[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                dfs(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(GRAPH):
+        if name not in state:
+            dfs(name)
+
+
+def test_no_upward_import():
+    upward = [f"{a} -> {b}" for a, targets in GRAPH.items() for b in targets
+              if layer_of(b) > layer_of(a)]
+    assert not upward, "imports that run up the layers: " + ", ".join(sorted(upward))
+
+
+def test_config_is_a_leaf():
+    assert GRAPH["autoal_dist.config"] == set()
+
+
+def test_the_graph_is_walked():
+    """A guard against a walker that finds nothing: known edges are seen."""
+    assert "autoal_dist.rundir" in GRAPH["autoal_dist.campaign"]
+    assert "autoal_dist.autoal.ray_job" in GRAPH["autoal_dist.autoal.policy"]
+    assert "autoal_dist.rounds" in GRAPH["autoal_dist.policies"]
