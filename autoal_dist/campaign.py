@@ -44,7 +44,7 @@ class Campaign:
         replaces its scorer (benchmarks, tests)."""
         self.cfg, self.run_dir, self.data = cfg, Path(run_dir), data
         self.device = "cuda" if cfg.gpu and torch.cuda.is_available() else "cpu"
-        self.normalize = Normalizer.fit(data.train_x)
+        self.normalize = Normalizer.for_dataset(data)  # a stored pool's: recorded, no pass
         self.show_progress = show_progress
         self.awaiting: int | None = None  # oracle files: the round whose batch awaits labels
         self.spec = ModelSpec.resolve(cfg.model, data.input_shape, data.num_classes,

@@ -1,4 +1,4 @@
-"""`autoal-dist run | tune | bench | export | import | report`.
+"""`autoal-dist run | tune | bench | export | import | report | pool`.
 
 Every user error (bad flag, bad config value, unusable dataset) is one line on
 stderr and exit code 2, raised before anything in the run directory changes.
@@ -15,6 +15,7 @@ from autoal_dist import remote, rundir, __version__
 from autoal_dist.config import Config, ConfigError, read_config_file
 from autoal_dist.registry import load_config
 from autoal_dist.data import DataError, Dataset
+from autoal_dist.data.pool_cli import add_pool_parser, cmd_pool
 from autoal_dist.labeling.importer import import_labels
 from autoal_dist.labeling import LabelError, export_batch, next_steps
 from autoal_dist.remote import RemoteError
@@ -32,7 +33,8 @@ class UsageError(Exception):
 def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML or JSON campaign config")
     p.add_argument("--dataset", help="digits | synthetic[:SPEC] | npz:PATH | parquet:PATH | "
-                   "medmnist:NAME[@SIZE] | cifar10 | cifar100 | svhn | tinyimagenet")
+                   "medmnist:NAME[@SIZE] | cifar10 | cifar100 | svhn | tinyimagenet | "
+                   "pool:DIR_OR_URI (a stored pool: `autoal-dist pool write`)")
     p.add_argument("--data-root", dest="data_root", help="directory holding the dataset files")
     p.add_argument("--strategy", help="query strategy (see `autoal-dist strategies`)")
     p.add_argument("--candidates", help="comma-separated candidate strategies for autoal")
@@ -88,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
                      "labels/history.parquet)")
     sub.add_parser("bench", help="run a benchmark of the repository's benchmarks/ folder: "
                    "bench NAME [ARGS...] (bench --list names them)", add_help=False)
+    add_pool_parser(sub)  # pool write|info|verify (data/pool_cli.py)
     tun = sub.add_parser("tune", help="search candidate pools and AutoAL hyperparameters "
                          "with Ray Tune (ASHA stops weak trials between rounds)")
     tun.add_argument("--config", required=True,
@@ -290,7 +293,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "report": cmd_report, "strategies": cmd_strategies,
-            "export": cmd_export, "import": cmd_import, "tune": cmd_tune}
+            "export": cmd_export, "import": cmd_import, "tune": cmd_tune, "pool": cmd_pool}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

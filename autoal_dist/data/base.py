@@ -62,7 +62,7 @@ FINGERPRINT_CHUNK = 16384  # rows hashed per step: any value gives the same hash
 
 def content_fingerprint(*arrays) -> str:
     """blake2b-128 over each array's shape string and C-order bytes, streamed in row chunks
-    (so a lazy array is read a chunk at a time). `store.dataset_fingerprint` is this over
+    (so a lazy array is read a chunk at a time). `rundir.dataset_fingerprint` is this over
     (train_x, train_y, test_x, test_y)."""
     h = hashlib.blake2b(digest_size=16)
     for arr in arrays:

@@ -1,7 +1,8 @@
 """`autoal-dist pool write|info|verify`: the stored-pool commands, for cli.py to mount.
 
     sub = parser.add_subparsers(...)
-    add_pool_parser(sub)              # registers `pool` with its three subcommands
+    add_pool_parser(sub)              # registers `pool` with its three subcommands:
+    # pool write --dataset SPEC --to DIR_OR_URI [--rows-per-file N] | info LOC | verify LOC
     COMMANDS["pool"] = cmd_pool       # returns an exit status; raises DataError to report
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from autoal_dist.data.base import DataError
 from autoal_dist.data.pool_format import ENCODINGS, PoolMeta
 
 
@@ -17,10 +19,12 @@ def add_pool_parser(sub: Any) -> argparse.ArgumentParser:
     pool = sub.add_parser("pool", help="write a dataset as a stored pool (parquet files on a "
                           "disk, shared mount or object store), inspect or verify one")
     ops = pool.add_subparsers(dest="pool_command", required=True)
-    w = ops.add_parser("write", help="write DATASET to a new stored pool; runs then use "
-                       "--dataset pool:DIR_OR_URI and read it by row")
-    w.add_argument("dataset", help="dataset spec, as for run --dataset (e.g. tinyimagenet, "
+    w = ops.add_parser("write", help="write --dataset SPEC to a new stored pool; runs then "
+                       "use --dataset pool:DIR_OR_URI and read it by row")
+    w.add_argument("--dataset", dest="dataset_spec", metavar="SPEC",
+                   help="dataset spec, as for run --dataset (e.g. tinyimagenet, "
                    "npz:/data/pathmnist.npz)")
+    w.add_argument("dataset", nargs="?", help=argparse.SUPPRESS)  # older positional form
     w.add_argument("--to", required=True, help="new (or empty) directory or URI "
                    "(s3://bucket/pools/NAME, gs://...)")
     w.add_argument("--data-root", dest="data_root", help="as for run --data-root")
@@ -48,6 +52,17 @@ def describe(meta: PoolMeta, location: str) -> str:
             f"fingerprint {meta.fingerprint}")
 
 
+def dataset_spec(args: argparse.Namespace) -> str:
+    """`pool write`'s dataset: --dataset SPEC (or the older positional SPEC, not both)."""
+    flag, positional = getattr(args, "dataset_spec", None), getattr(args, "dataset", None)
+    if flag and positional and flag != positional:
+        raise DataError(f"pool write: --dataset {flag!r} and the positional {positional!r} "
+                        "differ; give --dataset only")
+    if not (flag or positional):
+        raise DataError("pool write: --dataset SPEC is required (e.g. --dataset tinyimagenet)")
+    return flag or positional
+
+
 def cmd_pool(args: argparse.Namespace) -> int:
     from autoal_dist.data.base import load_dataset
     from autoal_dist.data.pool_format import normalize_location
@@ -55,7 +70,8 @@ def cmd_pool(args: argparse.Namespace) -> int:
     from autoal_dist.data.pool_write import write_pool
 
     if args.pool_command == "write":
-        data = load_dataset(args.dataset, args.data_root)
+        spec = dataset_spec(args)
+        data = load_dataset(spec, args.data_root)
         meta = write_pool(data, args.to, args.rows_per_file, args.encoding,
                           rows_per_group=args.rows_per_group)
         print(describe(meta, normalize_location(args.to)))

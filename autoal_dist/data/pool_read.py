@@ -6,7 +6,9 @@ Ray actors; each process opens the filesystem itself on first use. Indexing it (
 slices, int or bool arrays) returns the numpy array indexing the in-memory array would,
 reading only the row groups holding the requested rows (row -> (file, row group) comes
 from pool.json, no file is listed or scanned). A small per-instance cache of decoded row
-groups makes a batch-by-batch sweep (x[lo:lo+256], ...) read each row group once.
+groups makes a batch-by-batch sweep (x[lo:lo+256], ...) read each row group once; a
+second, bounded tier (`keep`) holds the row groups of one row range across calls, so a
+Ray scorer actor that sweeps the same shard every round reads it from storage once.
 """
 from __future__ import annotations
 
@@ -73,12 +75,19 @@ class StoredArray:
         self._lock = threading.Lock()
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cached = 0
+        self._kept: dict[int, np.ndarray] = {}  # the `keep` tier: never evicted by reads
+        self._kept_bytes = 0
+        self._keep_groups = range(0)  # global row groups the `keep` tier may hold
+        self._keep_budget = 0
         self._footers: dict[int, Any] = {}
         self.groups_read = 0  # row groups fetched from storage by this process's copy
 
+    _PROCESS_LOCAL = ("_lock", "_cache", "_cached", "_kept", "_kept_bytes", "_keep_groups",
+                      "_keep_budget", "_footers", "groups_read")
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for key in ("_lock", "_cache", "_cached", "_footers", "groups_read"):
+        for key in self._PROCESS_LOCAL:
             state.pop(key)
         return state
 
@@ -173,6 +182,39 @@ class StoredArray:
         """All rows, in memory."""
         return self[:]
 
+    # ---- the keep tier -----------------------------------------------------------------
+
+    def keep(self, lo: int, hi: int, budget: int) -> None:
+        """Keep the decoded row groups holding rows [lo, hi) of this array once read, up to
+        `budget` bytes, across calls (beside the small LRU cache, which a sweep longer than
+        it flushes). The first groups read are kept until the budget is spent; later ones
+        go through the LRU cache only, so a sweep repeated every round reads only the part
+        beyond the budget again. Kept groups outside the new range are dropped now."""
+        lo, hi, _ = slice(lo, hi).indices(len(self))
+        if hi > lo:
+            first = int(np.searchsorted(self._starts, self.start + lo, "right")) - 1
+            last = int(np.searchsorted(self._starts, self.start + hi - 1, "right")) - 1
+            groups = range(first, last + 1)
+        else:
+            groups = range(0)
+        with self._lock:
+            self._keep_groups, self._keep_budget = groups, max(0, int(budget))
+            for g in [g for g in self._kept if g not in groups]:
+                self._kept_bytes -= self._kept.pop(g).nbytes
+            while self._kept_bytes > self._keep_budget:  # a smaller budget: drop the last
+                g = max(self._kept)
+                self._kept_bytes -= self._kept.pop(g).nbytes
+
+    @property
+    def kept_bytes(self) -> int:
+        """Decoded bytes held by the keep tier."""
+        return self._kept_bytes
+
+    @property
+    def cached_bytes(self) -> int:
+        """Decoded bytes held by both caches (the LRU one and the keep tier)."""
+        return self._cached + self._kept_bytes
+
     # ---- reading ----------------------------------------------------------------------
 
     def _range(self, lo: int, hi: int) -> np.ndarray:
@@ -221,6 +263,9 @@ class StoredArray:
     def _group(self, g: int) -> np.ndarray:
         """Row group `g` (global index) decoded, through the cache."""
         with self._lock:
+            block = self._kept.get(g)
+            if block is not None:
+                return block
             block = self._cache.get(g)
             if block is not None:
                 self._cache.move_to_end(g)
@@ -228,7 +273,15 @@ class StoredArray:
         block = self._read_group(g)
         with self._lock:
             self.groups_read += 1
-            if g not in self._cache and block.nbytes <= self.cache_bytes:
+            if g in self._kept:
+                return self._kept[g]
+            if (g in self._keep_groups
+                    and self._kept_bytes + block.nbytes <= self._keep_budget):
+                self._kept[g] = block
+                self._kept_bytes += block.nbytes
+                if g in self._cache:
+                    self._cached -= self._cache.pop(g).nbytes
+            elif g not in self._cache and block.nbytes <= self.cache_bytes:
                 self._cache[g] = block
                 self._cached += block.nbytes
                 while self._cached > self.cache_bytes:

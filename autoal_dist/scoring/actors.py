@@ -1,14 +1,21 @@
 """The scorer actor: owns one contiguous shard of the unlabeled pool for a round.
 
-The pool's pixels arrive once per campaign as an object-store ref (read
-zero-copy); per round the actor gets the weights ref and its slice of positions,
-runs the one forward pass, and keeps the outputs for every strategy asked of it.
-Every call names the round it belongs to; an actor that restarted (and so lost
-its state) answers `NeedsRebuild` and the driver re-prepares and replays it.
+Its pool is one of two kinds. An in-memory dataset's pixels arrive once per campaign as
+an object-store ref (read zero-copy). A stored pool (`pool:DIR_OR_URI`) arrives as its
+`StoredArray` (a few KB: the location and the row-group table); the actor reads the
+rows of its shard from storage itself, batch by batch as the forward pass goes (one
+batch read ahead on a thread), and keeps the decoded row groups of its shard's row
+range across rounds up to `cache_bytes` (the StoredArray's keep tier): it never holds
+another shard's rows, nor more than its own. Per round the actor gets the weights ref
+and its slice of positions, runs the one forward pass, and keeps the outputs for every
+strategy asked of it. Every call names the round it belongs to; an actor that restarted
+(and so lost its state) answers `NeedsRebuild` and the driver re-prepares and replays it.
 """
 from __future__ import annotations
 
 import os
+import resource
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,37 +49,115 @@ class ShardTask:
     seed: int
 
 
+class RowsAt:
+    """Rows `positions` of a stored pool, read as they are sliced (`compute_outputs` takes
+    x[lo:lo + batch] in order): each slice is read from storage when asked for, and the
+    next slice of the same length is read ahead on one thread while the model runs."""
+
+    def __init__(self, x: Any, positions: np.ndarray, read_ahead: bool = True) -> None:
+        self.x, self.positions = x, positions
+        self._ahead: ThreadPoolExecutor | None = (ThreadPoolExecutor(1) if read_ahead
+                                                  else None)
+        self._next: tuple[int, int, Future] | None = None
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        lo, hi, step = key.indices(len(self))
+        if step != 1:
+            raise IndexError("RowsAt takes contiguous slices")
+        nxt, self._next = self._next, None
+        rows = (nxt[2].result() if nxt is not None and nxt[:2] == (lo, hi)
+                else self.x[self.positions[lo:hi]])
+        if self._ahead is not None and hi < len(self):
+            n_lo, n_hi = hi, min(len(self), hi + (hi - lo))
+            self._next = (n_lo, n_hi, self._ahead.submit(
+                self.x.__getitem__, self.positions[n_lo:n_hi]))
+        return rows
+
+    def close(self) -> None:
+        if self._next is not None:  # an abandoned read ahead (an error mid-pass)
+            self._next[2].cancel()
+        if self._ahead is not None:
+            self._ahead.shutdown(wait=True)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far (Linux: ru_maxrss is in KiB)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now (0 where /proc is absent)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class ScorerActor:
-    def __init__(self, pool: list[ray.ObjectRef], normalize: Normalizer, spec: ModelSpec,
-                 device: str, threads: int = 1) -> None:
-        """`pool` is [ref to the pool's pixel array]: nested, so the actor fetches it itself
-        (zero-copy) and a restart refetches it from the driver-owned object."""
+    def __init__(self, pool: Any, normalize: Normalizer, spec: ModelSpec,
+                 device: str, threads: int = 1, cache_bytes: int = 0) -> None:
+        """`pool` is [ref to the pool's pixel array] (an in-memory dataset): nested, so the
+        actor fetches it itself (zero-copy) and a restart refetches it from the
+        driver-owned object; or a stored pool's `StoredArray`, read by row from storage,
+        with up to `cache_bytes` of its shard's decoded rows kept across rounds."""
         torch.set_num_threads(threads)  # fixed, so outputs do not depend on the host's cores
-        self.x = ray.get(pool[0])
+        self.stored = not isinstance(pool, list)
+        self.x = pool if self.stored else ray.get(pool[0])
+        self.cache_bytes = cache_bytes
         self.normalize, self.spec, self.device = normalize, spec, device
         self.key: str | None = None
         self.outputs: PoolOutputs | None = None
         self.shards: dict[str, Any] = {}
+        self.rss_at_start = rss_bytes()
 
     def pid(self) -> int:
         """For tests and diagnostics: which process currently backs this actor."""
         return os.getpid()
 
+    def stats(self) -> dict[str, Any]:
+        """For tests and benchmarks: what this process read and holds."""
+        return {"pid": os.getpid(), "stored": self.stored,
+                "groups_read": getattr(self.x, "groups_read", 0),
+                "cached_bytes": getattr(self.x, "cached_bytes", 0),
+                "kept_bytes": getattr(self.x, "kept_bytes", 0),
+                "rss_at_start": self.rss_at_start, "rss": rss_bytes(),
+                "peak_rss": peak_rss_bytes()}
+
+    def _rows(self, positions: np.ndarray) -> Any:
+        """The samples at `positions`: a lazy reader over a stored pool, else a copy."""
+        return RowsAt(self.x, positions) if self.stored else self.x[positions]
+
+    def _outputs(self, model: Any, positions: np.ndarray, **kw: Any) -> PoolOutputs:
+        rows = self._rows(positions)
+        try:
+            return compute_outputs(model, rows, positions, self.normalize,
+                                   device=self.device, **kw)
+        finally:
+            if isinstance(rows, RowsAt):
+                rows.close()
+
     def prepare(self, task: ShardTask, weights: dict[str, np.ndarray]) -> np.ndarray | None:
         """The round's forward pass over this shard; returns the labeled slice's embeddings."""
         model = self.spec.build().to(self.device)
         model.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in weights.items()})
-        self.outputs = compute_outputs(
-            model, self.x[task.positions], task.positions, self.normalize, needs=task.needs,
-            batch_size=task.batch_size, mc_samples=task.mc_samples, seed=task.seed,
-            first_batch=task.start // task.batch_size, device=self.device)
+        if self.stored and len(task.positions):
+            # this round's shard spans rows [first, last]: keep those row groups for the
+            # next rounds (a shard moves little between rounds), drop any others kept
+            self.x.keep(int(task.positions[0]), int(task.positions[-1]) + 1, self.cache_bytes)
+        self.outputs = self._outputs(
+            model, task.positions, needs=task.needs, batch_size=task.batch_size,
+            mc_samples=task.mc_samples, seed=task.seed,
+            first_batch=task.start // task.batch_size)
         self.key, self.shards = task.key, {}
         if len(task.labeled_positions) == 0:
             return None
-        return compute_outputs(model, self.x[task.labeled_positions], task.labeled_positions,
-                               self.normalize, batch_size=task.batch_size,
-                               device=self.device).embeddings
+        return self._outputs(model, task.labeled_positions,
+                             batch_size=task.batch_size).embeddings
 
     def load_outputs(self, task: ShardTask, outputs: PoolOutputs) -> None:
         """This round's outputs given, not computed (`RayScorer.load_outputs`: benchmarks)."""

@@ -5,6 +5,14 @@ results bit for bit: shards start on multiples of the alignment unit (the
 scoring batch size), set strategies use that unit as their block, and every
 merge follows a total order (score desc / key asc, then smallest id).
 
+The pool reaches the actors one of two ways. An in-memory dataset is put in the object
+store once per campaign and every actor maps it (zero-copy on its node). A stored pool
+(`data.is_stored`: `--dataset pool:DIR_OR_URI`) is never put: each actor gets its
+`StoredArray` (a few KB) and reads only the rows of its own shard from storage, keeping up
+to `cache_bytes` of them decoded across rounds; its actors are spread over the nodes
+(`scheduling_strategy="SPREAD"`), as no node has to hold the pool. The driver then holds
+ids, labels and each round's small results (top-b lists, the labeled set's embeddings).
+
 Fault tolerance: actors restart (max_restarts=-1) and Ray retries their calls;
 a restarted actor has lost its round state and answers NeedsRebuild. The driver
 then re-runs that shard's `prepare` and replays the calls logged for it. Every
@@ -13,6 +21,7 @@ selection does not change.
 """
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any
@@ -21,6 +30,7 @@ import numpy as np
 import ray
 from ray.exceptions import RayTaskError
 
+from autoal_dist.data.base import DataError
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.scoring.actors import NeedsRebuild, ScorerActor, ShardTask
 from autoal_dist.models.backbones import ModelSpec
@@ -31,10 +41,45 @@ from autoal_dist.strategies.sharded import shard_slices
 from autoal_dist.strategies import get, merge_top_b, needs_of
 
 REBUILD_ATTEMPTS = 5
+# Decoded rows of its shard a stored pool's actor keeps across rounds, at most (bytes);
+# AUTOAL_DIST_SCORER_CACHE_MB in the driver's environment overrides it (0: read every round).
+CACHE_BYTES = 1 << 30
+CACHE_ENV = "AUTOAL_DIST_SCORER_CACHE_MB"
+
+
+def default_cache_bytes() -> int:
+    value = os.environ.get(CACHE_ENV)
+    if value is None or not value.strip():
+        return CACHE_BYTES
+    try:
+        mb = float(value)
+    except ValueError:
+        raise ValueError(f"{CACHE_ENV}: a number of MiB, got {value!r}") from None
+    if mb < 0:
+        raise ValueError(f"{CACHE_ENV}: must be >= 0, got {value!r}")
+    return int(mb * (1 << 20))
 
 
 def _needs_rebuild(err: BaseException) -> bool:
     return isinstance(err, RayTaskError) and isinstance(err.as_instanceof_cause(), NeedsRebuild)
+
+
+def _user_error(err: RayTaskError) -> BaseException:
+    """A stored pool's DataError raised in an actor (a part file gone or replaced since the
+    run started) as the one-line DataError the CLI reports; any other error unchanged."""
+    cause = getattr(err, "cause", None)
+    return DataError(str(cause)) if isinstance(cause, DataError) else err
+
+
+def _get(refs: Any) -> Any:
+    """ray.get, with an actor's DataError re-raised as itself (one line, exit 2)."""
+    try:
+        return ray.get(refs)
+    except RayTaskError as err:
+        user = _user_error(err)
+        if user is err:
+            raise
+        raise user from None
 
 
 class ShardProxy:
@@ -62,22 +107,34 @@ class ShardProxy:
 
 
 class RayScorer:
-    """K ScorerActors over the campaign's pool (put in the object store once).
+    """K ScorerActors over the campaign's pool: an in-memory array (put in the object
+    store once) or a stored pool's StoredArray (never put: each actor reads its shard).
 
     `persistent` actors live for the whole campaign. Otherwise they are started for
     each round's scoring and stopped after it, giving their CPUs/GPUs back to the
     Ray Train workers of the next round's training: actors that held them across
-    phases would leave training unschedulable (a deadlock) on a small cluster.
+    phases would leave training unschedulable (a deadlock) on a small cluster. (Their
+    kept rows of a stored pool go with them: such actors read their shard every round.)
     """
 
     def __init__(self, x: np.ndarray, normalize: Normalizer, spec: ModelSpec, *, shards: int,
                  batch_size: int = 256, mc_samples: int = 10, use_gpu: bool = False,
-                 persistent: bool = True) -> None:
+                 persistent: bool = True, cache_bytes: int | None = None) -> None:
         self.batch_size, self.mc_samples = batch_size, mc_samples
         self.normalize, self.spec, self.shards, self.persistent = normalize, spec, shards, persistent
-        self.x_ref = ray.put(x)  # once per campaign; actors read it zero-copy
+        self.stored = not isinstance(x, np.ndarray)
+        self.cache_bytes = default_cache_bytes() if cache_bytes is None else int(cache_bytes)
+        # In memory: put once per campaign, actors read it zero-copy ([ref]: nested, so
+        # each actor fetches it). Stored: the StoredArray itself, pickled into each actor.
+        self.pool: Any = x if self.stored else [ray.put(x)]
         gpus = ray.cluster_resources().get("GPU", 0) if use_gpu else 0
-        self.options = {"num_cpus": 1, "num_gpus": min(1.0, gpus / shards) if gpus else 0}
+        self.options: dict[str, Any] = {"num_cpus": 1,
+                                        "num_gpus": min(1.0, gpus / shards) if gpus else 0}
+        if self.stored:
+            # An in-memory pool stays packed near the driver (Ray's default): each node
+            # hosting an actor pulls a whole copy of it. A stored pool is read from storage
+            # by shard, so spreading costs nothing and uses every node's CPUs and memory.
+            self.options["scheduling_strategy"] = "SPREAD"
         self.device = "cuda" if gpus else "cpu"
         self.actors: list[ray.actor.ActorHandle] = []
         self.key = ""
@@ -92,7 +149,12 @@ class RayScorer:
 
     def start(self) -> None:
         self.actors = [ScorerActor.options(**self.options).remote(
-            [self.x_ref], self.normalize, self.spec, self.device) for _ in range(self.shards)]
+            self.pool, self.normalize, self.spec, self.device, cache_bytes=self.cache_bytes)
+            for _ in range(self.shards)]
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Each actor's `ScorerActor.stats()`: rows read, bytes kept, RSS (tests, benchmarks)."""
+        return ray.get([a.stats.remote() for a in self.actors])
 
     def close(self) -> None:
         for a in self.actors:
@@ -104,16 +166,16 @@ class RayScorer:
         actor = self.actors[proxy.k]
         for _ in range(REBUILD_ATTEMPTS):
             try:
-                ray.get(proxy.pending)
+                _get(proxy.pending)
                 proxy.pending = []
-                return ray.get(ref)
+                return _get(ref)
             except RayTaskError as err:
                 if not _needs_rebuild(err):
                     raise
             proxy.pending = []
             method, args = self.rebuild[proxy.k]
-            ray.get(getattr(actor, method).remote(*args))
-            ray.get([getattr(actor, m).remote(*a) for m, a in proxy.log[:-1]])
+            _get(getattr(actor, method).remote(*args))
+            _get([getattr(actor, m).remote(*a) for m, a in proxy.log[:-1]])
             method, args = proxy.log[-1]
             ref = getattr(actor, method).remote(*args)
         raise RuntimeError(f"scorer shard {proxy.k} kept losing its state; giving up")
@@ -134,7 +196,7 @@ class RayScorer:
                                 self.mc_samples, seed)
                       for u, l in zip(unl, lab)]
         self.rebuild = [("prepare", (t, weights_ref)) for t in self.tasks]
-        parts = ray.get([a.prepare.remote(t, weights_ref) for a, t in zip(self.actors, self.tasks)])
+        parts = _get([a.prepare.remote(t, weights_ref) for a, t in zip(self.actors, self.tasks)])
         embs = [p for p in parts if p is not None]
         return np.concatenate(embs) if want_lab and embs else None
 
