@@ -1,4 +1,4 @@
-"""AutoAL (AUTOAL.md "What works means"): gradients, the synthetic check, the soft count,
+"""AutoAL (docs/autoal.md): gradients, the synthetic check, the soft count,
 candidates computed once per round, the query rule, and an end-to-end CLI run."""
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from autoal_dist.scoring import LocalScorer
 from autoal_dist.strategies import top_b
 
 M, FEATURES = 7, 16
-# The synthetic check's settings. With AUTOAL.md's defaults (tau = std(p)/4, lambda 1,
+# The synthetic check's settings. With the paper's defaults (tau = std(p)/4, lambda 1,
 # SGD lr 0.05, GMM threshold) it holds in 3 of 24 (N, r, seed) cases; with these,
 # in 22 of 24 (issue #4 note).
 STABLE = AutoALConfig(mode="paper", use_loss_head=False)  # paper mode, no loss-head column
@@ -69,7 +69,7 @@ def test_gradient_reaches_searchnet_with_default_tau():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_reference_tau_gives_exactly_zero_gradient(dtype):
-    """AUTOAL.md's claim, with the released code's GMM threshold: s is exactly 0/1 in float64
+    """The paper's claim, with the released code's GMM threshold: s is exactly 0/1 in float64
     (the relaxation always runs in float64, so it holds for a float32 SearchNet too)."""
     for seed in range(3):
         grads = objective_grads(AutoALConfig(tau="reference", threshold="gmm"), dtype, seed)

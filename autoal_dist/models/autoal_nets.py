@@ -1,4 +1,4 @@
-"""AutoAL's networks (AUTOAL.md "The pieces"): SearchNet with its loss-prediction head, FitNet.
+"""AutoAL's networks (docs/autoal.md): SearchNet with its loss-prediction head, FitNet.
 
 Both reuse the dataset's classifier family (`build_model`), so SearchNet's trunk
 and FitNet see exactly the inputs f sees, with weights of their own.
@@ -39,14 +39,14 @@ class SearchNet(nn.Module):
     """g_phi: a trunk of f's family (separate weights) + a linear head giving w_m(x) per candidate.
 
     The head's outputs go through a softmax over candidates, so w(x) is a distribution
-    and z_j = sum_m A[j,m] w_m(x_j) lies in [0, 1]. With raw linear outputs (AUTOAL.md
+    and z_j = sum_m A[j,m] w_m(x_j) lies in [0, 1]. With raw linear outputs (the paper
     as written), z is unbounded and p = softmax_j(z) saturates to one-hot within a few
     SGD steps at lr 0.05 (the relaxation's gradient scales like 1/std(z)), or every
     weight turns negative so the rows no candidate picked (z = 0, no gradient) rank
     first; both states are absorbing. The released code never met this: its
     gradient is zero.
 
-    With the loss head (AUTOAL.md: the paper's best ablation), the weight head has one
+    With the loss head (the paper's best ablation), the weight head has one
     more output, the weight of the loss head's column in the aggregate. The loss head
     reads *detached* trunk features: it is trained by its own ranking loss and
     optimizer, and the trunk only by SearchNet's objective.

@@ -1,6 +1,6 @@
 """The strategy registry and the selection rules every strategy shares.
 
-Two kinds (DESIGN.md):
+Two kinds (docs/design.md):
 - *scoring*: a per-sample score, higher = query first. The top-b is exact under
   sharding by merging per-shard top-b, because order is (score desc, id asc).
 - *set*: the selection needs a global view (k-center, k-means, BADGE seeding);

@@ -2,7 +2,7 @@
 
 kcenter, badge and kmeans are written as per-shard state objects plus a small
 driver loop; the single-process path is the same driver over one shard, so a
-run with one Ray actor per shard (DESIGN.md) selects the same ids bit for bit,
+run with one Ray actor per shard (docs/set-strategies.md) selects the same ids bit for bit,
 whatever the number of shards. Three rules make that hold:
 
 1. Products run on blocks of `block` rows aligned to global row positions,
