@@ -130,15 +130,13 @@ REQUIRED = [(n, k) for n in NAMES for k in sorted(get(n).needs - OPTIONAL_NEEDS)
 
 @pytest.mark.parametrize("name,need", REQUIRED)
 def test_missing_declared_input_raises(name, need):
-    """Strategy.select checks the declared needs: a ValueError naming the field. The
-    scorer path (selection_from_outputs) of a scoring strategy calls its score function
-    without that check, so there it fails inside the function (AttributeError on None):
-    an error either way, never a silent selection."""
+    """Both paths (Strategy.select, and the scorers' selection_from_outputs, which scores
+    directly) check the declared needs: a ValueError naming the field."""
     out = outputs_for(get(name).needs)
     setattr(out, need, None)
     with pytest.raises(ValueError, match=rf"strategy '{name}' needs \['{need}'\]"):
         get(name).select(out, BUDGET, SEED, block=BLOCK)
-    with pytest.raises((ValueError, AttributeError)):
+    with pytest.raises(ValueError, match=rf"strategy '{name}' needs \['{need}'\]"):
         pick(name, out)
 
 

@@ -42,17 +42,22 @@ class Strategy:
     make_shard: ShardFactory | None = None
     drive: Driver | None = None
 
+    def check_inputs(self, outputs: PoolOutputs) -> None:
+        """A clear error, not a NoneType one deep in the math, when a declared input is absent."""
+        missing = [k for k in sorted(self.needs - OPTIONAL_NEEDS) if getattr(outputs, k) is None]
+        if missing:
+            raise ValueError(f"strategy {self.name!r} needs {missing} in PoolOutputs")
+
     def score(self, outputs: PoolOutputs, seed: int = 0) -> np.ndarray:
         if self.score_fn is None:
             raise TypeError(f"strategy {self.name!r} selects sets; it has no per-sample score")
+        self.check_inputs(outputs)
         return np.asarray(self.score_fn(outputs, seed), dtype=np.float64)
 
     def select(self, outputs: PoolOutputs, budget: int, seed: int = 0,
                block: int = BLOCK, device: str = "cpu") -> np.ndarray:
         """The ids to query; a set strategy computes on `device` (see `arrays.py`)."""
-        missing = [k for k in sorted(self.needs - OPTIONAL_NEEDS) if getattr(outputs, k) is None]
-        if missing:
-            raise ValueError(f"strategy {self.name!r} needs {missing} in PoolOutputs")
+        self.check_inputs(outputs)
         budget = min(int(budget), len(outputs))
         if budget <= 0:
             return np.empty(0, dtype=np.int64)
@@ -94,6 +99,8 @@ def register_set(name: str, needs: set[str], make_shard: ShardFactory, drive: Dr
 def top_b_scored(ids: np.ndarray, scores: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
     """The `budget` (ids, scores) with the highest score; ties by smallest id (a total order)."""
     scores = np.asarray(scores, dtype=np.float64)
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN")
     order = np.lexsort((ids, -scores))[:budget]
