@@ -18,7 +18,9 @@ JournalError, one line naming the file or round, when:
     (see below);
   * labels/ (oracle `files`): a label file is not canonical or readable, is not of a journaled
     round, holds an id twice or an id that round did not journal;
-  * config.json or pool.parquet is unreadable.
+  * config.json or pool.parquet is unreadable;
+  * a round policy's file is damaged: albl_state.json not a JSON object of ALBL's state,
+    an autoal_*.parquet file unreadable.
 
 How far metrics.parquet may lag the journal (campaign.py): round r trains on rounds 0..r,
 evaluates, journals round r+1's batch and only then rewrites metrics.parquet with row r. A
@@ -41,6 +43,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from autoal_dist.rundir import (
+    ALBL_STATE_FILE,
+    AUTOAL_EVIDENCE_FILE,
+    AUTOAL_SEARCH_FILE,
+    AUTOAL_WEIGHTS_FILE,
     CONFIG_FILE,
     JOURNAL_DIR,
     JOURNAL_SCHEMA,
@@ -50,6 +56,9 @@ from autoal_dist.rundir import (
     POOL_FILE,
 )
 
+AUTOAL_FILES = (AUTOAL_WEIGHTS_FILE, AUTOAL_SEARCH_FILE, AUTOAL_EVIDENCE_FILE)
+_ALBL_KEYS = ("experts", "horizon", "delta", "pmin", "rounds")
+_ALBL_ENTRY_KEYS = ("round", "reward", "log_weights", "p", "ids", "q", "ratios")
 MAX_METRICS_LAG = 2  # journal rounds past the last metrics row in a state the program leaves
 _ROUND_NAME = re.compile(r"^round_(\d+)\.parquet$")
 _LOOSE_ROUND = re.compile(r"^round_?(\d+)", re.IGNORECASE)
@@ -204,6 +213,35 @@ def check_journal(run_dir: Path, pool_size: int | None = None) -> None:
     cumulative = np.cumsum([len(ids) for ids in ids_of])  # n_labeled of each round
     _check_metrics(run_dir, rounds, cumulative)
     _check_labels(run_dir, rounds, ids_of)
+    _check_policy_state(run_dir)
+
+
+def _check_policy_state(run_dir: Path) -> None:
+    """The round policies' own files, which a resumed round reads: albl_state.json (ALBL's
+    bandit) must be a JSON object of the shape albl/policy.py reads, AutoAL's parquet files
+    readable."""
+    for name in AUTOAL_FILES:
+        if (run_dir / name).is_file():
+            _read(run_dir, name, columns=["round"])
+    path = run_dir / ALBL_STATE_FILE
+    if not path.is_file():
+        return
+    where = _where(run_dir, ALBL_STATE_FILE)
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise JournalError(f"{where}: not readable JSON ({_first_line(e)})") from None
+    missing = ([k for k in _ALBL_KEYS if k not in state] if isinstance(state, dict)
+               else list(_ALBL_KEYS))
+    if missing or not isinstance(state["experts"], list) or not isinstance(state["rounds"],
+                                                                           list):
+        raise JournalError(f"{where}: not ALBL's bandit state (expected an object with "
+                           f"{', '.join(_ALBL_KEYS)}); it was damaged or replaced")
+    for k, entry in enumerate(state["rounds"]):
+        if not isinstance(entry, dict) or any(key not in entry for key in _ALBL_ENTRY_KEYS) \
+                or not isinstance(entry["round"], int):
+            raise JournalError(f"{where}: entry {k} of rounds is not a bandit round (expected "
+                               f"{', '.join(_ALBL_ENTRY_KEYS)})")
 
 
 def _check_metrics(run_dir: Path, rounds: list[int], cumulative: np.ndarray) -> None:

@@ -7,10 +7,12 @@ as one object (`remote.py`). What the files are is `rundir.py`'s business.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +33,78 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, write: "callable[[str], None]") -> None:
-    """Call write(tmp_path), fsync it, rename it over `path`; upload it if `path` is staged."""
+def current_umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it, briefly giving every
+    other thread's new files the wrong mode): /proc/self/status on Linux, else set-and-restore."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode an ordinary `open(..., "w")` would give a new file: 0o666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode `mkdir` would give a new directory: 0o777 less the umask."""
+    return 0o777 & ~current_umask()
+
+
+def write_atomic(path: Path, write: Callable[[str], object]) -> None:
+    """Call write(tmp_path), fsync it, rename it over `path`; upload it if `path` is staged.
+
+    The file gets the mode the umask gives new files (mkstemp's temp file is 0600: a run
+    directory shared by a group must stay readable by it)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from None
+    try:
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         crashpoint("pre_rename", path.name)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     crashpoint("post_rename", path.name)
     _fsync_dir(path.parent)
     remote.after_commit(path)
+
+
+class WriteError(OSError):
+    """A write the filesystem refused without an errno (pyarrow's); the message names the
+    file, in one line."""
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """`e` about `path` itself, not the temp file (errors from pyarrow carry no errno: their
+    message is kept, with ENOSPC recognised in it)."""
+    code = e.errno
+    if code is None and "No space left on device" in str(e):
+        code = errno.ENOSPC
+    if code is None:
+        text = str(e).strip()
+        return WriteError(f"{path}: {text.splitlines()[0] if text else type(e).__name__}")
+    return OSError(code, os.strerror(code), str(path))  # the subclass, e.g. PermissionError
 
 
 def is_temp(path: Path) -> bool:

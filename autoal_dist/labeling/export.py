@@ -22,19 +22,20 @@ import os
 import shlex
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from autoal_dist import rundir
-from autoal_dist.labeling import label_studio
-from autoal_dist.labeling.labels import UNLABELED, awaiting_round, progress, revealed_labels
+from autoal_dist import rundir, store
 from autoal_dist.data import Dataset
+from autoal_dist.labeling import label_studio
 from autoal_dist.labeling.files import LabelError
+from autoal_dist.labeling.labels import UNLABELED, awaiting_round, progress, revealed_labels
 from autoal_dist.remote import is_uri, location_of
+
 
 def _round_ids(run_dir: Path, round_: int) -> np.ndarray:
     """The batch journaled in `round_`, in selection order (most wanted first)."""
@@ -42,36 +43,52 @@ def _round_ids(run_dir: Path, round_: int) -> np.ndarray:
     return t.column("id").to_numpy()
 
 
+def shell_arg(path: str | Path) -> str:
+    """A path as one shell word that no command line takes for an option (`./-x`, not `-x`)."""
+    text = str(path)
+    return shlex.quote("./" + text if text.startswith("-") else text)
+
+
 def shown_location(run_dir: Path) -> str:
     """The run directory as the user named it (its URI when staged), shell-quoted."""
-    return shlex.quote(location_of(run_dir))
+    return shell_arg(location_of(run_dir))
 
 
 def default_export_dir(run_dir: Path, round_: int) -> Path:
     """Where the printed next steps export to: beside the run (in the working directory for a
     run on a URI: people label local files), one folder per round."""
     run_dir = Path(run_dir)
+    if run_dir.name in ("", ".", ".."):  # `--out .`: name the folder beside it, not in it
+        run_dir = run_dir.resolve()
     base = Path() if is_uri(location_of(run_dir)) else run_dir.parent
     return base / f"{run_dir.name}-export" / f"round_{round_:03d}"
 
 
 def next_steps(run_dir: Path, round_: int) -> str:
-    """What `run` prints when it stops for labels: the state and the exact commands. The export
-    names Label Studio's document root (the folder above `<run>-export/`), so one local-files
-    storage, `<run>-export/`, serves every round of the campaign."""
+    """What `run` prints when it stops for labels: the state and the exact commands, which
+    work when followed literally (in the venv the README activates, from the directory `run`
+    ran in). The export names Label Studio's document root (the folder above `<run>-export/`),
+    so one local-files storage, `<run>-export/`, serves every round of the campaign. When the
+    round was exported there already (a partial import), the export would be refused: the
+    next step is then to finish labeling that export."""
     p = next(p for p in progress(run_dir) if p.round == round_)
     out = default_export_dir(run_dir, round_)
-    run, csv_path = shown_location(run_dir), shlex.quote(str(out / "batch.csv"))
-    return "\n".join([
-        f"round {round_} awaits labels: {p.labeled} of {p.batch} queried samples are labeled.",
-        "Next:",
-        f"  autoal-dist export {run} --round {round_} --to {shlex.quote(str(out))} "
-        f"--ls-root {shlex.quote(str(out.parent.parent))}",
-        f"  # fill the label column of {csv_path}\n"
-        "  #   (or label in Label Studio and export the project as JSON: docs/labeling.md)",
-        f"  autoal-dist import {run} --labels {csv_path}",
-        f"  autoal-dist run --resume --out {run}",
-    ])
+    run, csv_path = shown_location(run_dir), shell_arg(out / "batch.csv")
+    head = [f"round {round_} awaits labels: {p.labeled} of {p.batch} queried samples are "
+            "labeled (batch incomplete: nothing trains until every one is).", "Next:"]
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        todo = [f"  # round {round_} is exported in {shell_arg(out)}: label the "
+                f"{p.batch - p.labeled} samples still missing there\n"
+                f"  #   (the label column of {csv_path}, or in Label Studio and export the "
+                "project as JSON: docs/labeling.md)"]
+    else:
+        todo = [f"  autoal-dist export {run} --round {round_} --to {shell_arg(out)} "
+                f"--ls-root {shell_arg(out.parent.parent)}",
+                f"  # fill the label column of {csv_path}\n"
+                "  #   (or label in Label Studio and export the project as JSON: "
+                "docs/labeling.md)"]
+    return "\n".join([*head, *todo, f"  autoal-dist import {run} --labels {csv_path}",
+                      f"  autoal-dist run --resume --out {run}"])
 
 
 # ---- export ---------------------------------------------------------------------------
@@ -92,11 +109,11 @@ def export_batch(run_dir: Path, round_: int | None, load_data: Callable[[], Data
     if round_ is None:
         round_ = awaiting_round(run_dir)
         if round_ is None:
-            raise LabelError(f"--round: no batch of {location_of(run_dir)} awaits labels; pass --round R "
-                             f"(journaled rounds: {_span(rounds)})")
+            raise LabelError(f"--round: no batch of {location_of(run_dir)} awaits labels; pass "
+                             f"--round R (journaled rounds: {_span(rounds)})")
     if round_ not in rounds:
-        raise LabelError(f"--round: round {round_} has no batch in {location_of(run_dir)}'s journal; "
-                         f"journaled rounds: {_span(rounds)}")
+        raise LabelError(f"--round: round {round_} has no batch in {location_of(run_dir)}'s "
+                         f"journal; journaled rounds: {_span(rounds)}")
     out = Path(out).absolute()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LabelError(f"--to: {out} already exists and is not an empty directory; "
@@ -116,6 +133,7 @@ def export_batch(run_dir: Path, round_: int | None, load_data: Callable[[], Data
             written = _write_images(tmp, out, root, round_, ids, labels, data)
         else:
             written = _write_features(tmp, ids, labels, data)
+        os.chmod(tmp, store.dir_mode())  # mkdtemp's 0700 would hide the folder from others
         os.replace(tmp, out)  # POSIX: replaces `out` if it is an empty directory
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -19,13 +19,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from autoal_dist import rundir, store
+from autoal_dist.labeling.export import shown_location
 from autoal_dist.labeling.files import LabelError, read_label_file
 from autoal_dist.labeling.label_studio import ExportSummary
-from autoal_dist.labeling.export import shown_location
-from autoal_dist.labeling.labels import (LABELS_DIR, LABELS_SCHEMA, awaiting_round, progress,
-                                         read_labels)
+from autoal_dist.labeling.labels import (
+    LABELS_DIR,
+    LABELS_SCHEMA,
+    awaiting_round,
+    progress,
+    read_labels,
+)
 from autoal_dist.remote import location_of
-from autoal_dist.rundir import LABEL_HISTORY_FILE as HISTORY_FILE, METRICS_FILE
+from autoal_dist.rundir import LABEL_HISTORY_FILE as HISTORY_FILE
+from autoal_dist.rundir import METRICS_FILE
 
 HISTORY_SCHEMA = pa.schema([
     ("id", pa.int64()), ("round", pa.int32()), ("old_label", pa.int64()),

@@ -166,8 +166,10 @@ def _cancelled(a: object, at: str) -> bool:
 
 
 def _label(a: dict, at: str, num_classes: int) -> int | None:
-    """The class an annotation chose, None if it chose nothing; its results must all come
-    from the config `labeling_config` wrote."""
+    """The class an annotation chose, None if it chose nothing (no result, or an empty
+    `choices` list); its results must all come from the config `labeling_config` wrote.
+    A cancelled annotation's choice is read (to check it) but never used: `read_export`
+    keeps only non-cancelled annotations."""
     found = None
     for r in a["result"]:
         if not isinstance(r, dict) or (r.get("from_name"), r.get("to_name"), r.get("type")) \
@@ -176,6 +178,8 @@ def _label(a: dict, at: str, num_classes: int) -> int | None:
             raise ExportError(f"{at}: annotation {a.get('id')} holds a result {name!r} that is "
                               f"not a class choice; the project must use {_CONFIG_HINT}")
         picked = r.get("value", {}).get("choices") if isinstance(r.get("value"), dict) else None
+        if picked == []:  # a choice cleared before submitting (or a skip): no class
+            continue
         if not isinstance(picked, list) or len(picked) != 1 or found is not None:
             raise ExportError(f"{at}: annotation {a.get('id')} chose {picked!r}; exactly one "
                               "class per sample is allowed")
@@ -199,4 +203,5 @@ def _when(a: dict, at: str) -> tuple[datetime, int]:
                           f"created_at ({text!r}); not a Label Studio JSON export") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return when, a.get("id") if _is_int(a.get("id")) else -1
+    id_ = a.get("id")
+    return when, id_ if isinstance(id_, int) and not isinstance(id_, bool) else -1
