@@ -20,7 +20,7 @@ from autoal_dist.data import Dataset, load_dataset
 from autoal_dist.data.transforms import Normalizer, wants_augmentation
 from autoal_dist.faults import crashpoint
 from autoal_dist.models.inference import predict
-from autoal_dist.models.backbones import Classifier, ModelSpec
+from autoal_dist.models.backbones import Classifier, ModelSpec, check_model
 from autoal_dist.execution import Execution, Local
 from autoal_dist.policies import policy_for
 from autoal_dist.rounds import RoundContext
@@ -67,21 +67,7 @@ class Campaign:
         return np.sort(journal.column("id").to_numpy()[rounds <= round_])
 
     def completed_rows(self) -> list[dict]:
-        """Metrics of rounds that need no more work: evaluated and, unless last, queried.
-
-        A round evaluated as the last of a shorter campaign has not queried yet,
-        so raising --rounds on resume redoes it (same seed, same result).
-        """
-        rows = rundir.read_metrics(self.run_dir)
-        queried = set(rundir.journal_rounds(self.run_dir))
-        done = []
-        for r in rows:
-            if r["round"] != len(done) or r["round"] > self.cfg.rounds:
-                break
-            if r["round"] < self.cfg.rounds and r["round"] + 1 not in queried:
-                break
-            done.append(r)
-        return done
+        return completed_rows(self.cfg, self.run_dir)
 
     # ---- phases ---------------------------------------------------------------------
     def train(self, labeled: np.ndarray, round_: int) -> Classifier:
@@ -137,9 +123,8 @@ class Campaign:
         (a Tune trial reports it, so ASHA can stop the campaign between rounds)."""
         cfg = self.cfg
         n_pool = len(self.data.train_y)
-        if 0 not in rundir.journal_rounds(self.run_dir):
-            rundir.write_round(self.run_dir, 0, initial_ids(n_pool, cfg.init, derive(cfg.seed, 0, "init")),
-                              "init")
+        rundir.remove_stale_training(self.run_dir)  # a killed round's Ray Train run
+        start_journal(cfg, self.run_dir, n_pool)
         rows = self.completed_rows()
         policy = policy_for(cfg.strategy)
         for r in range(len(rows), cfg.rounds + 1):
@@ -170,7 +155,48 @@ class Campaign:
         return rows
 
 
+def completed_rows(cfg: Config, run_dir: Path) -> list[dict]:
+    """Metrics of rounds that need no more work: evaluated and, unless last, queried.
+
+    A round evaluated as the last of a shorter campaign has not queried yet,
+    so raising --rounds on resume redoes it (same seed, same result).
+    """
+    rows = rundir.read_metrics(run_dir)
+    queried = set(rundir.journal_rounds(run_dir))
+    done: list[dict] = []
+    for r in rows:
+        if r["round"] != len(done) or r["round"] > cfg.rounds:
+            break
+        if r["round"] < cfg.rounds and r["round"] + 1 not in queried:
+            break
+        done.append(r)
+    return done
+
+
+def start_journal(cfg: Config, run_dir: Path, pool_size: int) -> None:
+    """Journal round 0, the seed set, unless it is there: a pure function of the seed."""
+    if 0 not in rundir.journal_rounds(run_dir):
+        rundir.write_round(run_dir, 0, initial_ids(pool_size, cfg.init,
+                                                   derive(cfg.seed, 0, "init")), "init")
+
+
+def awaiting_labels(cfg: Config, run_dir: Path) -> int | None:
+    """Oracle files: the round whose batch people must finish labeling before the next round
+    can train, else None. Reads files only, so `run` stops on an incomplete batch without
+    starting Ray or building a scorer."""
+    if cfg.oracle != "files":
+        return None
+    awaiting = labeling.awaiting_round(run_dir)
+    next_round = len(completed_rows(cfg, run_dir))
+    if awaiting is None or next_round > cfg.rounds or awaiting > next_round:
+        return None
+    return awaiting
+
+
 def prepare_data(cfg: Config) -> Dataset:
+    """The campaign's dataset, with every check that needs it (sizes against the pool, the
+    model against the inputs, a pretrained file) done before anything is written."""
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.seed)
     check_against_data(cfg, data.num_classes, len(data.train_y))
+    check_model(cfg.model, data.input_shape, cfg.pretrained)
     return data

@@ -163,7 +163,8 @@ class Config:
     shards: int = field(default=0, metadata=ge(0, " (0 = one per CPU)"))  # with --gpu: per GPU
     workers: int = field(default=0, metadata=ge(0, " (0 = local)"))  # 0: Train in the driver
     gpu: bool = False
-    out: str | None = None
+    out: str | None = field(default=None, metadata=rule(
+        lambda v: v is None or v.strip() != "", "a directory path or URI (not empty)"))
     model: str = "auto"
     pretrained: str | None = field(default=None, metadata=rule(_file, "an existing file"))
     oracle: str = field(default="simulated", metadata=one_of("simulated", "files"))

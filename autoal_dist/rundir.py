@@ -16,6 +16,7 @@ out of sync with it. Every file is written atomically (store.py).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,12 +86,43 @@ def new_meta(config: dict[str, Any], data: Any, version: str,
 
 
 def read_meta(run_dir: Path, flag: str) -> dict[str, Any]:
-    """The run directory's config.json: stored config, dataset fingerprint, class count."""
+    """The run directory's config.json: stored config, dataset fingerprint, class count.
+    A missing, unreadable or damaged one is a RunDirError (one line naming it)."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise RunDirError(f"{flag}: {remote.location_of(run_dir)} holds no {CONFIG_FILE}; not a "
                           "campaign run directory")
-    return json.loads(path.read_text())
+    where = remote.location_of(path)
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: truncated or overwritten
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunDirError(f"{flag}: {where} is not readable JSON ({reason}); the run "
+                          "directory is damaged") from None
+    for key, typ in (("config", dict), ("dataset_fingerprint", str), ("num_classes", int)):
+        if not isinstance(meta, dict) or not isinstance(meta.get(key), typ):
+            raise RunDirError(f"{flag}: {where} has no valid {key!r}; not the config.json "
+                              "autoal-dist writes (damaged or replaced)")
+    return meta
+
+
+def require_run(location: str, flag: str) -> None:
+    """RunDirError unless `location` (a path or URI) holds a config.json, checked without
+    writing anything: before a command locks a directory (the lock creates `.lock`), a
+    directory that is no run at all is refused as it is."""
+    if remote.is_uri(location):
+        from pyarrow import fs as pafs
+
+        d = remote.RemoteDir.open(location)
+        try:
+            found = d.fs.get_file_info(f"{d.root}/{CONFIG_FILE}").type == pafs.FileType.File
+        except OSError as e:
+            raise RunDirError(f"{flag}: cannot read {location}: {e}") from None
+    else:
+        found = (Path(location) / CONFIG_FILE).is_file()
+    if not found:
+        raise RunDirError(f"{flag}: {location} holds no {CONFIG_FILE}; not a campaign run "
+                          "directory")
 
 
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
@@ -102,6 +134,39 @@ def dataset_fingerprint(data) -> str:
     `Dataset.fingerprint()`: the same hash as before it moved there, and a stored pool's
     is the one recorded when it was written (no pass over the pool)."""
     return data.fingerprint()
+
+
+_TRAIN_RUN = re.compile(r"^round\d{3,}")  # training.ray_job's run names: round003, round003-...
+
+
+def remove_stale_training(run_dir: Path) -> list[str]:
+    """Delete the Ray Train runs a killed process left in `train/` (a finished fit deletes its
+    own; under the run lock nothing else is training), here and, for a staged run, in the
+    remote copy's `train/`. Returns what was removed. A resumed round starts its fit afresh
+    (same seed, same result); a stale checkpoint directory would only take space, or be
+    mistaken by Ray Train for the new run's."""
+    import shutil
+
+    removed = []
+    local = Path(run_dir) / TRAIN_DIR
+    if local.is_dir():
+        for p in sorted(local.iterdir()):
+            if _TRAIN_RUN.match(p.name):
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+                removed.append(remote.location_of(p))
+    uri = remote.location_of(local)
+    if remote.is_uri(uri):
+        from pyarrow import fs as pafs
+
+        d = remote.RemoteDir.open(uri)
+        for info in d.fs.get_file_info(pafs.FileSelector(d.root, allow_not_found=True)):
+            if info.type == pafs.FileType.Directory and _TRAIN_RUN.match(info.base_name):
+                d.fs.delete_dir(info.path)
+                removed.append(remote.join(uri, info.base_name))
+    return removed
 
 
 def train_location(run_dir: Path, workers: int) -> str:

@@ -110,6 +110,63 @@ def auto_model_name(input_shape: tuple[int, ...]) -> str:
     return "smallcnn" if max(input_shape[:2]) <= 16 else "resnet18"
 
 
+# The smallest height and width each image model trains on, found by building it and running
+# a training step and an evaluation: SmallCNN's 2x2 max-pool leaves nothing of a 1-pixel side;
+# ResNet-18's small-image stem (stride 1, no max-pool) pads every strided conv, down to 1x1.
+MIN_IMAGE_SIDE = {"smallcnn": 2, "resnet18": 1}
+PRETRAINED_MODELS = ("resnet18",)  # the models that load a `pretrained:` state dict
+
+
+def check_model(name: str, input_shape: tuple[int, ...], pretrained: str | None = None) -> str:
+    """The model a campaign will build (`auto` resolved), checked against the data's
+    `input_shape` before anything is written: flat features need mlp, images an image model
+    of at least MIN_IMAGE_SIDE pixels a side, and a `pretrained:` file must load into it.
+    Raises ConfigError (one line naming the field); returns the resolved name."""
+    from autoal_dist.config import ConfigError
+
+    resolved = auto_model_name(input_shape) if name == "auto" else name
+    chosen = f"auto picks {resolved}" if name == "auto" else resolved
+    if resolved not in MODELS:
+        raise ConfigError("model", f"unknown model {name!r}; allowed: auto, {', '.join(MODELS)}")
+    if len(input_shape) == 1 and resolved != "mlp":
+        raise ConfigError("model", f"{resolved} takes images, but the dataset holds flat feature "
+                          f"vectors of shape {tuple(input_shape)}; use mlp (or auto)")
+    if len(input_shape) != 1 and resolved == "mlp":
+        raise ConfigError("model", f"mlp takes flat feature vectors, but the dataset holds images "
+                          f"of shape {tuple(input_shape)}; use "
+                          f"{' or '.join(m for m in MODELS if m != 'mlp')} (or auto)")
+    if len(input_shape) == 3:
+        h, w, side = input_shape[0], input_shape[1], MIN_IMAGE_SIDE[resolved]
+        if min(h, w) < side:
+            fits = [m for m, s in MIN_IMAGE_SIDE.items() if min(h, w) >= s]
+            raise ConfigError("model", f"{chosen}, which needs images of at least {side}x{side} "
+                              f"pixels, but the dataset's are {h}x{w}"
+                              + (f"; use {' or '.join(fits)}" if fits else ""))
+    if pretrained is not None:
+        if resolved not in PRETRAINED_MODELS:
+            raise ConfigError("pretrained", f"{chosen}, which loads no pretrained weights (only "
+                              f"{', '.join(PRETRAINED_MODELS)} does); drop pretrained")
+        import warnings
+
+        try:
+            with warnings.catch_warnings():  # its warnings about a foreign file: the line says it
+                warnings.simplefilter("ignore")
+                state = torch.load(pretrained, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - unpickling errors raise by cause
+            raise ConfigError("pretrained", f"{pretrained} is not a PyTorch weights file "
+                              "(torch.load with weights_only=True cannot read it)") from None
+        try:
+            from torchvision.models import resnet18
+
+            resnet18(weights=None).load_state_dict(state)
+        except Exception as e:  # noqa: BLE001 - not a dict, missing or misshapen keys
+            lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+            reason = " ".join(lines[:2])[:240] if lines else type(e).__name__
+            raise ConfigError("pretrained", f"{pretrained} does not load into resnet18 "
+                              f"({reason})") from None
+    return resolved
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
                 dropout: float = 0.3, pretrained: str | None = None) -> Classifier:
     if name == "auto":
