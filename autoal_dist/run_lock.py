@@ -53,7 +53,9 @@ What remains, stated honestly:
     narrows the window to one GET-to-PUT gap; only a conditional PUT (S3 If-None-Match,
     GCS ifGenerationMatch) or a fencing token checked by the store would close it, and
     pyarrow offers neither.
-  * A stale entry makes the next writer wait out the TTL (the message says until when).
+  * A stale entry makes the next writer wait out the TTL (the message says until when),
+    unless its holder ran on the contender's own machine (same host name, boot id and PID
+    namespace) and its pid is gone: a SIGKILLed holder on this machine frees the lock at once.
 
 `file://` URIs are local paths and get the POSIX lock. Both `.lock` (local) and `.lock/`
 (object stores) are hidden names, so `remote.is_empty`, `RemoteDir.files` and `download`
@@ -102,9 +104,46 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _machine() -> dict[str, str]:
+    """What tells this machine and PID namespace apart: the host name, the kernel's boot id
+    (a reboot or another machine of the same name differs) and the PID namespace (another
+    container differs). Empty where /proc does not say."""
+    out = {"host": socket.gethostname()}
+    try:
+        out["boot"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        out["pidns"] = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return {}
+    return out
+
+
 def _new_record(command: str) -> dict[str, Any]:
     return {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
-            "since": _now_iso(), "token": uuid.uuid4().hex}
+            "since": _now_iso(), "token": uuid.uuid4().hex,
+            **{k: v for k, v in _machine().items() if k != "host"}}
+
+
+def _dead_here(record: dict | None) -> bool:
+    """Whether a lease entry's holder was a process of this very machine, boot and PID
+    namespace that no longer runs (killed: it could not delete its entry). Such an entry needs
+    no TTL to lapse: the kernel says its holder is gone. Anything else (another host, no way
+    to tell, a live or unknowable pid) is left to the lease."""
+    here = _machine()
+    if not record or not here or any(record.get(k) != v for k, v in here.items()):
+        return False
+    pid = record.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, someone else's
+        return False
+    try:  # a zombie (killed, not yet reaped by its parent) holds nothing either
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def describe(holder: dict | None) -> str:
@@ -196,15 +235,15 @@ class _LocalLock(RunLock):
             os.close(self.fd)
 
 
-def _read_record(fd: int) -> dict | None:
-    for attempt in range(_READ_TRIES):
+def _read_record(fd: int, tries: int = _READ_TRIES) -> dict | None:
+    for attempt in range(tries):
         try:
             data = os.pread(fd, 1 << 16, 0)
             if data:
                 return json.loads(data)
         except (OSError, ValueError):
             pass
-        if attempt + 1 < _READ_TRIES:
+        if attempt + 1 < tries:
             time.sleep(0.025)
     return None
 
@@ -215,6 +254,10 @@ def _lock_local(directory: Path, location: str, command: str, field: str,
 
     lock_path = directory / LOCK_NAME
     deadline = time.monotonic() + wait
+    # An empty record under a held lock: a holder that just locked (its record comes next) or
+    # one releasing (it empties the record, then unlocks). Retry the lock meanwhile, so a
+    # refusal names its holder, and a lock released under our nose is taken.
+    settle = time.monotonic() + _READ_TRIES * 0.025
     while True:
         with _GUARD:
             key = _local_key(lock_path)
@@ -237,7 +280,7 @@ def _lock_local(directory: Path, location: str, command: str, field: str,
                                 "mount with NFSv4)" if e.errno == errno.ENOLCK else "")
                         raise RunLockError(f"{field}: cannot lock {location}: "
                                            f"{_first_line(e)}{hint}") from None
-                    holder = _read_record(fd)
+                    holder = _read_record(fd, tries=1)
                     os.close(fd)  # we hold no lock on this file: closing it releases nothing
                 else:
                     record = _new_record(command)
@@ -255,6 +298,9 @@ def _lock_local(directory: Path, location: str, command: str, field: str,
                     return lock
             else:
                 holder = mine.holder
+        if holder is None and time.monotonic() < settle:
+            time.sleep(0.025)
+            continue
         if time.monotonic() >= deadline:
             raise RunLocked(_locked_message(location, holder, field), holder)
         time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
@@ -311,7 +357,8 @@ def _entries(d, ttl_default: float) -> list[tuple[str, dict | None, bool]]:
         ends = [float(record["expires"])] if record and "expires" in record else []
         if info.mtime is not None:
             ends.append(info.mtime.timestamp() + ttl)
-        out.append((info.path, record, now < max(ends, default=now + ttl)))
+        live = now < max(ends, default=now + ttl) and not _dead_here(record)
+        out.append((info.path, record, live))
     return out
 
 

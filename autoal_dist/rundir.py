@@ -113,11 +113,15 @@ def require_run(location: str, flag: str) -> None:
     if remote.is_uri(location):
         from pyarrow import fs as pafs
 
-        d = remote.RemoteDir.open(location)
         try:
+            d = remote.RemoteDir.open(location)
             found = d.fs.get_file_info(f"{d.root}/{CONFIG_FILE}").type == pafs.FileType.File
+        except remote.RemoteError as e:
+            raise remote.RemoteError(f"{flag}: {e}") from None
         except OSError as e:
-            raise RunDirError(f"{flag}: cannot read {location}: {e}") from None
+            text = str(e).strip()
+            raise RunDirError(f"{flag}: cannot read {location}: "
+                              f"{text.splitlines()[0] if text else type(e).__name__}") from None
     else:
         found = (Path(location) / CONFIG_FILE).is_file()
     if not found:
