@@ -6,24 +6,36 @@ stderr and exit code 2, raised before anything in the run directory changes.
 from __future__ import annotations
 
 import argparse
+import errno
+import itertools
+import os
 import re
 import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from autoal_dist import remote, rundir, __version__
-from autoal_dist.config import Config, ConfigError, read_config_file
-from autoal_dist.registry import load_config
+from autoal_dist import __version__, remote, rundir
+from autoal_dist.config import Config, ConfigError, TrainConfig, read_config_file
 from autoal_dist.data import DataError, Dataset
 from autoal_dist.data.pool_cli import add_pool_parser, cmd_pool
-from autoal_dist.labeling.importer import import_labels
+from autoal_dist.journal_check import JournalError, check_journal
 from autoal_dist.labeling import LabelError, export_batch, next_steps
+from autoal_dist.labeling.importer import import_labels
+from autoal_dist.registry import load_config
 from autoal_dist.remote import RemoteError
+from autoal_dist.run_lock import RunLocked, RunLockError, describe, lock_holder, run_lock
 from autoal_dist.rundir import RunDirError
 
 EXIT_USAGE = 2
 # Settings a resumed campaign may change: they alter how it runs, not what it selects.
 RESUMABLE_OVERRIDES = {"rounds", "shards", "workers", "gpu"}
+# ...and the data's location, as long as the data found there is the campaign's (fingerprint).
+MOVABLE = {"dataset", "data_root"}
+# Config keys whose flag is not `--<key>`.
+FLAG_OF = {"train.epochs": "--epochs", "data_root": "--data-root"}
+_DEFAULTS, _TRAIN_DEFAULTS = Config(), TrainConfig()
 
 
 class UsageError(Exception):
@@ -36,28 +48,39 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
                    "medmnist:NAME[@SIZE] | cifar10 | cifar100 | svhn | tinyimagenet | "
                    "pool:DIR_OR_URI (a stored pool: `autoal-dist pool write`)")
     p.add_argument("--data-root", dest="data_root", help="directory holding the dataset files")
-    p.add_argument("--strategy", help="query strategy (see `autoal-dist strategies`)")
-    p.add_argument("--candidates", help="comma-separated candidate strategies for autoal")
-    p.add_argument("--init", type=int, help="size of the random initial labeled set")
-    p.add_argument("--budget", type=int, help="samples queried per round")
-    p.add_argument("--rounds", type=int, help="query rounds")
-    p.add_argument("--seed", type=int, help="campaign seed (same seed, same journal)")
-    p.add_argument("--shards", type=int, help="scorer actors over the pool (0 = one per CPU)")
-    p.add_argument("--workers", type=int, help="Ray Train workers (0 = local)")
-    p.add_argument("--gpu", action="store_true", default=None, help="use GPUs")
+    d = _DEFAULTS
+    p.add_argument("--strategy", help="query strategy (see `autoal-dist strategies`; "
+                   f"default: {d.strategy})")
+    p.add_argument("--candidates", help="comma-separated candidate strategies for autoal "
+                   f"(default: {','.join(d.candidates)})")
+    p.add_argument("--init", type=int, help="size of the random initial labeled set "
+                   f"(default: {d.init})")
+    p.add_argument("--budget", type=int, help=f"samples queried per round (default: {d.budget})")
+    p.add_argument("--rounds", type=int, help=f"query rounds (default: {d.rounds})")
+    p.add_argument("--seed", type=int, help="campaign seed (same seed, same journal; "
+                   f"default: {d.seed})")
+    p.add_argument("--shards", type=int, help="scorer actors over the pool (0 = one per CPU; "
+                   f"default: {d.shards})")
+    p.add_argument("--workers", type=int, help="Ray Train workers (0 = train in the driver; "
+                   f"default: {d.workers})")
+    p.add_argument("--gpu", action="store_true", default=None, help="use GPUs (default: off)")
     p.add_argument("--out", help="run directory (default runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue the campaign in --out")
     p.add_argument("--name", help="run name (default <dataset>-<strategy>-seed<S>)")
-    p.add_argument("--model", help="auto | smallcnn | mlp | resnet18")
-    p.add_argument("--epochs", type=int, help="classifier epochs per round")
+    p.add_argument("--model", help="auto | smallcnn | mlp | resnet18 (default: "
+                   f"{d.model}: mlp for features, smallcnn up to 16 px, else resnet18)")
+    p.add_argument("--epochs", type=int, help="classifier epochs per round (default: "
+                   f"{_TRAIN_DEFAULTS.epochs})")
     p.add_argument("--preset", help="named defaults, e.g. paper-cifar")
-    p.add_argument("--oracle", help="simulated (labels from the dataset) | files")
+    p.add_argument("--oracle", help="simulated (labels from the dataset) | files (labels "
+                   f"from people: export, import; default: {d.oracle})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--local", action="store_true",
-                      help="score in the driver process instead of on Ray actors (same results); "
-                      "a resumed run keeps the mode it was started with unless --local or --ray "
-                      "is given")
+                      help="no Ray: scoring AND training (the classifier and AutoAL's "
+                      "search) run in this driver process, with the same results; a resumed run "
+                      "keeps the mode it was started with unless --local or --ray is given "
+                      "(default: --ray)")
     mode.add_argument("--ray", action="store_true",
                       help="score on Ray actors and train with Ray Train (the default of a new "
                       "run); on --resume, switches a run started with --local")
@@ -81,6 +104,10 @@ def parser() -> argparse.ArgumentParser:
                      "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the parent of --to); "
                      "the folder above --to's parent lets one local-files storage, --to's "
                      "parent, serve every round")
+    exp.add_argument("--dataset", help="where the campaign's dataset is now, if it moved "
+                     "(default: config.json's; the data must be the same: fingerprint)")
+    exp.add_argument("--data-root", dest="data_root", help="the dataset files' directory, if "
+                     "it moved (default: config.json's)")
     imp = sub.add_parser("import", help="record people's labels for queried samples")
     imp.add_argument("dir", help="run directory (started with --oracle files)")
     imp.add_argument("--labels", required=True, help="UTF-8 CSV with the columns id,label, or "
@@ -140,46 +167,124 @@ def default_name(cfg: Config) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cfg.dataset}-{cfg.strategy}-seed{cfg.seed}")
 
 
-def fresh_location(cfg: Config) -> str:
-    """--out as given (must be new or empty); else runs/<name>, suffixed -2, -3... if taken."""
+def fresh_location(cfg: Config, held: ExitStack) -> str:
+    """--out as given (must be new or empty); else runs/<name>, suffixed -2, -3... if taken.
+
+    The directory is locked (until `held` closes) *before* it is found empty, so of two fresh
+    runs on one --out one runs and the other is refused naming it; a default runs/<name>
+    candidate that is locked or holds a run moves on to the next suffix. A directory that
+    holds a run is refused before locking it: a refused run adds no lock file to it."""
+    command = "autoal-dist run"
     if cfg.out:
-        if not remote.is_empty(cfg.out):
-            raise UsageError(f"--out: {cfg.out} already holds a run; pass --resume to continue "
-                             "it or choose another directory")
+        _check_out(cfg.out)
+        held.enter_context(run_lock(cfg.out, command, field="--out"))
+        _check_out(cfg.out, locked=True)  # the check that counts: under the lock
         return cfg.out
     base = Path("runs") / (cfg.name or default_name(cfg))
-    out, k = base, 1
-    while out.exists():
-        k += 1
-        out = base.with_name(f"{base.name}-{k}")
-    return str(out)
+    for k in itertools.count(1):
+        out = str(base if k == 1 else base.with_name(f"{base.name}-{k}"))
+        if not remote.is_empty(out):
+            continue
+        with ExitStack() as attempt:
+            try:
+                attempt.enter_context(run_lock(out, command, field="--out"))
+            except RunLocked:
+                continue
+            if remote.is_empty(out):
+                held.enter_context(attempt.pop_all())
+                return out
+    raise AssertionError("unreachable")
+
+
+def _holder(location: str) -> dict | None:
+    """Who holds `location`'s run lock now (None: nobody, or it cannot be told)."""
+    try:
+        return lock_holder(location)
+    except (OSError, ValueError):
+        return None
+
+
+def _check_out(out: str, locked: bool = False) -> None:
+    """A fresh run's --out: a local one must be a directory or not exist, and not lie below a
+    regular file; any must hold no run (when another process runs there, it is named). Checked
+    before anything starts, and again once the run lock is held."""
+    if not remote.is_uri(out):
+        path = Path(out)
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"--out: {out} is a file, not a directory")
+        for parent in path.absolute().parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UsageError(f"--out: {out} lies below {parent}, a file, not a "
+                                     "directory")
+                break
+    if not remote.is_empty(out):
+        holder = None if locked else _holder(out)
+        if holder is not None:  # the run is going on: say who runs it
+            raise UsageError(f"--out: {out} already holds a run, in use by "
+                             f"{describe(holder)}; choose another directory (or --resume it "
+                             "once that has finished)")
+        raise UsageError(f"--out: {out} already holds a run; pass --resume to continue it or "
+                         "choose another directory")
+
+
+def _check_writable(run_dir: Path, flag: str) -> None:
+    """A local run directory a command will write must be writable (and its journal/ and
+    labels/): refused in one line before anything starts, not by a failed write midway."""
+    if remote.is_uri(remote.location_of(run_dir)):
+        return
+    for d in (run_dir, run_dir / rundir.JOURNAL_DIR, run_dir / rundir.LABELS_DIR):
+        if d.is_dir() and not os.access(d, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag}: {d} is read-only (no permission to write there); "
+                             "nothing was changed")
 
 
 def stored_data(cfg: Config, meta: dict) -> Dataset:
-    """The campaign's dataset, refused if it changed since the campaign started."""
+    """The campaign's dataset, refused if it changed since the campaign started. `cfg` may
+    name the data elsewhere than config.json does (a moved dataset): accepted when what is
+    found there has the campaign's fingerprint."""
     from autoal_dist.campaign import prepare_data
 
     data = prepare_data(cfg)
     if rundir.dataset_fingerprint(data) != meta["dataset_fingerprint"]:
+        stored = meta["config"]
+        if (cfg.dataset, cfg.data_root) != (stored.get("dataset"), stored.get("data_root")):
+            where = cfg.dataset + (f" under --data-root {cfg.data_root}" if cfg.data_root else "")
+            raise UsageError(f"--dataset: the data of {where} is not the campaign's (its "
+                             "fingerprint differs from config.json's dataset_fingerprint); "
+                             "the campaign needs the same data")
         raise UsageError(f"--dataset: the data of {cfg.dataset!r} changed since the campaign "
                          "started (fingerprint differs); the campaign needs the same data")
     return data
 
 
-def _resume_config(args: argparse.Namespace, run_dir: Path) -> tuple[Config, dict]:
-    meta = rundir.read_meta(run_dir, "--out")
-    stored = meta["config"]
-    overrides = _overrides(args)
-    overrides.pop("out", None)
+def _flat(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _resume_config(args: argparse.Namespace, meta: dict) -> Config:
+    """The stored config with the flags given on --resume: a flag equal to the stored value
+    is fine; one that changes it is refused (naming the flag) unless it only changes how the
+    campaign runs (RESUMABLE_OVERRIDES) or where its data lies (MOVABLE: checked by
+    fingerprint in `stored_data`)."""
     if args.config:
         raise UsageError("--config: a resumed campaign keeps its stored config; drop --config")
-    for key, value in overrides.items():
-        if key not in RESUMABLE_OVERRIDES and stored.get(key) != value:
-            raise UsageError(f"--{key.replace('_', '-')}: differs from the campaign's stored "
-                             f"value {stored.get(key)!r}; on --resume only "
-                             f"{', '.join(sorted(RESUMABLE_OVERRIDES))} may change")
-    cfg = load_config(stored, {k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES})
-    return cfg, meta
+    overrides = _overrides(args)
+    overrides.pop("out", None)
+    stored = load_config(meta["config"])
+    cfg = load_config(meta["config"], overrides)
+    before, after = _flat(stored.to_dict()), _flat(cfg.to_dict())
+    for key, value in after.items():
+        if value != before.get(key) and key not in RESUMABLE_OVERRIDES | MOVABLE:
+            flag = FLAG_OF.get(key, "--" + key.replace("_", "-"))
+            raise UsageError(f"{flag}: {value!r} differs from the campaign's stored value "
+                             f"{before.get(key)!r}; on --resume only "
+                             f"{', '.join('--' + k for k in sorted(RESUMABLE_OVERRIDES))} may "
+                             "change (and --dataset/--data-root, to where the same data moved)")
+    return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -189,17 +294,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         if not args.out:
             raise UsageError("--resume needs --out DIR, the run directory to continue")
-        with remote.opened(args.out) as run_dir:
-            cfg, meta = _resume_config(args, run_dir)
-            return _run_campaign(args, cfg, stored_data(cfg, meta), meta, run_dir)
+        rundir.require_run(args.out, "--out")  # before the lock adds .lock to a non-run
+        # The lock first: nothing may be read that decides what to write before it is held.
+        with run_lock(args.out, "autoal-dist run --resume", field="--out", create=False), \
+                remote.opened(args.out) as run_dir:
+            meta = rundir.read_meta(run_dir, "--out")
+            check_journal(run_dir)
+            cfg = _resume_config(args, meta)
+            data = stored_data(cfg, meta)
+            _check_writable(run_dir, "--out")
+            mode = _mode(args, meta.get(rundir.MODE_KEY, rundir.DEFAULT_MODE))  # or switch it
+            if (stop := _awaiting(cfg, meta, run_dir, mode)) is not None:
+                return stop
+            return _run_campaign(args, cfg, data, meta, run_dir)
     file_values = read_config_file(args.config) if args.config else {}
     cfg = load_config(file_values, _overrides(args))
     data = prepare_data(cfg)
-    location = fresh_location(cfg)
-    with remote.opened(location, download=False) as run_dir:
-        meta = rundir.new_meta(cfg.to_dict(), data, __version__, _mode(args, rundir.DEFAULT_MODE))
-        rundir.create(run_dir, meta, data)
-        return _run_campaign(args, cfg, data, meta, run_dir)
+    if cfg.out:
+        _check_out(cfg.out)
+    with ExitStack() as held:  # the run lock, from before --out is found empty to the end
+        location = fresh_location(cfg, held)
+        with remote.opened(location, download=False) as run_dir:
+            meta = rundir.new_meta(cfg.to_dict(), data, __version__,
+                                   _mode(args, rundir.DEFAULT_MODE))
+            rundir.create(run_dir, meta, data)
+            return _run_campaign(args, cfg, data, meta, run_dir)
+
+
+def _awaiting(cfg: Config, meta: dict, run_dir: Path, mode: str) -> int | None:
+    """Oracle files: a resume whose next round needs a batch that is not fully labeled stops
+    here, saying so and what to do, before Ray starts or a scorer is built (exit 0). A
+    config.json the flags changed (--rounds, the mode) is still recorded."""
+    from autoal_dist.campaign import awaiting_labels
+
+    awaiting = awaiting_labels(cfg, run_dir)
+    if awaiting is None:
+        return None
+    updated = {**meta, "config": cfg.to_dict(), rundir.MODE_KEY: mode}
+    if updated != meta:
+        rundir.write_meta(run_dir, updated)
+    print(f"run directory: {remote.location_of(run_dir)}", file=sys.stderr)
+    print(next_steps(run_dir, awaiting))
+    return 0
 
 
 def _run_campaign(args: argparse.Namespace, cfg: Config, data: Dataset, meta: dict,
@@ -240,6 +376,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     with remote.opened(args.dir, field="report") as run_dir:
         if not (run_dir / rundir.METRICS_FILE).is_file():
             raise UsageError(f"report: {args.dir} holds no {rundir.METRICS_FILE}")
+        check_journal(run_dir)
+        _check_writable(run_dir, "report")
         print(write_report(run_dir))
     return 0
 
@@ -265,9 +403,12 @@ def cmd_export(args: argparse.Namespace) -> int:
                          "for people (or Label Studio) to open")
     with remote.opened(args.dir, field="export") as run_dir:
         meta = rundir.read_meta(run_dir, "export")
+        check_journal(run_dir)
+        moved = {k: v for k, v in (("dataset", args.dataset), ("data_root", args.data_root))
+                 if v is not None}
 
-        def load_data():
-            return stored_data(load_config(meta["config"]), meta)
+        def load_data():  # a moved dataset: the same data (fingerprint) at its new place
+            return stored_data(load_config(meta["config"], moved), meta)
 
         print(export_batch(run_dir, args.round, load_data, Path(args.to),
                            Path(args.ls_root) if args.ls_root else None))
@@ -275,13 +416,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    with remote.opened(args.dir, field="import") as run_dir:
+    """Read, merge and write the labels store under the run lock: two imports (or an import
+    and a running campaign) never interleave, so no label is silently lost."""
+    rundir.require_run(args.dir, "import")  # before the lock adds .lock to a non-run
+    with run_lock(args.dir, "autoal-dist import", field="import", create=False), \
+            remote.opened(args.dir, field="import") as run_dir:
         meta = rundir.read_meta(run_dir, "import")
-        oracle = meta["config"]["oracle"]
+        oracle = meta["config"].get("oracle")
         if oracle != "files":
             raise UsageError(f"import: {args.dir} runs with oracle {oracle!r}, which takes labels "
                              "from the dataset; start the campaign with --oracle files to label "
                              "with people")
+        check_journal(run_dir)
+        _check_writable(run_dir, "import")
         print(import_labels(run_dir, Path(args.labels), meta["num_classes"], args.relabel))
     return 0
 
@@ -303,6 +450,60 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_bench(argv[1:])
         args = parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (ConfigError, DataError, LabelError, RemoteError, RunDirError, UsageError) as e:
+    except (ConfigError, DataError, JournalError, LabelError, RemoteError, RunDirError,
+            RunLockError, UsageError) as e:
         print(f"autoal-dist: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:  # the filesystem refused: read-only, disk full, not a directory...
+        from autoal_dist.store import WriteError
+
+        if e.errno not in FS_ERRNOS and not isinstance(e, WriteError):
+            raise
+        print(f"autoal-dist: error: {_os_error(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError as e:
+        print(f"autoal-dist: error: out of memory: the dataset or settings need more memory than "
+              f"this machine has ({_one_line(e) or 'MemoryError'}); choose a smaller size",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except UnicodeDecodeError as e:
+        name = _decoded_file(e.__traceback__)
+        print(f"autoal-dist: error: {name + ' is' if name else 'a file read is'} not UTF-8 text "
+              f"(byte {e.start}: {e.reason}); save it as UTF-8", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# errnos of a filesystem refusing a path: one line naming it, not a traceback
+FS_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+             errno.EISDIR, errno.ENOENT, errno.EEXIST, errno.ENAMETOOLONG, errno.EFBIG,
+             errno.ENOTEMPTY, errno.ELOOP}
+_OS_HINTS = {errno.ENOSPC: "the disk is full: free space and rerun (the run directory keeps "
+                           "its last complete state; --resume continues from it)",
+             errno.EDQUOT: "the disk quota is exceeded: free space and rerun",
+             errno.EROFS: "the filesystem is read-only",
+             errno.EACCES: "no permission", errno.EPERM: "not permitted"}
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _os_error(e: OSError) -> str:
+    what = _OS_HINTS.get(e.errno or 0) or e.strerror or _one_line(e) or type(e).__name__
+    names = [str(n) for n in (e.filename, e.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {what}" if names else what
+
+
+def _decoded_file(tb) -> str | None:
+    """The file a UnicodeDecodeError came from, if a pathlib or open() frame shows it."""
+    name = None
+    while tb is not None:
+        local = tb.tb_frame.f_locals
+        for key in ("self", "path", "file", "filename"):
+            v = local.get(key)
+            if isinstance(v, Path) or (key != "self" and isinstance(v, str) and os.sep in v):
+                name = str(v)
+                break
+        tb = tb.tb_next
+    return name

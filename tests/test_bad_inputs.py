@@ -4,8 +4,8 @@ directory keeps every byte). Inputs are generated here; nothing needs Ray or tra
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -74,6 +74,22 @@ def parquet(d: Path, **columns) -> str:
     path = d / "data.parquet"
     pq.write_table(pa.table({k: v for k, v in cols.items() if v is not None}), path)
     return f"parquet:{path}"
+
+
+def torch_file(d: Path) -> str:
+    """A real PyTorch weights file, of some other network."""
+    import torch
+
+    path = d / "other.pt"
+    torch.save({"layer.weight": torch.zeros(2, 2)}, path)
+    return str(path)
+
+
+def tiny_root(d: Path, wnids: bytes) -> str:
+    root = d / "tiny"
+    (root / "train").mkdir(parents=True)
+    (root / "wnids.txt").write_bytes(wnids)
+    return str(root)
 
 
 def features_with(value: float) -> list[list[float]]:
@@ -147,12 +163,58 @@ RUN_CASES: list[tuple[str, Args, str]] = [
      "test split is empty"),
     ("parquet-bad-split", lambda d: ["--dataset", parquet(d, split=["train", "dev"] * 30)],
      "column 'split'"),
+    # the model against the data, checked before the run directory exists
+    ("model-mlp-on-images", lambda d: ["--model", "mlp"], "mlp takes flat feature vectors"),
+    ("model-smallcnn-on-features", lambda d: ["--model", "smallcnn", "--rounds", "1",
+                                              "--dataset", parquet(d)], "smallcnn takes images"),
+    ("model-resnet-on-features", lambda d: ["--model", "resnet18", "--rounds", "1",
+                                            "--dataset", parquet(d)], "resnet18 takes images"),
+    ("image-1px", lambda d: ["--dataset", "synthetic:hw=1,n=300,test=50"],
+     "at least 2x2 pixels, but the dataset's are 1x1"),
+    ("image-1x8", lambda d: ["--rounds", "1", "--dataset",
+                             npz(d, train_images=np.zeros((60, 1, 8), np.uint8),
+                                 test_images=np.zeros((20, 1, 8), np.uint8))],
+     "are 1x8; use resnet18"),
+    ("image-1px-smallcnn", lambda d: ["--model", "smallcnn", "--dataset",
+                                      "synthetic:hw=1,n=300,test=50"], "smallcnn, which needs"),
+    # hyperparameters that are not finite numbers
+    ("lr-inf", lambda d: ["--config", conf(d, "train: {lr: .inf}\n")],
+     "train.lr: must be a finite number"),
+    ("weight-decay-inf", lambda d: ["--config", conf(d, "train: {weight_decay: .inf}\n")],
+     "train.weight_decay: must be a finite number"),
+    ("lr-nan", lambda d: ["--config", conf(d, "train: {lr: .nan}\n")], "train.lr"),
+    # a pretrained file is loaded before anything is written
+    ("pretrained-garbage", lambda d: ["--config", conf(d, "model: resnet18\npretrained: "
+                                                          + write(d, "w.pt", b"\x80garbage"))],
+     "is not a PyTorch weights file"),
+    ("pretrained-empty", lambda d: ["--config", conf(d, "model: resnet18\npretrained: "
+                                                        + write(d, "w.pt", b""))],
+     "is not a PyTorch weights file"),
+    ("pretrained-wrong-net", lambda d: ["--config", conf(d, "model: resnet18\npretrained: "
+                                                            + torch_file(d))],
+     "does not load into resnet18"),
+    ("pretrained-for-smallcnn", lambda d: ["--config", conf(d, "pretrained: " + torch_file(d))],
+     "smallcnn, which loads no pretrained weights"),
+    ("pretrained-missing", lambda d: ["--config", conf(d, "pretrained: " + str(d / "no.pt"))],
+     "pretrained"),
+    # where the run would go
+    ("out-empty", lambda d: ["--out", ""], "out: must be a directory path or URI (not empty)"),
+    ("out-under-a-file", lambda d: ["--out", write(d, "f", "x") + "/run"], "a file, not a"),
+    ("out-is-a-file", lambda d: ["--out", write(d, "f", "x")], "is a file, not a directory"),
+    # a dataset too large to allocate, a non-UTF-8 wnids.txt
+    ("synthetic-too-large", lambda d: ["--dataset", "synthetic:n=99999999999"],
+     "out of memory"),
+    ("tinyimagenet-wnids-not-utf8", lambda d: ["--dataset", "tinyimagenet", "--data-root",
+                                               tiny_root(d, b"n0144\xff\xfe\n")],
+     "wnids.txt is not UTF-8"),
 ]
 
 
 @pytest.mark.parametrize("make_args, names", [c[1:] for c in RUN_CASES],
                          ids=[c[0] for c in RUN_CASES])
 def test_bad_run_input(tmp_path, capsys, make_args, names):
+    if "too-large" in names and Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1":
+        pytest.skip("overcommit_memory=1: a huge allocation succeeds and the OOM killer strikes")
     out = tmp_path / "run"
     args = make_args(tmp_path)
     safety = [] if "--config" in args else ["--oracle", "files"]
@@ -298,3 +360,190 @@ def test_import_before_any_batch_is_refused(run_copy, tmp_path, capsys):
     labels = write(tmp_path, "l.csv", "id,label\n1,1\n")
     fails_cleanly(capsys, ["import", str(run_copy), "--labels", labels], "queried no batch")
     assert snapshot(run_copy) == before
+
+
+# ---- a damaged run directory: resume, report, import and export refuse it in one line ------
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """An oracle-files campaign that trained round 0 and waits on round 1's labels: it holds
+    config.json, pool.parquet, journal rounds 0-1, metrics.parquet, labels/round_000.parquet."""
+    d = tmp_path_factory.mktemp("trained") / "run"
+    fast = d.parent / "fast.yaml"
+    fast.write_text("oracle: files\ntrain: {min_steps: 2, epochs: 1}\nscore: {mc_samples: 2}\n")
+    args = [*RUN, "--init", "20", "--budget", "10", "--rounds", "2", "--config", str(fast)]
+    assert main([*args, "--out", str(d)]) == 0
+    ids = rundir.read_journal(d).column("id").to_numpy()
+    truth = rundir.read_pool(d).column("label").to_numpy()
+    labels = d.parent / "round0.csv"
+    labels.write_text("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in ids))
+    assert main(["import", str(d), "--labels", str(labels)]) == 0
+    assert main(["run", "--resume", "--out", str(d), "--quiet"]) == 0
+    assert rundir.journal_rounds(d) == [0, 1] and len(rundir.read_metrics(d)) == 1
+    ids1 = rundir.read_journal(d).column("id").to_numpy()[20:25]
+    (d.parent / "round1.csv").write_text("id,label\n" + "".join(f"{i},{truth[i]}\n"
+                                                               for i in ids1))
+    return d
+
+
+def truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def rewrite_metrics(run: Path) -> None:
+    rows = rundir.read_metrics(run)
+    rows[0]["n_labeled"] += 3
+    rundir.write_metrics(run, rows)
+
+
+DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "metrics-truncated": (lambda r: truncate(r / "metrics.parquet"), "metrics.parquet"),
+    "metrics-garbage": (lambda r: (r / "metrics.parquet").write_bytes(b"no parquet"),
+                        "metrics.parquet: not a readable parquet file"),
+    "metrics-disagree": (rewrite_metrics, "metrics.parquet: round 0 trained on 23"),
+    "config-truncated": (lambda r: truncate(r / "config.json"), "config.json"),
+    "config-not-utf8": (lambda r: (r / "config.json").write_bytes(b"{\"config\": \xff}"),
+                        "config.json"),
+    "config-not-object": (lambda r: (r / "config.json").write_text("[]"), "config.json"),
+    "labels-truncated": (lambda r: truncate(r / "labels" / "round_000.parquet"),
+                         "round_000.parquet"),
+    "albl-not-json": (lambda r: (r / "albl_state.json").write_text("{\"experts\": [1,"),
+                      "albl_state.json: not readable JSON"),
+    "albl-wrong-shape": (lambda r: (r / "albl_state.json").write_text("{\"experts\": []}"),
+                         "albl_state.json: not ALBL's bandit state"),
+    "autoal-truncated": (lambda r: (r / "autoal_weights.parquet").write_bytes(b"PAR1x"),
+                         "autoal_weights.parquet"),
+    "journal-second-name": (lambda r: shutil.copy(r / "journal" / "round_001.parquet",
+                                                  r / "journal" / "round_0001.parquet"),
+                            "round_0001.parquet: a second file for round 1"),
+    "journal-gap": (lambda r: (r / "journal" / "round_001.parquet").rename(
+        r / "journal" / "round_002.parquet"), "round 1 is missing"),
+    "journal-repeated-ids": (lambda r: shutil.copy(r / "journal" / "round_000.parquet",
+                                                   r / "journal" / "round_001.parquet"),
+                             "round_001.parquet: holds rows of round 0"),
+    "journal-stray-file": (lambda r: (r / "journal" / "notes.txt").write_text("x"),
+                           "notes.txt: unexpected file"),
+}
+COMMANDS: dict[str, Callable[[Path, Path], list[str]]] = {
+    "resume": lambda r, d: ["run", "--resume", "--out", str(r), "--quiet"],
+    "report": lambda r, d: ["report", str(r)],
+    "import": lambda r, d: ["import", str(r), "--labels", str(d / "round1.csv")],
+    "export": lambda r, d: ["export", str(r), "--to", str(d / "x")],
+}
+# report reads no config.json fields (only that it is JSON): a valid JSON non-object is its
+# business only for the commands that use the config
+SKIP = {("report", "config-not-object")}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_damaged_run_directory_is_refused_in_one_line(trained_run, tmp_path, capsys,
+                                                       command, damage):
+    if (command, damage) in SKIP:
+        pytest.skip("not read by this command")
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    shutil.copy(trained_run.parent / "round1.csv", tmp_path / "round1.csv")
+    make, names = DAMAGES[damage]
+    make(run)
+    before = snapshot(run)
+    fails_cleanly(capsys, COMMANDS[command](run, tmp_path), names)
+    assert snapshot(run) == before
+    assert not (tmp_path / "x").exists()
+
+
+def test_journal_copied_under_a_second_name_via_the_shell(trained_run, tmp_path, capsys):
+    """`cp journal/round_001.parquet journal/round_0001.parquet`, then resume: refused."""
+    import subprocess
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    subprocess.run(["cp", "journal/round_001.parquet", "journal/round_0001.parquet"], cwd=run,
+                   check=True)
+    before = snapshot(run)
+    fails_cleanly(capsys, ["run", "--resume", "--out", str(run)], "round_0001.parquet")
+    assert snapshot(run) == before
+
+
+# ---- the filesystem refuses: read-only, permission, disk full ------------------------------
+
+@pytest.mark.parametrize("command", ["resume", "report", "import"])
+def test_a_read_only_run_directory_is_one_line_naming_it(trained_run, tmp_path, capsys,
+                                                         monkeypatch, command):
+    """As root every directory is writable, so `os.access` answers as for a read-only one."""
+    import os
+
+    from autoal_dist import cli
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    shutil.copy(trained_run.parent / "round1.csv", tmp_path / "round1.csv")
+    real = os.access
+    monkeypatch.setattr(cli.os, "access", lambda p, mode: real(p, mode) and Path(p) != run)
+    before = snapshot(run)
+    fails_cleanly(capsys, COMMANDS[command](run, tmp_path), f"{run} is read-only")
+    assert snapshot(run) == before
+
+
+def test_a_write_the_filesystem_refuses_is_one_line_naming_the_file(trained_run, tmp_path,
+                                                                    capsys, monkeypatch):
+    import errno
+    import tempfile
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+
+    def refuse(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(Path(k["dir"]) / ".tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    before = snapshot(run)
+    fails_cleanly(capsys, ["report", str(run)], f"{run / 'curves.png'}: no permission")
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("command", ["import", "resume"])
+def test_a_full_disk_is_one_line_and_leaves_the_last_complete_state(trained_run, tmp_path,
+                                                                   capsys, monkeypatch, command):
+    import errno
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    shutil.copy(trained_run.parent / "round1.csv", tmp_path / "round1.csv")
+    if command == "resume":  # label round 1 completely, so the resume trains and writes
+        ids = rundir.read_journal(run).column("id").to_numpy()[20:]
+        truth = rundir.read_pool(run).column("label").to_numpy()
+        (tmp_path / "all1.csv").write_text("id,label\n" + "".join(f"{i},{truth[i]}\n"
+                                                                  for i in ids))
+        assert main(["import", str(run), "--labels", str(tmp_path / "all1.csv")]) == 0
+
+    def full(table, where, **kw):
+        open(where, "wb").write(b"PAR1 half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", full)
+    before = snapshot(run)
+    capsys.readouterr()
+    assert main(COMMANDS[command](run, tmp_path)) == 2
+    err = capsys.readouterr().err
+    if command == "resume":  # a run that started says where it runs first; the error ends it
+        err = err.splitlines(keepends=True)[-1]
+    assert err.count("\n") == 1 and err.startswith("autoal-dist: error:"), err
+    assert ".parquet: the disk is full" in err and ".tmp" not in err, err
+    assert snapshot(run) == before  # the failed write left no file, the old ones intact
+
+
+def test_bad_inputs_print_one_line_from_a_real_process(tmp_path):
+    """The corpus above runs main() in-process, where pytest captures warnings; a real process
+    must print the one line alone (torch's warning about a foreign file included)."""
+    import subprocess
+    import sys
+
+    garbage = write(tmp_path, "w.pt", b"\x80garbage")
+    config = write(tmp_path, "c.yaml", f"model: resnet18\npretrained: {garbage}\n")
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "autoal_dist", *RUN, "--out", str(out),
+                        "--config", config], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.count("\n") == 1 and "not a PyTorch weights file" in p.stderr, p.stderr
+    assert not out.exists()
