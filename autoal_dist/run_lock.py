@@ -451,6 +451,7 @@ def _lock_store(d, location: str, command: str, field: str, wait: float, ttl: fl
     key = _store_key(d)
     base = f"{d.root}/{LOCK_NAME}"
     deadline = time.monotonic() + wait
+    holder: dict | None
     while True:
         with _GUARD:
             mine = _HELD.get(key)
@@ -478,8 +479,8 @@ def _lock_store(d, location: str, command: str, field: str, wait: float, ttl: fl
                     lock.start(start)
                     return lock
                 _delete(d, path)
-                holder = min((r for _, r in others if r), key=lambda r: r.get("since", ""),
-                             default=None)
+                records = [r for _, r in others if r]
+                holder = min(records, key=lambda r: r.get("since", "")) if records else None
         if time.monotonic() >= deadline:
             raise RunLocked(_locked_message(location, holder, field), holder)
         time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
