@@ -23,6 +23,7 @@ from autoal_dist.models.inference import predict
 from autoal_dist.models.backbones import Classifier, ModelSpec, check_model
 from autoal_dist.execution import Execution, Local
 from autoal_dist.policies import policy_for
+from autoal_dist.progress import Progress
 from autoal_dist.rounds import RoundContext
 from autoal_dist.scoring import Scorer
 from autoal_dist.seeds import derive
@@ -50,9 +51,18 @@ class Campaign:
         self.spec = ModelSpec.resolve(cfg.model, data.input_shape, data.num_classes,
                                       cfg.train.dropout, cfg.pretrained)
         self.execution = execution
+        # in-process steps draw tqdm bars; steps on Ray say what they do instead
+        self.progress = Progress(show_progress and execution.name != "local")
         self.jobs = execution.jobs(cfg, self.run_dir)
         self.scorer = scorer or execution.scorer(cfg, data, self.normalize, self.spec,
                                                  self.device, show_progress)
+
+    def _where_trained(self) -> str:
+        if self.jobs is None:
+            return "in this process"
+        n = self.jobs.workers
+        return (f"Ray Train, {n} worker{'s' * (n != 1)}" if n
+                else "Ray Train in the driver process")
 
     def close(self) -> None:
         """Stop the scorer's actors (a campaign inside a long-lived process must not leak them)."""
@@ -132,7 +142,9 @@ class Campaign:
                 break
             labeled = self.labeled_through(r)
             t0 = time.perf_counter()
-            model = self.train(labeled, r)
+            with self.progress.phase(f"round {r}: training on {len(labeled)} labeled samples "
+                                     f"({self._where_trained()})", f"round {r}: trained"):
+                model = self.train(labeled, r)
             crashpoint("trained", r)
             t1 = time.perf_counter()
             acc = self.evaluate(model)
@@ -140,9 +152,12 @@ class Campaign:
             t2 = time.perf_counter()
             ctx = RoundContext(cfg, self.data, self.normalize, model, self.scorer, r, labeled,
                                np.setdiff1d(np.arange(n_pool), labeled), self.device, self.run_dir,
-                               jobs=self.jobs)
+                               jobs=self.jobs, progress=self.progress)
             if r < cfg.rounds and (r + 1) not in rundir.journal_rounds(self.run_dir):
-                sel = policy(ctx)
+                with self.progress.phase(f"round {r}: choosing {cfg.budget} of "
+                                         f"{len(ctx.unlabeled)} samples ({cfg.strategy})",
+                                         f"round {r}: chose round {r + 1}'s batch"):
+                    sel = policy(ctx)
                 crashpoint("selected", r)
                 rundir.write_round(self.run_dir, r + 1, sel.ids, cfg.strategy, sel.scores)
             m = rundir.metrics_row(r, len(labeled), acc, cfg.strategy,

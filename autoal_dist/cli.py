@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoal_dist import __version__, remote, rundir
 from autoal_dist.config import Config, ConfigError, TrainConfig, read_config_file
@@ -23,12 +23,17 @@ from autoal_dist.data.pool_cli import add_pool_parser, cmd_pool
 from autoal_dist.journal_check import JournalError, check_journal
 from autoal_dist.labeling import LabelError, export_batch, next_steps
 from autoal_dist.labeling.importer import import_labels
+from autoal_dist.ray_cluster import ResourceError
 from autoal_dist.registry import load_config
 from autoal_dist.remote import RemoteError
 from autoal_dist.run_lock import RunLocked, RunLockError, describe, lock_holder, run_lock
 from autoal_dist.rundir import RunDirError
 
+if TYPE_CHECKING:
+    from autoal_dist.execution import Execution
+
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 # Settings a resumed campaign may change: they alter how it runs, not what it selects.
 RESUMABLE_OVERRIDES = {"rounds", "shards", "workers", "gpu"}
 # ...and the data's location, as long as the data found there is the campaign's (fingerprint).
@@ -120,8 +125,9 @@ def parser() -> argparse.ArgumentParser:
     add_pool_parser(sub)  # pool write|info|verify (data/pool_cli.py)
     tun = sub.add_parser("tune", help="search candidate pools and AutoAL hyperparameters "
                          "with Ray Tune (ASHA stops weak trials between rounds)")
-    tun.add_argument("--config", required=True,
-                     help="sweep YAML: a campaign: and a tune: section")
+    tun.add_argument("--config", help="sweep YAML: a campaign: and a tune: section")
+    tun.add_argument("--resume", action="store_true", help="continue the interrupted sweep "
+                     "in --out: finished trials stay, unfinished ones run to the end")
     tun.add_argument("--out",
                      help="sweep directory, new or empty (default runs/tune-<config stem>)")
     tun.add_argument("--num-samples", dest="num_samples", type=int,
@@ -306,19 +312,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             mode = _mode(args, meta.get(rundir.MODE_KEY, rundir.DEFAULT_MODE))  # or switch it
             if (stop := _awaiting(cfg, meta, run_dir, mode)) is not None:
                 return stop
-            return _run_campaign(args, cfg, data, meta, run_dir)
+            execution = _started(mode, cfg)
+            return _run_campaign(args, cfg, data, meta, run_dir, execution)
     file_values = read_config_file(args.config) if args.config else {}
     cfg = load_config(file_values, _overrides(args))
     data = prepare_data(cfg)
     if cfg.out:
         _check_out(cfg.out)
+    execution = _started(_mode(args, rundir.DEFAULT_MODE), cfg)
     with ExitStack() as held:  # the run lock, from before --out is found empty to the end
         location = fresh_location(cfg, held)
         with remote.opened(location, download=False) as run_dir:
-            meta = rundir.new_meta(cfg.to_dict(), data, __version__,
-                                   _mode(args, rundir.DEFAULT_MODE))
+            meta = rundir.new_meta(cfg.to_dict(), data, __version__, execution.name)
             rundir.create(run_dir, meta, data)
-            return _run_campaign(args, cfg, data, meta, run_dir)
+            return _run_campaign(args, cfg, data, meta, run_dir, execution)
 
 
 def _awaiting(cfg: Config, meta: dict, run_dir: Path, mode: str) -> int | None:
@@ -338,23 +345,34 @@ def _awaiting(cfg: Config, meta: dict, run_dir: Path, mode: str) -> int | None:
     return 0
 
 
-def _run_campaign(args: argparse.Namespace, cfg: Config, data: Dataset, meta: dict,
-                  run_dir: Path) -> int:
-    from autoal_dist.campaign import Campaign
+def _started(mode: str, cfg: Config) -> Execution:
+    """The run's execution mode, started (Ray joined, requests checked): before anything in
+    the run directory is written. Its line is the run's first."""
     from autoal_dist.execution import execution_for
+
+    execution = execution_for(mode)
+    print(execution.start(cfg), file=sys.stderr, flush=True)
+    return execution
+
+
+def _run_campaign(args: argparse.Namespace, cfg: Config, data: Dataset, meta: dict,
+                  run_dir: Path, execution: Execution) -> int:
+    from autoal_dist.campaign import Campaign
     from autoal_dist.report import write_report
 
     rundir.ensure_pool(run_dir, data)  # absent if a crash came right after config.json
     where = remote.location_of(run_dir)
     print(f"run directory: {where}", file=sys.stderr)
     meta["config"] = cfg.to_dict()  # a resume may raise rounds
-    mode = _mode(args, meta.get(rundir.MODE_KEY, rundir.DEFAULT_MODE))  # or switch the mode
-    meta[rundir.MODE_KEY] = mode
+    meta[rundir.MODE_KEY] = execution.name
     rundir.write_meta(run_dir, meta)
-    campaign = Campaign(cfg, run_dir, data, execution=execution_for(mode),
-                        show_progress=not args.quiet)
+    campaign = Campaign(cfg, run_dir, data, execution=execution, show_progress=not args.quiet)
     try:
         campaign.run()
+    except KeyboardInterrupt:
+        print(f"autoal-dist: interrupted; every finished step is saved: continue with "
+              f"autoal-dist run --resume --out {where}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         campaign.close()
     if campaign.awaiting is not None:
@@ -436,7 +454,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from autoal_dist.sweep.runner import run_tune
 
-    return run_tune(Path(args.config), args.out, args.num_samples, args.quiet)
+    return run_tune(Path(args.config) if args.config else None, args.out, args.num_samples,
+                    args.quiet, resume=args.resume)
 
 
 COMMANDS = {"run": cmd_run, "report": cmd_report, "strategies": cmd_strategies,
@@ -450,10 +469,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_bench(argv[1:])
         args = parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (ConfigError, DataError, JournalError, LabelError, RemoteError, RunDirError,
-            RunLockError, UsageError) as e:
+    except (ConfigError, DataError, JournalError, LabelError, RemoteError, ResourceError,
+            RunDirError, RunLockError, UsageError) as e:
         print(f"autoal-dist: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("autoal-dist: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except OSError as e:  # the filesystem refused: read-only, disk full, not a directory...
         from autoal_dist.store import WriteError
 

@@ -178,7 +178,7 @@ class Config:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # AUTOAL.md "reference recipe": init 2000, b 1000, 18 rounds, ResNet-18 from scratch.
+    # The paper's CIFAR recipe: init 2000, b 1000, 18 rounds, ResNet-18 from scratch.
     "paper-cifar": {
         "strategy": "autoal", "init": 2000, "budget": 1000, "rounds": 18, "model": "resnet18",
         "train": {"epochs": 100, "batch_size": 128, "optimizer": "sgd", "lr": 0.05,

@@ -25,7 +25,14 @@ if TYPE_CHECKING:
 
 
 class Execution(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """`local` or `ray`."""
+
+    def start(self, cfg: Config) -> str:
+        """Get ready to run `cfg` (start or join Ray, check that the cluster can hold what
+        cfg asks for); the line that says where the run runs. Called before the run
+        directory is written, so a request the cluster cannot meet changes nothing."""
 
     def scorer(self, cfg: Config, data: Dataset, normalize: Normalizer, spec: ModelSpec,
                device: str, show_progress: bool) -> Scorer:
@@ -39,6 +46,9 @@ class Execution(Protocol):
 class Local:
     name: str = "local"
 
+    def start(self, cfg: Config) -> str:
+        return "mode local: scoring and training run in this process (no Ray)"
+
     def scorer(self, cfg: Config, data: Dataset, normalize: Normalizer, spec: ModelSpec,
                device: str, show_progress: bool) -> Scorer:
         return LocalScorer(data.train_x, normalize, cfg.score.batch_size, cfg.score.mc_samples,
@@ -51,6 +61,22 @@ class Local:
 @dataclass(frozen=True)
 class OnRay:
     name: str = "ray"
+
+    def start(self, cfg: Config) -> str:
+        """Scorer actors take a CPU each; with `workers: 0` they live for the whole campaign
+        (Train runs in the driver), else they exist only during scoring and the Train
+        workers (a CPU, or a GPU with --gpu, each) only during fitting: never both."""
+        from autoal_dist.ray_cluster import announce, require
+
+        line = announce()
+        if cfg.shards:
+            require(cfg.shards, 0, f"--shards {cfg.shards} (one scorer actor per CPU)",
+                    "lower --shards (0 = one per CPU the cluster has)")
+        if cfg.workers:
+            require(0 if cfg.gpu else cfg.workers, cfg.workers if cfg.gpu else 0,
+                    f"--workers {cfg.workers} (one Ray Train worker per "
+                    f"{'GPU' if cfg.gpu else 'CPU'})", "lower --workers (0 = train in the driver)")
+        return line
 
     def scorer(self, cfg: Config, data: Dataset, normalize: Normalizer, spec: ModelSpec,
                device: str, show_progress: bool) -> Scorer:

@@ -1,27 +1,157 @@
-"""The one place that starts or joins Ray, and reads what the cluster offers."""
+"""The one place that starts or joins Ray, says which, and checks requests against it.
+
+Which Ray: the cluster named by RAY_ADDRESS (set inside `ray job submit`, and by
+`eval "$(cluster/local.sh env)"`), else a private local one started here. A `ray start`
+cluster that merely runs on this machine is never joined silently: the first line says
+how to join it. Requests (scorer actors, Train workers, Tune trials) are checked before
+any work starts: on a fixed cluster a request it can never meet is a one-line error; on an
+autoscaling cluster the run asks the autoscaler for it and says what it waits for.
+"""
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+WAIT_REPORT_S = 30.0  # how often a run waiting for an autoscaler says so
+AUTOSCALING_ENV = "AUTOAL_AUTOSCALING"  # 1/0: override the autoscaler detection
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster named by RAY_ADDRESS (or a running local one), else start one.
+class ResourceError(ValueError):
+    """A request the cluster can never meet; the message is one line."""
 
-    Inside `ray job submit` RAY_ADDRESS is set, so a job never starts a private cluster.
+
+@dataclass(frozen=True)
+class RaySession:
+    """What this process runs on: `address` joined (None: started here) and whether an
+    autoscaler may add nodes."""
+
+    address: str | None
+    autoscaling: bool
+
+    def describe(self) -> str:
+        res = _resources()
+        cap = f"{res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
+        if self.address is None:
+            return f"ray: started a local Ray on this machine ({cap})"
+        scaling = ", autoscaling" if self.autoscaling else ""
+        return f"ray: joined {self.address} ({cap}{scaling})"
+
+
+_SESSION: RaySession | None = None
+_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _drop_auth_notice(record: logging.LogRecord) -> bool:
+    """Ray's notice that token auth is on by default reads like a failure; auth stays on."""
+    return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def _resources() -> dict[str, float]:
+    import ray
+
+    return ray.cluster_resources()
+
+
+def _recorded_cluster() -> str | None:
+    """The address `ray start` recorded in Ray's default temp dir, if any."""
+    path = Path(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", "ray_current_cluster")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _detect_autoscaling() -> bool:
+    """An autoscaler that can launch nodes reports node types it manages; a local or fixed
+    cluster's monitor reports none. AUTOAL_AUTOSCALING=1/0 overrides the guess."""
+    forced = os.environ.get(AUTOSCALING_ENV)
+    if forced is not None:
+        return forced.strip().lower() in ("1", "true", "yes")
+    try:
+        import json
+
+        from ray._private import ray_constants
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+        report = json.loads(raw).get("autoscaler_report", {}) if raw else {}
+        return bool(report.get("node_type_mapping"))
+    except Exception:  # an older or newer Ray without this report: assume fixed
+        return False
+
+
+def ensure_ray() -> RaySession:
+    """Join RAY_ADDRESS's cluster, else start a local one (`announce` says which).
+
+    Token authentication stays on (Ray's default); its notice that it chose that is
+    dropped, and Ray's own log lines stay at WARNING and above.
     """
+    global _SESSION
     import ray
 
     if ray.is_initialized():
-        return
+        if _SESSION is None:  # initialised by the caller (tests, a notebook): joined
+            _SESSION = RaySession(ray.get_runtime_context().gcs_address, _detect_autoscaling())
+        return _SESSION
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(num_cpus=None if os.environ.get("RAY_ADDRESS") else num_cpus,
-             log_to_driver=False, configure_logging=True, logging_level="WARNING")
+    logging.getLogger(_AUTH_LOGGER).addFilter(_drop_auth_notice)
+    address = os.environ.get("RAY_ADDRESS") or None
+    ray.init(address=address or "local", log_to_driver=False, configure_logging=True,
+             logging_level=logging.WARNING)
+    _SESSION = RaySession(address, address is not None and _detect_autoscaling())
+    return _SESSION
+
+
+def announce() -> str:
+    """The line a run starts with: which Ray it uses (starting or joining it first)."""
+    session = ensure_ray()
+    line = session.describe()
+    recorded = _recorded_cluster()
+    if session.address is None and recorded:
+        line += f"; a `ray start` cluster runs at {recorded}: set RAY_ADDRESS={recorded} to use it"
+    return line
 
 
 def default_shards(use_gpu: bool) -> int:
     """One scorer per CPU Ray sees (per GPU with --gpu)."""
-    import ray
-
-    res = ray.cluster_resources()
+    res = _resources()
     n = res.get("GPU", 0) if use_gpu else res.get("CPU", 1)
     return max(1, int(n))
+
+
+def require(cpus: float, gpus: float, what: str, fix: str) -> None:
+    """Make sure the cluster can ever hold `cpus` CPUs and `gpus` GPUs at once for `what`.
+
+    Fixed cluster: a one-line ResourceError naming the request, what the cluster has and
+    `fix`. Autoscaling cluster: ask the autoscaler for them and wait, saying so every
+    WAIT_REPORT_S seconds (Ctrl-C stops the wait).
+    """
+    def short() -> tuple[float, float]:
+        res = _resources()
+        return max(0.0, cpus - res.get("CPU", 0)), max(0.0, gpus - res.get("GPU", 0))
+
+    missing = short()
+    if missing == (0.0, 0.0):
+        return
+    session = ensure_ray()
+    res = _resources()
+    if not session.autoscaling:
+        raise ResourceError(
+            f"{what} needs {cpus:g} CPUs and {gpus:g} GPUs at once, but the Ray cluster "
+            f"has {res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs and cannot grow; "
+            f"{fix}")
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{"CPU": cpus, **({"GPU": gpus} if gpus else {})}])
+    start = time.monotonic()
+    while (missing := short()) != (0.0, 0.0):
+        waited = time.monotonic() - start
+        print(f"waiting for the autoscaler: {what} needs {missing[0]:g} more CPUs and "
+              f"{missing[1]:g} more GPUs ({waited:.0f} s so far)", file=sys.stderr, flush=True)
+        deadline = time.monotonic() + WAIT_REPORT_S
+        while time.monotonic() < deadline and short() != (0.0, 0.0):
+            time.sleep(1.0)

@@ -17,6 +17,7 @@ from autoal_dist.data import Dataset
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models.backbones import Classifier
 from autoal_dist.scoring import Scorer, Selection
+from autoal_dist.progress import QUIET, Progress
 from autoal_dist.seeds import derive
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class RoundContext:
     run_dir: Path
     timings: dict[str, float] = field(default_factory=dict)
     jobs: JobRunner | None = None  # Ray Train jobs (execution `ray`); None: in-process
+    progress: Progress = QUIET  # lines about steps that run on Ray
 
 
 Policy = Callable[[RoundContext], Selection]

@@ -292,3 +292,38 @@ def test_job_submit_to_a_loopback_head_node_matches_a_local_run(tmp_path, ray_cl
         for column in ("round", "id"):
             assert np.array_equal(job.column(column).to_numpy(),
                                   local.column(column).to_numpy()), (run, column)
+
+
+@pytest.mark.slow
+def test_requests_a_2_cpu_cluster_cannot_meet_are_refused_in_one_line(tmp_path):
+    """On a fixed 2-CPU cluster (a `ray start` head node, joined through RAY_ADDRESS as a job
+    driver joins it): 3 scorer actors, 8 Train workers or a 1000-CPU trial never fit, so the
+    run says so in one line, exit 2, and writes nothing; 2 shards run, and say where."""
+    with head_node() as (_, client_env):
+        gcs_port = (Path(client_env["AUTOAL_RAY_STATE"]) / "node.env").read_text()
+        port = dict(line.split("=", 1) for line in gcs_port.split())["GCS_PORT"]
+        env = {**client_env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            return sh(sys.executable, "-m", "autoal_dist", *args, env=env, timeout=300)
+
+        for flag, value in (("--shards", "3"), ("--workers", "8")):
+            out = tmp_path / f"run{flag}"
+            done = cli("run", *CAMPAIGN, "--ray", flag, value, "--out", str(out))
+            assert done.returncode == 2, done.stderr
+            last = done.stderr.strip().splitlines()[-1]
+            assert last.startswith(f"autoal-dist: error: {flag} {value} ") and "2 CPUs" in last
+            assert not out.exists()
+        sweep = tmp_path / "sweep.yaml"
+        sweep.write_text(yaml.safe_dump({
+            "campaign": {"dataset": "digits", "rounds": 1, "train": {"epochs": 1}},
+            "tune": {"search_space": {"budget": {"choice": [10, 20]}}, "num_samples": 2,
+                     "resources_per_trial": {"cpu": 1000}}}))
+        done = cli("tune", "--config", str(sweep), "--out", str(tmp_path / "tune"), "--quiet")
+        assert done.returncode == 2 and "tune.resources_per_trial" in done.stderr, done.stderr
+        assert not (tmp_path / "tune").exists()
+        out = tmp_path / "ok"
+        done = cli("run", *CAMPAIGN, "--ray", "--shards", "2", "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.splitlines()[0] == \
+            f"ray: joined 127.0.0.1:{port} (2 CPUs, 0 GPUs)"

@@ -81,6 +81,8 @@ def embed_policy(ctx: RoundContext, r: float) -> Selection:
     if cfg.autoal.use_loss_head:
         member = np.hstack([member, embed_search.loss_column_on(ctx, found, ids, cfg.budget)])
     w = found.fit.weights
+    ctx.progress.note(f"  round {ctx.round}: AutoAL search: {found.fit.iterations} iterations; "
+                      + ", ".join(f"{n} {x:.2f}" for n, x in zip(column_names(ctx), w)))
     z = member.astype(np.float64) @ w
     chosen = top_b(ids, z, cfg.budget)
     rows = np.searchsorted(ids, chosen)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
 import sys
@@ -48,8 +49,13 @@ RESULTS_FILE = "tune_results.parquet"
 RESULT_TYPES = {"trial_id": pa.string(), "auc": pa.float64(), "accuracy": pa.float64(),
                 "n_labeled": pa.int64(), "last_round": pa.int64(), "stopped_early": pa.bool_(),
                 "status": pa.string(), "error": pa.string(), "time_s": pa.float64()}
-STATUS_ORDER = ("complete", "stopped", "error")
+# unfinished: pending or running when the sweep was interrupted (`tune --resume` runs them)
+STATUS_ORDER = ("complete", "stopped", "unfinished", "error")
+ARGS_FILE = "sweep_args.json"  # the command line's num_samples, for `tune --resume`
 BEST_FILE = "best_config.yaml"
+SWEEP_FILE = "sweep.yaml"  # the sweep file as given
+EXPERIMENT_DIR = "ray_tune"  # Tune's own experiment state (Tuner.restore reads it)
+EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 PATH_KEYS = ("data_root", "pretrained")  # trials run in their own working directory
 
 
@@ -92,16 +98,19 @@ def _trial(sample: dict[str, Any], *, campaign: dict[str, Any], data: Dataset,
 
     cfg = trial_config(campaign, sample)
     location = remote.join(trials_dir, tune.get_context().get_trial_id())
-    with remote.opened(location, download=False) as run_dir:
-        rundir.create(run_dir, {**meta, "config": cfg.to_dict()}, data)
+    fresh = remote.is_empty(location)  # else a resumed sweep restarted this trial: continue it
+    with remote.opened(location, download=not fresh) as run_dir:
+        if fresh or not (run_dir / rundir.CONFIG_FILE).is_file():
+            rundir.create(run_dir, {**meta, "config": cfg.to_dict()}, data)
         _run_trial(cfg, data, run_dir, mode)
 
 
 def _run_trial(cfg: Config, data: Dataset, run_dir: Path, mode: str) -> None:
     from ray import tune
 
-    n_labeled: list[int] = []
-    accuracy: list[float] = []
+    done = rundir.read_metrics(run_dir)  # rounds a restarted trial finished before
+    n_labeled: list[int] = [r["n_labeled"] for r in done]
+    accuracy: list[float] = [r["accuracy"] for r in done]
 
     def report(row: dict[str, Any]) -> None:
         n_labeled.append(row["n_labeled"])
@@ -158,7 +167,8 @@ def _trial_dirname(trial: Any) -> str:
 
 
 def _fit(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
-         samples: list[dict[str, Any]], data: Dataset, out: str, quiet: bool) -> Any:
+         samples: list[dict[str, Any]], data: Dataset, out: str, quiet: bool,
+         restore: bool = False) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -166,13 +176,20 @@ def _fit(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
     meta = rundir.new_meta({}, data, __version__, mode=sweep.mode)
     trainable = tune.with_parameters(_trial, campaign=campaign, data=data, meta=meta,
                                      trials_dir=remote.join(out, "trials"), mode=sweep.mode)
+    trainable = tune.with_resources(trainable, _trial_resources(sweep.base, sweep.cpu,
+                                                                 sweep.gpu, sweep.mode))
+    experiment = remote.join(out, EXPERIMENT_DIR)
+    if restore and tune.Tuner.can_restore(experiment):
+        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True,
+                                   resume_errored=True)
+        with contextlib.redirect_stdout(io.StringIO() if quiet else sys.stderr):
+            return tuner.fit()
     asha = sweep.scheduler
     scheduler = None if asha is None else ASHAScheduler(
         time_attr="round", max_t=sweep.base.rounds, grace_period=asha.grace_period,
         reduction_factor=asha.reduction_factor)
     tuner = tune.Tuner(
-        tune.with_resources(trainable, _trial_resources(sweep.base, sweep.cpu, sweep.gpu,
-                                                          sweep.mode)),
+        trainable,
         param_space=domains,
         tune_config=tune.TuneConfig(
             metric=sweep.metric, mode="max", num_samples=len(samples), scheduler=scheduler,
@@ -181,7 +198,7 @@ def _fit(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
             search_alg=BasicVariantGenerator(points_to_evaluate=samples,
                                              max_concurrent=sweep.max_concurrent_trials or 0),
             trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(name="ray_tune", storage_path=out,
+        run_config=tune.RunConfig(name=EXPERIMENT_DIR, storage_path=out,
                                   verbose=0 if quiet else 1,
                                   callbacks=_logger_callbacks(sweep.loggers, out)))
     # stdout is for the ranked table, as `run` keeps it for its table: Tune's prints (its
@@ -198,15 +215,19 @@ def result_rows(grid: Any, sweep: Sweep) -> list[tuple[dict[str, Any], dict[str,
     Complete trials come first, by the metric; then ASHA-stopped ones, furthest round first:
     an AUC over fewer rounds is not comparable (ASHA compared them at their last round).
     """
+    saved = saved_statuses(grid.experiment_path)
     out = []
     for result in grid:
         last = result.metrics or {}
         last_round = last.get("round")
+        trial_id = Path(result.path).name if result.path else "?"
+        config = result.config or {}
         status = ("error" if result.error is not None
+                  else "unfinished" if saved.get(trial_id, "TERMINATED") != "TERMINATED"
                   else "stopped" if last_round is None or last_round < sweep.base.rounds
                   else "complete")
-        row = {"trial_id": Path(result.path).name,
-               **{key: result.config.get(key) for key in sweep.space},
+        row = {"trial_id": trial_id,
+               **{key: config.get(key) for key in sweep.space},
                "auc": float(last.get("auc", math.nan)),
                "accuracy": float(last.get("accuracy", math.nan)),
                "n_labeled": last.get("n_labeled"), "last_round": last_round,
@@ -214,7 +235,7 @@ def result_rows(grid: Any, sweep: Sweep) -> list[tuple[dict[str, Any], dict[str,
                "error": None if result.error is None
                else str(result.error).strip().splitlines()[-1],
                "time_s": last.get("time_total_s")}
-        out.append((row, result.config))
+        out.append((row, config))
 
     def rank(row_sample: tuple[dict[str, Any], dict[str, Any]]) -> tuple[int, int, float]:
         row = row_sample[0]
@@ -223,6 +244,31 @@ def result_rows(grid: Any, sweep: Sweep) -> list[tuple[dict[str, Any], dict[str,
                 math.inf if math.isnan(value) else -value)
 
     return sorted(out, key=rank)
+
+
+def saved_statuses(experiment: str) -> dict[str, str]:
+    """Trial id -> status in Tune's newest saved experiment state: what `Tuner.restore`
+    resumes. After a Ctrl-C it holds the trials that were running as RUNNING, while the
+    returned trials already read TERMINATED (Tune stopped them on the way out)."""
+    from pyarrow import fs as pafs
+
+    filesystem, root = pafs.FileSystem.from_uri(experiment) if remote.is_uri(experiment) \
+        else (pafs.LocalFileSystem(), str(experiment))
+    try:
+        infos = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except OSError:
+        return {}
+    states = sorted(i.path for i in infos
+                    if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json"))
+    if not states:
+        return {}
+    with filesystem.open_input_stream(states[-1]) as f:
+        state = json.loads(f.read())
+    statuses = {}
+    for entry in state.get("trial_data", []):
+        trial = json.loads(entry[0]) if isinstance(entry, list) else entry
+        statuses[trial.get("trial_id")] = trial.get("status")
+    return statuses
 
 
 def ranked_table(rows: list[dict[str, Any]], sweep: Sweep) -> str:
@@ -264,42 +310,93 @@ def _absolute_paths(campaign: dict[str, Any]) -> dict[str, Any]:
                            if campaign.get(k) is not None}}
 
 
-def run_tune(config: Path, out: str | None, num_samples: int | None, quiet: bool) -> int:
-    """Check the sweep, run it on Ray Tune, write the results; 1 if every trial failed.
+def run_tune(config: Path | None, out: str | None, num_samples: int | None, quiet: bool,
+             resume: bool = False) -> int:
+    """Check the sweep, run it on Ray Tune, write the results; 1 if every trial failed,
+    130 if it was interrupted (`resume` then continues it: finished trials stay, unfinished
+    ones run, each trial's campaign continuing from its run directory).
 
     `out` is a local directory or a URI (remote.py): the sweep's files are staged and
     uploaded, Tune writes its experiment there itself, and each trial stages its own run.
     """
-    sweep = parse_sweep(read_config_file(config), num_samples)
-    out = out or str(Path("runs") / f"tune-{config.stem}")
+    if resume:
+        if not out:
+            raise ConfigError("--out", "tune --resume needs --out DIR, the sweep to continue")
+        if config is not None or num_samples is not None:
+            raise ConfigError("--config" if config is not None else "--num-samples",
+                              "a resumed sweep keeps the sweep file and trial count it "
+                              "started with; drop it")
+    elif config is None:
+        raise ConfigError("--config", "tune needs --config SWEEP.yaml (or --resume --out DIR)")
+    if out is None and config is not None:
+        out = str(Path("runs") / f"tune-{config.stem}")
+    assert out is not None
     if not remote.is_uri(out):
         out = str(Path(out).absolute())
+    if resume:
+        with remote.opened(out, field="--out") as out_dir:
+            if not (out_dir / SWEEP_FILE).is_file():
+                raise ConfigError("--out", f"{out} holds no {SWEEP_FILE}; not a sweep directory")
+            text = (out_dir / SWEEP_FILE).read_text(encoding="utf-8")
+            args = json.loads((out_dir / ARGS_FILE).read_text()) \
+                if (out_dir / ARGS_FILE).is_file() else {}
+            values = yaml.safe_load(text) or {}
+            sweep, data, domains, samples, campaign = _prepare(values, args.get("num_samples"))
+            _start_ray(sweep)
+            return _sweep(sweep, campaign, domains, samples, data, out, out_dir, quiet,
+                          restore=True)
+    assert config is not None
+    values = read_config_file(config)
     if not remote.is_empty(out):
-        raise ConfigError("--out", f"{out} is not an empty directory; a sweep writes a new one")
+        raise ConfigError("--out", f"{out} is not an empty directory; a sweep writes a new one "
+                          "(tune --resume --out continues one)")
+    sweep, data, domains, samples, campaign = _prepare(values, num_samples)
+    _start_ray(sweep)
+    with remote.opened(out, download=False) as out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        store.write_text(out_dir / SWEEP_FILE, config.read_text(encoding="utf-8"))
+        store.write_json(out_dir / ARGS_FILE, {"num_samples": num_samples})
+        return _sweep(sweep, campaign, domains, samples, data, out, out_dir, quiet)
+
+
+def _prepare(values: dict[str, Any], num_samples: int | None
+             ) -> tuple[Sweep, Dataset, dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """The checked sweep, its data and its trials, before anything is written."""
+    sweep = parse_sweep(values, num_samples)
     try:
         data = prepare_data(sweep.base)
     except ConfigError as e:
         raise prefixed(e, "campaign") from None
     domains, samples = sample_trials(sweep)
     check_samples(sweep, samples, data.num_classes, len(data.train_y))
-    campaign = _absolute_paths(sweep.campaign)
-    with remote.opened(out, download=False) as out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        store.write_text(out_dir / "sweep.yaml", config.read_text(encoding="utf-8"))
-        return _sweep(sweep, campaign, domains, samples, data, out, out_dir, quiet)
+    return sweep, data, domains, samples, _absolute_paths(sweep.campaign)
 
 
-def _sweep(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
-           samples: list[dict[str, Any]], data: Dataset, out: str, out_dir: Path,
-           quiet: bool) -> int:
-    from autoal_dist.ray_cluster import ensure_ray
+def _start_ray(sweep: Sweep) -> None:
+    """Start or join Ray (saying which) and check that one trial fits the cluster, before
+    the sweep directory is written."""
+    from autoal_dist.ray_cluster import announce, require
 
     # With include_dashboard=None Ray starts the dashboard where ray[default] is installed.
     # It is needed: when ASHA kills a trial that runs a Train job, Train V2's placement
     # group cleaner asks the dashboard's state API about the job before freeing its workers.
-    ensure_ray()
-    grid = _fit(sweep, campaign, domains, samples, data, out, quiet)
+    print(announce(), file=sys.stderr, flush=True)
+    shards = sweep.base.shards if sweep.mode == "ray" else 0
+    require(sweep.cpu + shards, sweep.gpu,
+            f"one trial (tune.resources_per_trial cpu {sweep.cpu:g}, gpu {sweep.gpu:g}"
+            + (f", + {shards} scorer actors" if shards else "") + ")",
+            "lower tune.resources_per_trial (or campaign.shards)")
+    if sweep.mode == "ray" and sweep.base.workers:
+        require(0 if sweep.base.gpu else sweep.base.workers,
+                sweep.base.workers if sweep.base.gpu else 0,
+                f"a trial's Ray Train job (campaign.workers {sweep.base.workers})",
+                "lower campaign.workers")
 
+
+def _sweep(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
+           samples: list[dict[str, Any]], data: Dataset, out: str, out_dir: Path,
+           quiet: bool, restore: bool = False) -> int:
+    grid = _fit(sweep, campaign, domains, samples, data, out, quiet, restore)
     ranked = result_rows(grid, sweep)
     rows = [row for row, _ in ranked]
     table = pa.Table.from_pylist(rows)
@@ -309,13 +406,20 @@ def _sweep(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
     for row in rows:
         if row["error"]:
             print(f"trial {row['trial_id']} failed: {row['error']}", file=sys.stderr)
+    unfinished = sum(row["status"] == "unfinished" for row in rows)
+    if unfinished:
+        print(f"autoal-dist: the sweep was interrupted with {unfinished} of {len(rows)} trials "
+              f"unfinished; {RESULTS_FILE} holds the rest. Continue it: autoal-dist tune "
+              f"--resume --out {out}", file=sys.stderr)
     best, best_sample = ranked[0]
+    if best["status"] == "unfinished":
+        return EXIT_INTERRUPTED
     if best["status"] == "error":
         print(f"autoal-dist: error: every trial failed; see the errors above and "
-              f"{remote.join(out, 'ray_tune')}", file=sys.stderr)
+              f"{remote.join(out, EXPERIMENT_DIR)}", file=sys.stderr)
         return 1
     write_best_config(out_dir / BEST_FILE, campaign, best_sample,
                       f"best of the sweep {PurePosixPath(out).name}: trial {best['trial_id']}, "
                       f"{sweep.metric} {best[sweep.metric]:.4f}")
     print(f"\noutputs: {out}/ ({RESULTS_FILE}, {BEST_FILE}, trials/<trial id>/)")
-    return 0
+    return EXIT_INTERRUPTED if unfinished else 0

@@ -9,7 +9,9 @@ worker group is restarted by FailureConfig and resumes from the last checkpoint.
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from autoal_dist.config import TrainConfig
 from autoal_dist.training.loop import num_steps, train_classifier
 
 STATE_FILE = "train_state.pt"
+ABORT_TIMEOUT_S = 5.0  # Ctrl-C: how long to let Train tear its workers down
 
 
 @dataclass(frozen=True)
@@ -110,18 +113,45 @@ class JobRunner:
         else:
             storage = str(Path(self.storage).absolute())
         local_dir = str(Path(storage, run_name, "local")) if workers == 0 else ""
-        trainer = TorchTrainer(
+        trainer = _interruptible(TorchTrainer)(
             loop, train_loop_config={**config, "local_dir": local_dir},
             scaling_config=ScalingConfig(num_workers=workers,
                                          use_gpu=self.use_gpu and workers > 0),
             run_config=RunConfig(name=run_name, storage_path=storage,
                                  failure_config=FailureConfig(max_failures=self.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=1)))
-        state = _load_state(trainer.fit().checkpoint)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGINT) if main_thread else None
+        try:
+            result = trainer.fit()
+        finally:
+            if main_thread:  # Train leaves its handler installed: it would swallow Ctrl-C
+                signal.signal(signal.SIGINT, previous)
+        state = _load_state(result.checkpoint)
         remote.remove_tree(remote.join(storage, run_name))
         if state is None:
             raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint")
         return state
+
+
+def _interruptible(trainer_cls: type) -> type:
+    """`trainer_cls` whose Ctrl-C aborts the Train run (as Ray Train's own handler does) and
+    then interrupts this process, so a campaign stops promptly and stays resumable. Train's
+    handler only aborts the run, and `fit` then returns as if it had ended."""
+
+    class Interruptible(trainer_cls):  # type: ignore[misc, valid-type]
+        def _register_sigint_handler(self, controller: Any) -> None:
+            def handler(signum: int, frame: Any) -> None:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                try:
+                    ray.get(controller.abort.remote(), timeout=ABORT_TIMEOUT_S)
+                except Exception:  # the controller is gone or slow: stop anyway
+                    pass
+                raise KeyboardInterrupt
+
+            signal.signal(signal.SIGINT, handler)
+
+    return Interruptible
 
 
 class InjectedFailure(RuntimeError):

@@ -1,0 +1,145 @@
+"""Which Ray a run uses, requests the cluster cannot meet, Ctrl-C, progress on Ray.
+
+Fast tests use the session cluster (4 CPUs); the 2-CPU cluster tests are in
+test_cluster.py (they need a `ray start` head node of their own).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from autoal_dist import ray_cluster, rundir
+from autoal_dist.cli import main
+
+CAMPAIGN = ["run", "--dataset", "digits", "--init", "20", "--budget", "10", "--rounds", "1",
+            "--epochs", "1", "--quiet"]
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([*CAMPAIGN, *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--shards", "5"], "--shards 5"),
+    (["--workers", "9"], "--workers 9"),
+])
+def test_a_request_the_cluster_cannot_meet_is_one_line_and_writes_nothing(
+        ray_cluster, tmp_path, capsys, flags, named):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "--ray", *flags, "--out", str(out))
+    assert code == 2
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("autoal-dist: error: ") and named in line and "cannot grow" in line
+    assert not out.exists()
+
+
+def test_the_first_line_says_which_ray(ray_cluster, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "--ray", "--shards", "2", "--out", str(tmp_path / "a"))
+    assert code == 0
+    assert err.splitlines()[0].startswith("ray: joined ")  # the test process's own cluster
+    code, _, err = run_cli(capsys, "--local", "--out", str(tmp_path / "b"))
+    assert code == 0 and err.splitlines()[0].startswith("mode local: ")
+    assert "Token authentication is enabled" not in err
+
+
+def test_ray_mode_says_what_each_step_does_unless_quiet(ray_cluster, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*CAMPAIGN[:-1], "--ray", "--shards", "2", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "round 0: training on 20 labeled samples" in err and "round 0: trained" in err
+    assert "round 0: choosing 10 of" in err
+    assert main([*CAMPAIGN, "--ray", "--shards", "2", "--out", str(tmp_path / "q")]) == 0
+    assert "round 0: training" not in capsys.readouterr().err
+
+
+def test_an_autoscaling_cluster_is_waited_for_and_said_so(monkeypatch, capsys):
+    """Autoscaling: the request goes to the autoscaler and the wait is reported, not an error."""
+    sizes = iter([1, 1, 1, 1, 4])
+    asked = []
+    monkeypatch.setenv(ray_cluster.AUTOSCALING_ENV, "1")
+    monkeypatch.setattr(ray_cluster, "_resources", lambda: {"CPU": float(next(sizes, 4))})
+    monkeypatch.setattr(ray_cluster, "ensure_ray",
+                        lambda: ray_cluster.RaySession("10.0.0.1:6379", True))
+    monkeypatch.setattr(ray_cluster, "WAIT_REPORT_S", 0.01)
+    import ray.autoscaler.sdk as sdk
+
+    monkeypatch.setattr(sdk, "request_resources", lambda **kw: asked.append(kw))
+    ray_cluster.require(3, 0, "--shards 3", "lower --shards")
+    assert asked == [{"bundles": [{"CPU": 3}]}]
+    assert "waiting for the autoscaler: --shards 3 needs 2 more CPUs" in capsys.readouterr().err
+
+
+def test_a_fixed_cluster_refuses_in_one_line(monkeypatch):
+    monkeypatch.setattr(ray_cluster, "_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(ray_cluster, "ensure_ray", lambda: ray_cluster.RaySession(None, False))
+    with pytest.raises(ray_cluster.ResourceError) as e:
+        ray_cluster.require(3, 1, "--shards 3", "lower --shards")
+    assert "\n" not in str(e.value) and "has 2 CPUs and 0 GPUs" in str(e.value)
+
+
+def _interrupt(args: list[str], after: Path | Callable[[], bool],
+               timeout: float = 300) -> tuple[int, float, str]:
+    """Start `autoal-dist ARGS` as a user would, SIGINT it once `after` exists (or returns
+    True); (exit code, seconds from the signal to the exit, stderr)."""
+    ready = after if callable(after) else after.exists
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "autoal_dist", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{after} never appeared"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, time.monotonic() - sent, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_ray_run_promptly_and_resume_is_exact(tmp_path):
+    out, ref = tmp_path / "run", tmp_path / "ref"
+    args = ["run", "--dataset", "digits", "--rounds", "4", "--budget", "10", "--epochs", "3",
+            "--quiet", "--ray", "--shards", "2"]
+    # interrupted inside round 1's work: its batch is journaled once round 1 is done
+    code, seconds, err = _interrupt([*args, "--out", str(out)],
+                                    rundir.journal_path(out, 1))
+    assert code == 130, err
+    assert seconds < 10, f"took {seconds:.1f} s to stop"
+    assert err.strip().splitlines()[-1].startswith("autoal-dist: interrupted; ")
+    assert main(["run", "--resume", "--out", str(out), "--quiet"]) == 0
+    assert main([*args, "--out", str(ref)]) == 0
+    a, b = (rundir.read_journal(d).to_pandas() for d in (out, ref))
+    assert a.equals(b)
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_tune_writes_the_finished_trials_and_resume_finishes_the_sweep(tmp_path):
+    out = tmp_path / "sweep"
+    sweep = Path(__file__).resolve().parents[1] / "cluster" / "tune" / "digits.yaml"
+
+    def one_trial_done() -> bool:
+        return any(pq.read_metadata(p).num_rows == 4  # rounds 0..3 of a 3-round campaign
+                   for p in out.glob("trials/*/metrics.parquet"))
+
+    code, seconds, err = _interrupt(["tune", "--config", str(sweep), "--out", str(out),
+                                     "--quiet"], one_trial_done)
+    assert code == 130, err
+    rows = pq.read_table(out / "tune_results.parquet").to_pylist()
+    assert len(rows) >= 1 and any(r["status"] == "complete" for r in rows)
+    assert "tune --resume --out" in err
+    assert main(["tune", "--resume", "--out", str(out), "--quiet"]) == 0
+    rows = pq.read_table(out / "tune_results.parquet").to_pylist()
+    assert len(rows) == 6 and {r["status"] for r in rows} <= {"complete", "stopped"}
+    assert (out / "best_config.yaml").is_file()
