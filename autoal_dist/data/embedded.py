@@ -47,7 +47,32 @@ def parse_synthetic_spec(arg: str) -> dict[str, int]:
         raise DataError(f"synthetic spec c={spec['c']}: must be 1 or 3 (images) or 0 (features)")
     if spec["classes"] < 2:
         raise DataError("synthetic spec classes must be >= 2")
+    need = synthetic_bytes(spec)
+    have = available_memory()
+    if have is not None and need > have:
+        raise DataError(f"synthetic spec n={spec['n']},test={spec['test']},hw={spec['hw']}: "
+                        f"needs {need / 2**30:.1f} GiB but this machine has "
+                        f"{have / 2**30:.1f} GiB available; use a smaller n or hw")
     return spec
+
+
+def synthetic_bytes(spec: dict[str, int]) -> int:
+    """The generated arrays' size: samples (uint8 images or float32 features) + labels."""
+    n = spec["n"] + spec["test"]
+    per = spec["hw"] * 4 if spec["c"] == 0 else spec["hw"] ** 2 * spec["c"]
+    return n * (per + 8)
+
+
+def available_memory() -> int | None:
+    """MemAvailable (Linux), or None where it cannot be read: then nothing is refused."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def make_synthetic(spec: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ def load_tinyimagenet(arg: str, data_root: str | None, seed: int) -> Dataset:
     """Class i is the i-th wnid of wnids.txt in sorted order, for train and val alike."""
     no_arg(NAME, arg)
     root = _find_root(need_root(NAME, data_root, LAYOUT))
-    wnids = sorted(set((root / "wnids.txt").read_text().split()))
+    wnids = sorted(set(_text(root / "wnids.txt").split()))
     train_paths, train_y = _train(require(NAME, root / "train", LAYOUT, is_dir=True), wnids)
     val_paths, val_y = _val(root / "val", {w: i for i, w in enumerate(wnids)})
     return Dataset(
@@ -64,12 +64,23 @@ def _train(train_dir: Path, wnids: list[str]) -> tuple[list[str], np.ndarray]:
     return paths, np.asarray(folder.targets, dtype=np.int64)
 
 
+def _text(path: Path) -> str:
+    """A UTF-8 text file of the layout, or a one-line DataError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"dataset {NAME!r}: {path} is not UTF-8 text (byte {e.start}); "
+                        f"{LAYOUT}") from None
+    except OSError as e:
+        raise DataError(f"dataset {NAME!r}: cannot read {path}: {e.strerror}") from None
+
+
 def _val(val_dir: Path, class_index: dict[str, int]) -> tuple[list[str], np.ndarray]:
     """Image paths and labels from val_annotations.txt (file, wnid, 4 bbox ints per line)."""
     annotations = require(NAME, val_dir / "val_annotations.txt", LAYOUT)
     images = require(NAME, val_dir / "images", LAYOUT, is_dir=True)
     paths, labels = [], []
-    for number, line in enumerate(annotations.read_text().splitlines(), 1):
+    for number, line in enumerate(_text(annotations).splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split("\t")
