@@ -1,2 +1,3 @@
 from autoal_dist.cli import main
+
 raise SystemExit(main())

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -18,18 +18,18 @@ from autoal_dist import labeling, rundir
 from autoal_dist.config import Config, check_against_data
 from autoal_dist.data import Dataset, load_dataset
 from autoal_dist.data.transforms import Normalizer, wants_augmentation
-from autoal_dist.faults import crashpoint
-from autoal_dist.models.inference import predict
-from autoal_dist.models.backbones import Classifier, ModelSpec, check_model
 from autoal_dist.execution import Execution, Local
+from autoal_dist.faults import crashpoint
+from autoal_dist.models.backbones import Classifier, ModelSpec, check_model
+from autoal_dist.models.inference import predict
 from autoal_dist.policies import policy_for
 from autoal_dist.progress import Progress
 from autoal_dist.rounds import RoundContext
 from autoal_dist.scoring import Scorer
-from autoal_dist.seeds import derive
+from autoal_dist.seeds import derive, hashed_uniform
 from autoal_dist.strategies import top_b
-from autoal_dist.seeds import hashed_uniform
 from autoal_dist.training.loop import num_steps, train_classifier
+
 
 def initial_ids(pool_size: int, n: int, seed: int) -> np.ndarray:
     """The seed set: n ids uniformly at random, as a pure function of the seed."""

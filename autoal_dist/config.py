@@ -13,9 +13,10 @@ import json
 import math
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -192,7 +193,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 def _coerce(value: Any, typ: Any, name: str) -> Any:
     """Check/convert one value against a dataclass field type."""
     origin, args = typing.get_origin(typ), typing.get_args(typ)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+    union_types = (typing.Union, getattr(__import__("types"), "UnionType", None))
+    if origin in union_types and type(None) in args:
         if value is None:
             return None
         typ = next(a for a in args if a is not type(None))
@@ -250,11 +252,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError("--config", f"{p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {first}") from None
+        kind = "JSON" if p.suffix == ".json" else "YAML"
+        raise ConfigError("--config", f"{p} is not valid {kind}: {first}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError("--config", f"{p} must hold a mapping of settings, got {type(data).__name__}")
+        raise ConfigError("--config",
+                          f"{p} must hold a mapping of settings, got {type(data).__name__}")
     return data
 
 
@@ -303,10 +307,12 @@ def validate(cfg: Config) -> None:
 def check_against_data(cfg: Config, num_classes: int, pool_size: int) -> None:
     """Checks that need the dataset: class count and pool size."""
     _check(cfg.init >= num_classes, "init",
-           f"must be >= the number of classes ({num_classes}) so every class can be seeded, got {cfg.init}")
+           f"must be >= the number of classes ({num_classes}) so every class can be seeded, "
+           f"got {cfg.init}")
     _check(cfg.init < pool_size, "init", f"must be < the pool size ({pool_size}), got {cfg.init}")
     _check(cfg.budget <= pool_size - cfg.init, "budget",
-           f"must be <= the unlabeled pool ({pool_size - cfg.init} = {pool_size} - init {cfg.init}), "
+           f"must be <= the unlabeled pool ({pool_size - cfg.init} = {pool_size} - init "
+           f"{cfg.init}), "
            f"got {cfg.budget}")
     need = cfg.init + cfg.rounds * cfg.budget
     _check(need <= pool_size, "rounds",

@@ -84,7 +84,8 @@ class OnRay:
         from autoal_dist.scoring.ray_scorer import RayScorer
 
         ensure_ray()
-        return RayScorer(data.train_x, normalize, spec, shards=cfg.shards or default_shards(cfg.gpu),
+        return RayScorer(data.train_x, normalize, spec,
+                         shards=cfg.shards or default_shards(cfg.gpu),
                          batch_size=cfg.score.batch_size, mc_samples=cfg.score.mc_samples,
                          use_gpu=cfg.gpu, persistent=cfg.workers == 0)
 

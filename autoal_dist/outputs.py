@@ -54,7 +54,7 @@ class PoolOutputs:
     def num_classes(self) -> int:
         return int(self.probs.shape[1])
 
-    def take(self, rows: np.ndarray) -> "PoolOutputs":
+    def take(self, rows: np.ndarray) -> PoolOutputs:
         """Subset by row positions (not ids); labeled_embeddings carried along."""
         return PoolOutputs(
             ids=self.ids[rows],
@@ -65,7 +65,7 @@ class PoolOutputs:
         )
 
     @staticmethod
-    def concat(parts: list["PoolOutputs"]) -> "PoolOutputs":
+    def concat(parts: list[PoolOutputs]) -> PoolOutputs:
         """Join shard outputs in the given order (callers pass shards in id order)."""
         has_mc = all(p.mc_probs is not None for p in parts)
         return PoolOutputs(

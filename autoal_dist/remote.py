@@ -26,10 +26,11 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 # pyarrow filesystems whose object writes are atomic; the others get a temp name + move.
 ATOMIC_PUT = {"s3", "gcs", "abfs"}
@@ -82,7 +83,7 @@ class RemoteDir:
     root: str  # the directory's path inside `fs`
 
     @classmethod
-    def open(cls, uri: str) -> "RemoteDir":
+    def open(cls, uri: str) -> RemoteDir:
         from pyarrow import fs as pafs
 
         problem = check_uri(uri)
@@ -98,7 +99,8 @@ class RemoteDir:
         return f"{self.root}/{rel}" if rel else self.root
 
     def files(self, skip: tuple[str, ...] = ()) -> list[str]:
-        """Relative paths of the files below the root; temp/hidden files and `skip` dirs left out."""
+        """Relative paths of the files below the root; temp/hidden files and `skip` dirs left
+        out."""
         from pyarrow import fs as pafs
 
         infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True,

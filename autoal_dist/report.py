@@ -55,7 +55,8 @@ def write_summary(run_dir: Path, rows: list[dict], config: dict) -> Path:
     a = np.array([r["accuracy"] for r in rows])
     lines = [
         f"# Campaign `{Path(run_dir).name}`", "",
-        f"- dataset: `{config['dataset']}`, strategy: `{config['strategy']}`, seed: {config['seed']}",
+        f"- dataset: `{config['dataset']}`, strategy: `{config['strategy']}`, "
+        f"seed: {config['seed']}",
         f"- init {config['init']}, budget {config['budget']} per round, {config['rounds']} rounds",
     ]
     if len(rows):

@@ -6,9 +6,10 @@ scoring pass + its own top-b; AutoAL, ALBL and vote combine the candidates' pass
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,8 +17,8 @@ from autoal_dist.config import Config
 from autoal_dist.data import Dataset
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models.backbones import Classifier
-from autoal_dist.scoring import Scorer, Selection
 from autoal_dist.progress import QUIET, Progress
+from autoal_dist.scoring import Scorer, Selection
 from autoal_dist.seeds import derive
 
 if TYPE_CHECKING:

@@ -128,7 +128,8 @@ def report(res: dict, args: argparse.Namespace, seeds: list[int], iters: tuple[i
            albl_line: str | None) -> str:
     aucs = {n: [learning_curve_auc(r["n"], a) for a in r["acc"]] for n, r in res.items()}
     order = sorted(res, key=lambda n: -np.mean(aucs[n]))
-    table = ["| rank | strategy | AUC (mean ± std) | final accuracy (mean ± std) | s per campaign |",
+    table = ["| rank | strategy | AUC (mean ± std) | final accuracy (mean ± std) "
+             "| s per campaign |",
              "|---:|---|---|---|---:|"]
     table += [f"| {i + 1} | {n} | {mean_std(aucs[n])} | {mean_std(res[n]['acc'][:, -1])} | "
               f"{res[n]['seconds'].mean():.0f} |" for i, n in enumerate(order)]
@@ -167,7 +168,8 @@ def main() -> None:
     defaults = Config()
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="digits", help="digits | npz:PATH | any autoal-dist dataset")
+    p.add_argument("--dataset", default="digits",
+                   help="digits | npz:PATH | any autoal-dist dataset")
     p.add_argument("--pool", choices=sorted(POOLS),
                    help="a generated pool (benchmarks/pools.py), with its campaign settings")
     p.add_argument("--data-root", help="directory holding the dataset files")

@@ -45,7 +45,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=2000, help="pool size (train split)")
-    p.add_argument("--shape", default="tinyimagenet", help="synthetic spec keys, e.g. hw=32,classes=10")
+    p.add_argument("--shape", default="tinyimagenet",
+                   help="synthetic spec keys, e.g. hw=32,classes=10")
     p.add_argument("--actors", default="1,2", help="comma-separated actor counts K")
     p.add_argument("--init", type=int, default=200, help="labeled set (>= number of classes)")
     p.add_argument("--budget", type=int, default=100)
@@ -102,14 +103,16 @@ def main() -> None:
     load_after = load_average()
 
     n_u, (k1, s1) = len(unlabeled), rows[0][:2]
-    table = ["| K actors | score s | samples/s | speed-up (score) | shard-balance bound | select s | round s "
-             "(train + score + select) | c_score ms/sample | c_select ms/sample | projected "
+    table = ["| K actors | score s | samples/s | speed-up (score) | shard-balance bound "
+             "| select s | round s (train + score + select) | c_score ms/sample "
+             "| c_select ms/sample | projected "
              f"round s at N = {TARGET_N:,} | equal to K={k1} |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for k, score_s, select_s, same in rows:
         c_score, c_select = score_s / n_u, select_s / n_u
         table.append(f"| {k} | {score_s:.1f} | {n_u / score_s:.1f} | **{s1 / score_s:.2f}x** | "
-                     f"{balance_bound(n_u, k, cfg.score.batch_size):.2f}x | {select_s:.1f} | {t_train + score_s + select_s:.1f} | "
+                     f"{balance_bound(n_u, k, cfg.score.batch_size):.2f}x | {select_s:.1f} | "
+                     f"{t_train + score_s + select_s:.1f} | "
                      f"{c_score * 1e3:.2f} | {c_select * 1e3:.2f} | "
                      f"{t_train + (c_score + c_select) * TARGET_N:,.0f} | {same} |")
     text = "\n".join([

@@ -17,6 +17,7 @@ benchmarks/results/scoring.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import numpy as np
@@ -24,8 +25,8 @@ import torch
 
 from autoal_dist.data.embedded import make_synthetic, parse_synthetic_spec
 from autoal_dist.data.transforms import Normalizer
-from autoal_dist.models.inference import compute_outputs
 from autoal_dist.models import ModelSpec
+from autoal_dist.models.inference import compute_outputs
 from autoal_dist.scoring import LocalScorer, selection_from_outputs
 from autoal_dist.strategies import get
 from common import command, machine, write_result
@@ -75,7 +76,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=2000, help="pool size")
-    p.add_argument("--shape", default="tinyimagenet", help="synthetic spec keys, e.g. hw=32,classes=10")
+    p.add_argument("--shape", default="tinyimagenet",
+                   help="synthetic spec keys, e.g. hw=32,classes=10")
     p.add_argument("--budget", type=int, default=0, help="b (default N/20)")
     p.add_argument("--actors", default="1,2", help="comma-separated actor counts for (c)")
     p.add_argument("--batch-size", type=int, default=128)
@@ -123,7 +125,8 @@ def main() -> None:
         scorer = RayScorer(xl, norm, spec, shards=k, batch_size=args.batch_size,
                            mc_samples=args.mc_samples, use_gpu=args.gpu)
         scorer.select_many(model, ids[:args.batch_size], ["entropy"], 1, 0, lab_pos[:1])  # warm
-        got, t_c = timed(lambda: scorer.select_many(model, ids, CANDIDATES, budget, 0, lab_pos))
+        got, t_c = timed(functools.partial(scorer.select_many, model, ids, CANDIDATES, budget, 0,
+                                           lab_pos))
         same = all(np.array_equal(got[n].ids, ref[n].ids) for n in CANDIDATES)
         rows.append((k, t_c, same))
         print(f"(c) K={k} actors          {t_c:8.1f} s  selections equal to (b): {same}",
@@ -144,7 +147,8 @@ def main() -> None:
     text = (f"# Scoring throughput\n\nCommand: {command()}\n\n{machine()}"
             f"- Pool: {len(x)} x {x.shape[1:]} uint8 synthetic, {spec_d['classes']} classes, "
             f"model {spec.name}, b = {budget}, T = {args.mc_samples} MC samples, batch "
-            f"{args.batch_size}, 1 torch thread per process; candidates: {', '.join(CANDIDATES)}\n\n"
+            f"{args.batch_size}, 1 torch thread per process; "
+            f"candidates: {', '.join(CANDIDATES)}\n\n"
             + table)
     print("\n" + text)
     if not args.quick:

@@ -26,8 +26,9 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,8 @@ from autoal_dist.outputs import PoolOutputs
 from autoal_dist.strategies import STRATEGIES
 from autoal_dist.strategies.kmeans import converged, lloyd, nearest_distinct
 from autoal_dist.strategies.sharded import greedy_select
-from common import RESULTS as RESULTS_DIR, command, load_average, machine
+from common import RESULTS as RESULTS_DIR
+from common import command, load_average, machine
 
 STRATEGIES_RUN = ("kcenter", "kmeans", "badge")
 RESULTS = RESULTS_DIR / "selection_memory.md"

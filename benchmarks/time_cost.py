@@ -20,7 +20,8 @@ a small N, one round and cut-down training/search, and the results file projects
 round to the paper's scale from the measured unit costs (formula in the file).
 
     python benchmarks/time_cost.py                      # digits (8 rounds) + tiny N=2000
-    python benchmarks/time_cost.py --tiny-n 100000 --tiny-epochs 40 --tiny-autoal-iters 400,200 --gpu
+    python benchmarks/time_cost.py --tiny-n 100000 --tiny-epochs 40 \\
+        --tiny-autoal-iters 400,200 --gpu
     python benchmarks/time_cost.py --quick              # digits, 1 round, no results file
 """
 from __future__ import annotations
@@ -33,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 
 from autoal_dist.albl.policy import albl_policy
 from autoal_dist.autoal.policy import autoal_policy, vote_policy
@@ -76,7 +76,8 @@ def round_costs(camp: Campaign, labeled: np.ndarray, round_: int) -> dict[str, d
     # faster (likely allocator state), so every timed pass runs after AutoAL's training.
     paper = dataclasses.replace(cfg, autoal=dataclasses.replace(cfg.autoal, mode="paper",
                                                                 **PAPER_ITERS.get(cfg.dataset, {})))
-    for name, policy, pcfg in (("autoal", autoal_policy, cfg), ("autoal-paper", autoal_policy, paper),
+    for name, policy, pcfg in (("autoal", autoal_policy, cfg),
+                               ("autoal-paper", autoal_policy, paper),
                                ("vote", vote_policy, cfg), ("albl", albl_policy, cfg)):
         ctx = RoundContext(pcfg, data, camp.normalize, model, camp.scorer, round_, labeled,
                            unlabeled, camp.device, camp.run_dir / name)

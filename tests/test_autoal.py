@@ -213,7 +213,8 @@ def test_query_takes_only_candidate_picks_ties_by_smallest_id(digits, tmp_path, 
         flat.weight_head.bias.zero_()
     no_diag = {"iterations": 0, "soft_count": np.nan, "target_count": np.nan,
                "grad_norm": np.nan, "rank_corr": np.nan, "evidence_rows": 0}
-    monkeypatch.setattr(policy_mod, "search_round", lambda ctx, r, fit_nets=None: (flat.eval(), no_diag))
+    monkeypatch.setattr(policy_mod, "search_round",
+                        lambda ctx, r, fit_nets=None: (flat.eval(), no_diag))
     sel = policy_mod.autoal_policy(ctx)
     (picks,) = ctx.scorer.results
     union = np.unique(np.concatenate([picks[n].ids for n in ctx.cfg.candidates]))
@@ -225,13 +226,15 @@ def test_query_takes_only_candidate_picks_ties_by_smallest_id(digits, tmp_path, 
 
 def test_cli_run_autoal_end_to_end(tmp_path):
     config = tmp_path / "fast.yaml"
-    config.write_text("autoal: {search_iters: 5, fitnet_pretrain_iters: 5}\ntrain: {min_steps: 10}\n")
+    config.write_text("autoal: {search_iters: 5, fitnet_pretrain_iters: 5}\n"
+                      "train: {min_steps: 10}\n")
     out = tmp_path / "r"
     assert main(["run", "--strategy", "autoal", "--init", "20", "--budget", "10", "--rounds", "2",
                  "--epochs", "1", "--quiet", "--local", "--config", str(config),
                  "--out", str(out)]) == 0
     rows = pq.read_table(out / WEIGHTS_FILE).to_pylist()
     names = [*Config().candidates, policy_mod.LOSS_HEAD]
-    assert [(row["round"], row["strategy"]) for row in rows] == [(r, n) for r in (1, 2) for n in names]
+    assert ([(row["round"], row["strategy"]) for row in rows]
+            == [(r, n) for r in (1, 2) for n in names])
     assert all(0 <= row["share"] <= 1 for row in rows)
     assert (out / "autoal_weights.png").is_file()

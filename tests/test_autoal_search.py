@@ -221,7 +221,8 @@ def test_strategies_lists_vote_and_the_policies(capsys):
     ("mode", "fancy", "autoal.mode"), ("folds", 1, "autoal.folds"),
     ("shrink", -1, "autoal.shrink"), ("evidence_decay", 1.5, "autoal.evidence_decay"),
     ("tol", 0, "autoal.tol"), ("min_picks", 0, "autoal.min_picks"),
-    ("weights_lr", ".inf", "autoal.weights_lr"), ("head_weight_decay", -0.1, "autoal.head_weight_decay"),
+    ("weights_lr", ".inf", "autoal.weights_lr"),
+    ("head_weight_decay", -0.1, "autoal.head_weight_decay"),
     ("loss_head_min_rows", 1, "autoal.loss_head_min_rows"),
 ])
 def test_new_keys_are_validated(tmp_path, capsys, key, value, field):

@@ -100,7 +100,8 @@ def test_kuberay_manifest(name):
             assert shm, f"{group}: no /dev/shm mount (the object store needs it)"
             assert volumes[shm[0]]["emptyDir"]["medium"] == "Memory", group
             # The token comes from the Secret through authOptions, never as a literal value.
-            assert not [e for e in c.get("env", []) if e["name"] == "RAY_AUTH_TOKEN" and "value" in e]
+            assert not [e for e in c.get("env", [])
+                        if e["name"] == "RAY_AUTH_TOKEN" and "value" in e]
     head = spec["headGroupSpec"]
     host = head["rayStartParams"].get("dashboard-host")
     # KubeRay binds to 0.0.0.0 when dashboard-host is absent, so it must be explicit. Exposing it
@@ -123,7 +124,8 @@ def test_rayjob_runs_a_shipped_config_on_the_raycluster_spec():
     env = yaml.safe_load(job["runtimeEnvYAML"])
     assert env["working_dir"] and any("autoal-dist" in p for p in env["pip"])
     # "The same cluster spec inline": identical but for the dashboard binding the job needs.
-    inline, standalone = copy.deepcopy(job["rayClusterSpec"]), load(KUBERAY["raycluster.yaml"])["spec"]
+    inline = copy.deepcopy(job["rayClusterSpec"])
+    standalone = load(KUBERAY["raycluster.yaml"])["spec"]
     for s in (inline, standalone):
         s["headGroupSpec"]["rayStartParams"].pop("dashboard-host")
     assert inline == standalone

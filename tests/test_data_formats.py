@@ -175,7 +175,8 @@ def test_parquet_features(tmp_path):
     ({"features": [[1.0], [2.0]]}, ["no column 'label'"]),
     ({"label": [0, 1]}, ["exactly one of the columns 'image', 'features'"]),
     ({"label": [0.0, 1.0], "features": [[1.0], [2.0]]}, ["column 'label'", "integers"]),
-    ({"label": [0, 1], "features": [[1.0], [2.0, 3.0]]}, ["column 'features'", "one non-zero length"]),
+    ({"label": [0, 1], "features": [[1.0], [2.0, 3.0]]},
+     ["column 'features'", "one non-zero length"]),
     ({"label": [0, 1], "features": [[1.0], [2.0]], "split": ["train", "valid"]},
      ["column 'split'", "'valid'"]),
     ({"label": [0, 1], "image": ["a.png", "b.png"]}, ["column 'image'", "row 0", "no image bytes"]),
@@ -391,7 +392,8 @@ def test_tinyimagenet_errors(tmp_path):
     (root / "val" / "val_annotations.txt").unlink()
     expect_error("tinyimagenet", tmp_path, f"{root}/val/val_annotations.txt not found")
     (root / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn99\t0\t0\t1\t1\n")
-    expect_error("tinyimagenet", tmp_path, f"{root}/val/val_annotations.txt line 1", "wnid 'n99' is not in wnids.txt")
+    expect_error("tinyimagenet", tmp_path, f"{root}/val/val_annotations.txt line 1",
+                 "wnid 'n99' is not in wnids.txt")
     (root / "val" / "val_annotations.txt").write_text("val_0.JPEG n01\n")
     expect_error("tinyimagenet", tmp_path, "line 1: expected 'FILE<TAB>WNID")
     (root / "wnids.txt").write_text("n01\nn02\nn03\nn04\n")

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import ray
 import torch
-from conftest import random_outputs
 
 from autoal_dist import rundir
 from autoal_dist.cli import main
@@ -16,6 +15,7 @@ from autoal_dist.models.backbones import ModelSpec
 from autoal_dist.scoring import LocalScorer
 from autoal_dist.scoring.ray_scorer import RayScorer, ShardProxy
 from autoal_dist.strategies import STRATEGIES, get
+from conftest import random_outputs
 
 # Every registered strategy (test_strategy_contract.py checks them on synthetic outputs;
 # here through the real forward pass).

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from autoal_dist.outputs import PoolOutputs
+from autoal_dist.seeds import hashed_uniform
 from autoal_dist.strategies import STRATEGIES, select
 from autoal_dist.strategies.badge import BadgeShard
 from autoal_dist.strategies.kmeans import KMeansShard, converged, lloyd
@@ -16,7 +17,6 @@ from autoal_dist.strategies.sharded import (
     greedy_select,
     shard_slices,
 )
-from autoal_dist.seeds import hashed_uniform
 from conftest import random_outputs
 
 SET_STRATEGIES = ["kcenter", "badge", "kmeans"]

@@ -217,7 +217,8 @@ def test_autoal_dist_commands_parse(path):
         try:
             p.parse_args(argv)
         except SystemExit:
-            pytest.fail(f"{path.relative_to(ROOT)}: `autoal-dist {shlex.join(argv)}` does not parse")
+            pytest.fail(f"{path.relative_to(ROOT)}: `autoal-dist {shlex.join(argv)}` "
+                        "does not parse")
 
 
 def _subcommands(p) -> dict:
@@ -314,4 +315,5 @@ def test_design_code_layout_is_complete():
         files = [p.relative_to(ROOT) for p in (ROOT / "autoal_dist").rglob("*.py")]
     present = {f.parts[1] + "/" if len(f.parts) > 2 else f.name for f in files}
     present -= {"__init__.py", "__main__.py"}
-    assert not present - named, f"docs/design.md's code layout leaves out: {sorted(present - named)}"
+    assert not present - named, \
+        f"docs/design.md's code layout leaves out: {sorted(present - named)}"

@@ -3,8 +3,8 @@ import numpy as np
 import torch
 
 from autoal_dist.data.transforms import Normalizer, augment
-from autoal_dist.models.inference import compute_outputs
 from autoal_dist.models import build_model
+from autoal_dist.models.inference import compute_outputs
 from autoal_dist.outputs import PoolOutputs
 
 
@@ -53,8 +53,8 @@ def test_mc_head_changes_only_the_head():
 
 
 def test_models_for_each_input_kind():
-    for shape, name in (((8, 8, 1), "SmallCNN"), ((32, 32, 3), "ResNet18"), ((64, 64, 3), "ResNet18"),
-                        ((20,), "MLP")):
+    for shape, name in (((8, 8, 1), "SmallCNN"), ((32, 32, 3), "ResNet18"),
+                        ((64, 64, 3), "ResNet18"), ((20,), "MLP")):
         m = build_model("auto", shape, 7)
         assert type(m).__name__ == name
         x = torch.zeros(2, *((shape[2], shape[0], shape[1]) if len(shape) == 3 else shape))

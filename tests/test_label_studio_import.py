@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from autoal_dist import labeling, rundir
-from autoal_dist.labeling import importer as label_import
 from autoal_dist.cli import main, parser
+from autoal_dist.labeling import importer as label_import
 from test_bad_inputs import fails_cleanly, snapshot, write
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -125,7 +125,8 @@ def test_one_project_for_the_whole_campaign(tmp_path, capsys):
     e3 = ls.export(tmp_path / "e3.json")
     assert main(["import", str(run), "--labels", e3]) == 0  # round 0's tasks are ignored
     out = capsys.readouterr().out
-    assert "imported 4 new labels" in out and "10 of rounds already labeled ignored (1 differ" in out
+    assert "imported 4 new labels" in out
+    assert "10 of rounds already labeled ignored (1 differ" in out
     assert recorded(run) == chosen and not label_import.read_history(run).num_rows
     before = (run / "metrics.parquet").read_bytes()
     assert main(["import", str(run), "--labels", e3, "--relabel"]) == 0

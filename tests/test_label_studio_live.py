@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from autoal_dist import labeling, rundir
-from autoal_dist.labeling import importer as label_import
 from autoal_dist.cli import main
+from autoal_dist.labeling import importer as label_import
 from test_bad_inputs import fails_cleanly, snapshot, write
 
 LABEL_STUDIO_VERSION = "1.23.2"
@@ -76,7 +76,8 @@ class LabelStudio:
 
     def request(self, method: str, path: str, body: object = None) -> bytes:
         req = urllib.request.Request(
-            self.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+            self.url + path, method=method,
+            data=None if body is None else json.dumps(body).encode(),
             headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.read()

@@ -5,13 +5,13 @@ import torch
 
 from autoal_dist import rundir
 from autoal_dist.cli import main
+from autoal_dist.config import TrainConfig
 from autoal_dist.data import load_dataset
 from autoal_dist.data.transforms import Normalizer
-from autoal_dist.training.ray_job import JobRunner, TrainJob, fit_classifier
-from autoal_dist.models.inference import predict
 from autoal_dist.models import ModelSpec
-from autoal_dist.config import TrainConfig
+from autoal_dist.models.inference import predict
 from autoal_dist.training.loop import train_classifier
+from autoal_dist.training.ray_job import JobRunner, TrainJob, fit_classifier
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,8 @@ def test_local_mode_equals_the_in_process_loop(ray_cluster, digits, tmp_path):
     torch.manual_seed(j.seed)
     direct = train_classifier(j.spec.build(), data.train_x[lab], data.train_y[lab], norm,
                               j.settings, j.seed)
-    via_train = fit_classifier(data.train_x[lab], data.train_y[lab], norm, j, JobRunner(0, False, str(tmp_path)), "local")
+    via_train = fit_classifier(data.train_x[lab], data.train_y[lab], norm, j,
+                               JobRunner(0, False, str(tmp_path)), "local")
     assert same_weights(direct, via_train)
     assert list(tmp_path.iterdir()) == []  # the round's checkpoints are cleaned up
 
@@ -50,8 +51,10 @@ def test_local_mode_equals_the_in_process_loop(ray_cluster, digits, tmp_path):
 def test_ddp_two_workers_match_local_accuracy_within_one_point(ray_cluster, digits, tmp_path):
     data, norm, lab = digits
     j = job(data)
-    local = fit_classifier(data.train_x[lab], data.train_y[lab], norm, j, JobRunner(0, False, str(tmp_path)), "local")
-    ddp = fit_classifier(data.train_x[lab], data.train_y[lab], norm, j, JobRunner(2, False, str(tmp_path)), "ddp")
+    local = fit_classifier(data.train_x[lab], data.train_y[lab], norm, j,
+                           JobRunner(0, False, str(tmp_path)), "local")
+    ddp = fit_classifier(data.train_x[lab], data.train_y[lab], norm, j,
+                         JobRunner(2, False, str(tmp_path)), "ddp")
     a_local, a_ddp = accuracy(local, data, norm), accuracy(ddp, data, norm)
     assert a_local > 0.9
     assert abs(a_local - a_ddp) <= 0.01, (a_local, a_ddp)
@@ -60,11 +63,13 @@ def test_ddp_two_workers_match_local_accuracy_within_one_point(ray_cluster, digi
 @pytest.mark.slow
 def test_worker_crash_retries_from_the_last_checkpoint(ray_cluster, digits, tmp_path):
     data, norm, lab = digits
-    reference = fit_classifier(data.train_x[lab], data.train_y[lab], norm, job(data, epochs=3), JobRunner(0, False, str(tmp_path)), "ref")
+    reference = fit_classifier(data.train_x[lab], data.train_y[lab], norm, job(data, epochs=3),
+                               JobRunner(0, False, str(tmp_path)), "ref")
     # the first attempt dies at step 25 (after checkpoints at 10 and 20); the retry resumes
     # at step 20 with the saved optimizer, schedule and generators: the same final weights
     crashed = fit_classifier(data.train_x[lab], data.train_y[lab], norm,
-                             job(data, epochs=3, fail_at_step=25), JobRunner(1, False, str(tmp_path), max_failures=1), "crash")
+                             job(data, epochs=3, fail_at_step=25),
+                             JobRunner(1, False, str(tmp_path), max_failures=1), "crash")
     assert same_weights(reference, crashed)
 
 
@@ -81,9 +86,9 @@ def test_run_with_two_workers_end_to_end(ray_cluster, tmp_path):
 def search_inputs():
     """A BatchNorm-free net (MLP on features) and dropout 0, so 1 and 2 workers must agree
     to float rounding; per-worker BatchNorm statistics and dropout streams would not."""
+    from autoal_dist.autoal.ray_job import SearchJob
     from autoal_dist.autoal.search import Rows
     from autoal_dist.registry import load_config
-    from autoal_dist.autoal.ray_job import SearchJob
 
     data = load_dataset("synthetic:n=300,test=10,hw=12,c=0,classes=4")
     cfg = load_config({"dataset": "synthetic:n=300,test=10,hw=12,c=0,classes=4",
@@ -99,15 +104,16 @@ def search_inputs():
 
 
 def test_search_local_mode_equals_in_process(ray_cluster, tmp_path):
-    from autoal_dist.autoal.search import build_models, train_search
     from autoal_dist.autoal.ray_job import fit_search
+    from autoal_dist.autoal.search import build_models, train_search
 
     job, search, fit, memberships, norm = search_inputs()
     torch.set_num_threads(job.cfg.train.threads)
     torch.manual_seed(job.seed)
     models = build_models(job.cfg, job.input_shape, job.num_classes, "cpu")
     train_search(models, search, memberships, fit, job.cfg.autoal, norm, "cpu", job.seed)
-    searchnet, fitnet = fit_search(job, search, fit, memberships, norm, JobRunner(0, False, str(tmp_path)), "s0")
+    searchnet, fitnet = fit_search(job, search, fit, memberships, norm,
+                                   JobRunner(0, False, str(tmp_path)), "s0")
     assert same_weights(models.searchnet, searchnet) and same_weights(models.fitnet, fitnet)
 
 
@@ -135,9 +141,9 @@ def test_search_two_workers_match_one_worker(ray_cluster, tmp_path):
 @pytest.mark.slow
 def test_weights_fit_on_two_workers_equals_in_process(ray_cluster, tmp_path):
     from autoal_dist.autoal.memberships import membership_matrix
+    from autoal_dist.autoal.ray_job import fit_weights_job
     from autoal_dist.autoal.weights import Evidence, fit_weights
     from autoal_dist.config import AutoALConfig
-    from autoal_dist.autoal.ray_job import fit_weights_job
 
     rng = np.random.default_rng(0)
     ids = np.arange(60)
@@ -146,7 +152,8 @@ def test_weights_fit_on_two_workers_equals_in_process(ray_cluster, tmp_path):
                          rng.uniform(-0.5, 0.5, 60), 10)]
     active = np.ones(4, bool)
     local = fit_weights(evidence, active, AutoALConfig())
-    job = fit_weights_job(evidence, active, AutoALConfig(), JobRunner(2, False, str(tmp_path)), "weights")
+    job = fit_weights_job(evidence, active, AutoALConfig(), JobRunner(2, False, str(tmp_path)),
+                          "weights")
     np.testing.assert_array_equal(job.weights, local.weights)
     assert (job.iterations, job.soft_count) == (local.iterations, local.soft_count)
 

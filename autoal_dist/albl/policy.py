@@ -1,4 +1,5 @@
-"""The `albl` round policy: Active Learning by Learning as a round policy (bandit math in bandit.py).
+"""The `albl` round policy: Active Learning by Learning as a round policy (bandit math in
+bandit.py).
 
 Each round: (1) the reward of this round's classifier, IW-ACC over every sample
 ALBL queried so far, updates the weights once per draw of the previous batch;
@@ -28,8 +29,8 @@ from autoal_dist import store
 from autoal_dist.albl import bandit
 from autoal_dist.models.inference import predict
 from autoal_dist.rounds import RoundContext
-from autoal_dist.scoring.base import Selection
 from autoal_dist.rundir import ALBL_STATE_FILE as STATE_FILE
+from autoal_dist.scoring.base import Selection
 from autoal_dist.seeds import derive
 
 UNIFORM = "uniform"  # the uniform sampler arm (not the hashed `random` strategy)

@@ -90,7 +90,8 @@ def head_outputs(head: torch.nn.Linear, e: torch.Tensor, h: HeadSettings,
     probs = torch.softmax(head(e), 1)
     g = torch.Generator().manual_seed(batch_seed(seed, 0))
     keep = 1.0 - h.dropout
-    masks = (torch.rand((h.mc_samples, *e.shape), generator=g) < keep).to(e.dtype) / max(keep, 1e-12)
+    masks = ((torch.rand((h.mc_samples, *e.shape), generator=g) < keep).to(e.dtype)
+             / max(keep, 1e-12))
     mc = torch.softmax(head(e[None] * masks), 2)
     return probs.numpy(), mc.numpy()
 

@@ -12,8 +12,9 @@ The query then scores only the union of the candidates' picks on U.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -50,13 +51,13 @@ class EmbedSearch:
     evidence_rows: int
 
 
-def embeddings(ctx: "RoundContext", ids: np.ndarray) -> np.ndarray:
+def embeddings(ctx: RoundContext, ids: np.ndarray) -> np.ndarray:
     cfg = ctx.cfg
     return compute_outputs(ctx.model, ctx.data.train_x[ids], ids, ctx.normalize,
                            batch_size=cfg.score.batch_size, device=ctx.device).embeddings
 
 
-def round_evidence(ctx: "RoundContext", r: float, seed: int) -> tuple[Evidence, np.ndarray, bool]:
+def round_evidence(ctx: RoundContext, r: float, seed: int) -> tuple[Evidence, np.ndarray, bool]:
     """(this round's evidence, f's embeddings of L, loss column on)."""
     cfg, a = ctx.cfg, ctx.cfg.autoal
     ids = ctx.labeled
@@ -81,7 +82,7 @@ def round_evidence(ctx: "RoundContext", r: float, seed: int) -> tuple[Evidence, 
 FitWeights = Callable[[list[Evidence], np.ndarray, AutoALConfig], WeightFit]
 
 
-def search(ctx: "RoundContext", r: float, seed: int,
+def search(ctx: RoundContext, r: float, seed: int,
            fit_weights_with: FitWeights = fit_weights) -> EmbedSearch:
     """Gather this round's evidence, pool it with earlier rounds', fit the weights and
     record the evidence (keyed by the journal round of the batch being chosen)."""
@@ -100,7 +101,7 @@ def search(ctx: "RoundContext", r: float, seed: int,
                        sum(len(e.reward) for e in evidence))
 
 
-def loss_column_on(ctx: "RoundContext", s: EmbedSearch, ids: np.ndarray, q: int) -> np.ndarray:
+def loss_column_on(ctx: RoundContext, s: EmbedSearch, ids: np.ndarray, q: int) -> np.ndarray:
     """The loss column on U's candidate rows: ridge fitted on all of L's held-out reward."""
     if not s.loss_column:
         return np.zeros((len(ids), 1), np.float32)

@@ -12,7 +12,7 @@ concentrates the batch on the top of the uncertainty lists, where ties spread it
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,7 +29,9 @@ def pick_count(r: float, n: int, min_picks: int) -> int:
 def membership_matrix(ids: np.ndarray, picks: Sequence[np.ndarray]) -> np.ndarray:
     """[len(ids), len(picks)] float32: column m is 1 where ids[j] is in picks[m]."""
     cols = [np.isin(ids, p) for p in picks]
-    return np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((len(ids), 0), np.float32)
+    if not cols:
+        return np.zeros((len(ids), 0), np.float32)
+    return np.stack(cols, axis=1).astype(np.float32)
 
 
 def candidate_picks(outputs: PoolOutputs, names: Sequence[str], q: int,

@@ -1,5 +1,6 @@
-"""The three first-order objectives of the search (the paper's alternating updates; docs/autoal.md), each with the other
-nets' outputs detached so one backward pass gives every net exactly its own gradient.
+"""The three first-order objectives of the search (the paper's alternating updates;
+docs/autoal.md), each with the other nets' outputs detached so one backward pass gives every
+net exactly its own gradient.
 
 - SearchNet: -mean(l.detach() * s) + lambda * c (the paper's Eq. 9 sign; the released
   code's count term is a constant with the opposite sign);

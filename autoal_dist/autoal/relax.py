@@ -1,4 +1,5 @@
-"""The relaxed top-r membership (paper mode; docs/autoal.md): z = A.w, p = softmax(z), s, soft count c.
+"""The relaxed top-r membership (paper mode; docs/autoal.md): z = A.w, p = softmax(z), s,
+soft count c.
 
 Two choices the paper leaves open, made here on measurements (issue #4 note):
 - t and tau are differentiated through. t follows p (it is a quantile of p); with
@@ -105,7 +106,8 @@ def relax(z: torch.Tensor, r: float, a: AutoALConfig, seed: int) -> Relaxed:
     tau = temperature(a, p)
     s = torch.sigmoid((p - t) / tau)
     target = r * len(p)
-    return Relaxed(p, float(t.detach()), float(tau.detach()), s, torch.abs(s.sum() - target) / target)
+    return Relaxed(p, float(t.detach()), float(tau.detach()), s,
+                   torch.abs(s.sum() - target) / target)
 
 
 def count_threshold(p: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,

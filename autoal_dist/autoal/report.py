@@ -23,11 +23,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from autoal_dist import store
-
 from autoal_dist.rundir import AUTOAL_EVIDENCE_FILE as EVIDENCE_FILE
 from autoal_dist.rundir import AUTOAL_PLOT_FILE as PLOT_FILE
 from autoal_dist.rundir import AUTOAL_SEARCH_FILE as SEARCH_FILE
 from autoal_dist.rundir import AUTOAL_WEIGHTS_FILE as WEIGHTS_FILE
+
 WEIGHTS_SCHEMA = pa.schema([
     ("round", pa.int32()), ("strategy", pa.string()), ("weight", pa.float64()),
     ("share", pa.float64()),

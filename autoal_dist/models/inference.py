@@ -7,7 +7,7 @@ pass, which is what makes distributed selection exact.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch

@@ -4,8 +4,12 @@
     >>> ids = select("entropy", outputs, budget=10, seed=0)
 """
 from autoal_dist.outputs import PoolOutputs
-from autoal_dist.strategies import uncertainty  # noqa: F401  (registers)
-from autoal_dist.strategies import badge, kcenter, kmeans  # noqa: F401  (register)
+from autoal_dist.strategies import (  # noqa: F401  (importing them registers them)
+    badge,
+    kcenter,
+    kmeans,
+    uncertainty,
+)
 from autoal_dist.strategies.base import (
     STRATEGIES,
     Strategy,
@@ -18,5 +22,6 @@ from autoal_dist.strategies.base import (
 )
 
 __all__ = [
-    "PoolOutputs", "STRATEGIES", "Strategy", "get", "merge_top_b", "needs_of", "select", "top_b", "top_b_scored",
+    "PoolOutputs", "STRATEGIES", "Strategy", "get", "merge_top_b", "needs_of", "select", "top_b",
+    "top_b_scored",
 ]

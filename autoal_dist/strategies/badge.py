@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from autoal_dist.outputs import PoolOutputs
-from autoal_dist.strategies.base import register_set
 from autoal_dist.strategies.arrays import pad_rows
+from autoal_dist.strategies.base import register_set
 from autoal_dist.strategies.sharded import BLOCK, GreedyShard, greedy_ids, sq_norms
 
 

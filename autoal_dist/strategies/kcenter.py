@@ -7,9 +7,12 @@ driver takes the global max (ties: smallest id) and broadcasts that vector.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from autoal_dist.outputs import PoolOutputs
+from autoal_dist.strategies.arrays import Array
 from autoal_dist.strategies.base import register_set
 from autoal_dist.strategies.sharded import (
     BLOCK,
@@ -39,15 +42,15 @@ class KCenterShard(EmbeddingShard):
     def _seed_from(self, labeled: np.ndarray) -> None:
         """min_d2 <- squared distance to the nearest labeled embedding."""
         xp = self.arrays.xp
+
+        def fold(ch: slice, centers: tuple[Array, Array]) -> None:
+            d = xp.amin(sq_dists(self.arrays, self.x[ch], self.x_sqn[ch], *centers), 1)
+            xp.minimum(self.d2[ch], d, out=self.d2[ch])
+
         for i in range(0, len(labeled), LABELED_BLOCK):
             part = labeled[i : i + LABELED_BLOCK]
             centers = self.arrays.put(np.ascontiguousarray(part.T)), self.arrays.put(sq_norms(part))
-
-            def fold(ch: slice) -> None:
-                d = xp.amin(sq_dists(self.arrays, self.x[ch], self.x_sqn[ch], *centers), 1)
-                xp.minimum(self.d2[ch], d, out=self.d2[ch])
-
-            self.arrays.map(fold, self.rows)
+            self.arrays.map(functools.partial(fold, centers=centers), self.rows)
         self.seeded = True
 
     def _keys(self, ch: slice, seed: int, step: int):

@@ -26,15 +26,16 @@ call per shard: `step` folds the previous step's center in, then proposes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
+from autoal_dist.seeds import hashed_uniform, splitmix64
 from autoal_dist.strategies.arrays import Array, Backend, backend_for, pad_rows
 from autoal_dist.strategies.base import BLOCK
-from autoal_dist.seeds import hashed_uniform, splitmix64
 
 PAD_ID = np.iinfo(np.int64).max  # id of the padding rows a backend adds (never selected)
 LABELED_BLOCK = 1024  # labeled embeddings per product when seeding k-center

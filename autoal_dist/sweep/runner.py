@@ -11,10 +11,11 @@ How Tune and Ray Train fit (Ray 2.60, Train V2: a Tune function launches the Tra
 * tune.mode local (the default while workers is 0): the trial process runs the whole campaign,
   scoring with the LocalScorer and training in-process, on the trial's own reservation.
 * tune.mode ray (the default with workers > 0): the trial runs its campaign in execution mode
-  `ray`: each round's networks are fitted by TorchTrainers launched from inside the trial. Ray Train gives their worker group
-  a placement group of its own, outside the trial's reservation (so keep max_concurrent_trials
-  within what the cluster holds besides). Scorer actors are child actors, which Tune captures
-  into the trial's placement group, so the trial reserves one bundle per shard for them.
+  `ray`: each round's networks are fitted by TorchTrainers launched from inside the trial.
+  Ray Train gives their worker group a placement group of its own, outside the trial's
+  reservation (so keep max_concurrent_trials within what the cluster holds besides). Scorer
+  actors are child actors, which Tune captures into the trial's placement group, so the trial
+  reserves one bundle per shard for them.
   `TuneReportCallback` is deliberately absent: it forwards each Train report as a Tune result,
   and those are per-step training checkpoints ({"step": n}). The tuned metric exists only
   after a round's training and evaluation, in the trial, which reports it itself; a forwarded
@@ -35,14 +36,13 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from autoal_dist import remote, rundir, store, __version__
-from autoal_dist.config import Config, ConfigError, read_config_file
+from autoal_dist import __version__, remote, rundir, store
 from autoal_dist.campaign import Campaign, prepare_data
+from autoal_dist.config import Config, ConfigError, read_config_file
 from autoal_dist.data import Dataset
 from autoal_dist.execution import execution_for
 from autoal_dist.report import learning_curve_auc
-from autoal_dist.sweep.space import (Dist, Sweep, check_samples, parse_sweep, prefixed,
-                                    trial_config)
+from autoal_dist.sweep.space import Dist, Sweep, check_samples, parse_sweep, prefixed, trial_config
 
 RESULTS_FILE = "tune_results.parquet"
 # Column types that inference cannot see when every trial has None there (no errors, ...).
@@ -259,7 +259,8 @@ def saved_statuses(experiment: str) -> dict[str, str]:
     except OSError:
         return {}
     states = sorted(i.path for i in infos
-                    if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json"))
+                    if i.base_name.startswith("experiment_state-")
+                    and i.base_name.endswith(".json"))
     if not states:
         return {}
     with filesystem.open_input_stream(states[-1]) as f:
