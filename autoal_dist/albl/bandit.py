@@ -93,10 +93,11 @@ def draw_batch(rankings: list[np.ndarray | None], pool: np.ndarray, p: np.ndarra
         advice = [_next_unpicked(r, cursor, k, pool, picked) for k, r in enumerate(rankings)]
         n_left = len(pool) - t
         k = int(rng.choice(n, p=p))
-        if advice[k] is None:
+        advised = advice[k]
+        if advised is None:
             pos = int(np.flatnonzero(~picked)[rng.integers(n_left)])
         else:
-            pos = advice[k]
+            pos = advised
         xi = np.array([1.0 / n_left if a is None else float(a == pos) for a in advice])
         q = float(p @ xi)
         picked[pos] = True

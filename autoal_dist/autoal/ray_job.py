@@ -16,7 +16,8 @@ with either are equivalent in distribution, not bit for bit, to one process.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import ray
@@ -27,8 +28,8 @@ from autoal_dist.autoal.search import Rows, SearchJob, build_models, train_searc
 from autoal_dist.autoal.weights import Evidence, WeightFit, fit_weights
 from autoal_dist.config import AutoALConfig
 from autoal_dist.data.transforms import Normalizer
-from autoal_dist.training.ray_job import JobRunner, report_state
 from autoal_dist.models.autoal_nets import SearchNet
+from autoal_dist.training.ray_job import JobRunner, report_state
 
 
 class Collective:
@@ -120,5 +121,6 @@ def fit_weights_job(evidence: list[Evidence], active: np.ndarray, a: AutoALConfi
     """`fit_weights` as a Ray Train job on `jobs.workers` workers (the same result as
     in-process)."""
     state = jobs.run(weights_loop, {"problem": ray.put((evidence, active, a))}, name)
-    return WeightFit(**{k: v.numpy() if isinstance(v, torch.Tensor) else v
-                        for k, v in state["fit"].items()})
+    fields: dict[str, Any] = {k: v.numpy() if isinstance(v, torch.Tensor) else v
+                              for k, v in state["fit"].items()}
+    return WeightFit(**fields)

@@ -16,8 +16,9 @@ memberships and losses are aligned by indexing the same row numbers of `Rows.ids
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ class Rows:
     y: np.ndarray
 
     @classmethod
-    def of(cls, data: Dataset, ids: np.ndarray) -> "Rows":
+    def of(cls, data: Dataset, ids: np.ndarray) -> Rows:
         return cls(ids, data.train_x[ids], data.train_y[ids])
 
     def batch(self, rows: np.ndarray, normalize: Normalizer,
@@ -126,7 +127,8 @@ class SearchModels:
 
 def build_models(cfg: Config, input_shape: tuple[int, ...], num_classes: int,
                  device: str) -> SearchModels:
-    """SearchNet (+ loss head) with cosine-decayed SGD, FitNet with Adam (the paper's alternating updates; docs/autoal.md).
+    """SearchNet (+ loss head) with cosine-decayed SGD, FitNet with Adam (the paper's
+    alternating updates; docs/autoal.md).
 
     The loss head uses SearchNet's momentum, weight decay and decay schedule (LPL's
     own recipe is SGD, momentum 0.9, wd 5e-4) at its own rate `loss_head_lr`.
@@ -144,8 +146,9 @@ def build_models(cfg: Config, input_shape: tuple[int, ...], num_classes: int,
     search_opt = sgd(searchnet.search_parameters(), a.searchnet_lr)
     loss_head_opt = (sgd(list(searchnet.loss_head.parameters()), a.loss_head_lr)
                      if searchnet.loss_head is not None else None)
-    schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(o, max(1, a.search_iters))
-                 for o in (search_opt, loss_head_opt) if o is not None]
+    schedules: list[torch.optim.lr_scheduler.LRScheduler] = [
+        torch.optim.lr_scheduler.CosineAnnealingLR(o, max(1, a.search_iters))
+        for o in (search_opt, loss_head_opt) if o is not None]
     fit_opt = torch.optim.Adam(fitnet.parameters(), lr=a.fitnet_lr)
     return SearchModels(searchnet, fitnet, search_opt, loss_head_opt, fit_opt, schedules)
 
@@ -246,7 +249,7 @@ def score_rows(net: SearchNet, x: np.ndarray, memberships: np.ndarray, ids: np.n
     return Scores(out.weights.numpy(), cols.numpy(), aggregate(cols, out.weights))
 
 
-def labeled_memberships(ctx: "RoundContext", search_ids: np.ndarray, fit_ids: np.ndarray,
+def labeled_memberships(ctx: RoundContext, search_ids: np.ndarray, fit_ids: np.ndarray,
                         q: int, seed: int) -> np.ndarray:
     """Each candidate's top-q of L_search from one eval-mode pass of the frozen f.
 
@@ -260,7 +263,7 @@ def labeled_memberships(ctx: "RoundContext", search_ids: np.ndarray, fit_ids: np
     return candidate_memberships(outputs, cfg.candidates, q, seed)
 
 
-def paper_diagnostics(searchnet: SearchNet, fitnet: Classifier, search: Rows,
+def paper_diagnostics(searchnet: SearchNet, fitnet: torch.nn.Module, search: Rows,
                       memberships: np.ndarray, a: AutoALConfig, normalize: Normalizer,
                       device: str, seed: int) -> dict[str, float | int]:
     """The round's `autoal_search.parquet` values with the trained nets, on one search
@@ -281,7 +284,9 @@ def paper_diagnostics(searchnet: SearchNet, fitnet: Classifier, search: Rows,
                                  a, seed, max(1, round(target)))
     grads = torch.autograd.grad(losses.searchnet, searchnet.search_parameters(),
                                 allow_unused=True)
-    norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)))
+    # a Tensor: the weight head's gradient is never None
+    sq_sum = cast(torch.Tensor, sum((g.double() ** 2).sum() for g in grads if g is not None))
+    norm = float(torch.sqrt(sq_sum))
     z = losses.relaxed.p.detach().cpu().numpy()
     corr = spearmanr(z, loss.cpu().numpy()).statistic if size > 2 else np.nan
     return {"iterations": a.search_iters, "soft_count": float(losses.relaxed.s.detach().sum()),
@@ -303,7 +308,7 @@ FitNets = Callable[[SearchJob, "Rows", "Rows", np.ndarray, Normalizer],
                    tuple[SearchNet, torch.nn.Module]]
 
 
-def search_round(ctx: "RoundContext", r: float,
+def search_round(ctx: RoundContext, r: float,
                  fit_nets: FitNets | None = None) -> tuple[SearchNet, dict[str, float | int]]:
     """Split L, compute A on L_search once, train the nets (in-process, or by `fit_nets`);
     return SearchNet in eval mode and the round's diagnostics."""

@@ -105,6 +105,7 @@ def fit_weights(evidence: list[Evidence], active: np.ndarray, a: AutoALConfig) -
     opt.zero_grad(set_to_none=True)
     loss, w, s = objective()
     loss.backward()
+    assert theta.grad is not None  # theta requires grad and the loss depends on it
     last = mask[-1]
     z, r = (member[-1] @ w.detach())[last].numpy(), reward[-1][last].numpy()
     corr = spearmanr(z, r).statistic if len(r) > 2 else np.nan

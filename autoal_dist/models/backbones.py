@@ -7,8 +7,8 @@ not of the process that happens to run it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -19,6 +19,7 @@ class Classifier(nn.Module):
     """Base: subclasses build `self.trunk` (-> [n, D]) and set `embedding_dim`."""
 
     embedding_dim: int
+    trunk: nn.Module
 
     def __init__(self, embedding_dim: int, num_classes: int, dropout: float) -> None:
         super().__init__()
@@ -190,7 +191,7 @@ class ModelSpec:
 
     @classmethod
     def resolve(cls, name: str, input_shape: tuple[int, ...], num_classes: int, dropout: float,
-                pretrained: str | None = None) -> "ModelSpec":
+                pretrained: str | None = None) -> ModelSpec:
         """`auto` resolved now, so every process builds the same architecture."""
         name = auto_model_name(input_shape) if name == "auto" else name
         return cls(name, tuple(input_shape), num_classes, dropout, pretrained)

@@ -8,8 +8,9 @@ Two kinds (docs/design.md):
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -63,6 +64,7 @@ class Strategy:
             return np.empty(0, dtype=np.int64)
         if self.kind == "scoring":
             return top_b(outputs.ids, self.score(outputs, seed), budget)
+        assert self.make_shard is not None and self.drive is not None  # register_set sets both
         return np.asarray(self.drive([self.make_shard(outputs, block, 0, device=device)], budget,
                                      seed),
                           dtype=np.int64)
@@ -111,7 +113,8 @@ def top_b(ids: np.ndarray, scores: np.ndarray, budget: int) -> np.ndarray:
     return top_b_scored(ids, scores, budget)[0]
 
 
-def merge_top_b(parts: list[tuple[np.ndarray, np.ndarray]], budget: int) -> tuple[np.ndarray, np.ndarray]:
+def merge_top_b(parts: list[tuple[np.ndarray, np.ndarray]],
+                budget: int) -> tuple[np.ndarray, np.ndarray]:
     """Merge per-shard top-b (ids, scores) into the global top-b: exact, because the
     global top-b of a total order is contained in the union of the shards' top-b."""
     ids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)

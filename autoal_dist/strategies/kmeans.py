@@ -18,7 +18,8 @@ nearest-sample pick stay in float64 like kcenter.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -116,7 +117,8 @@ class KMeansShard(EmbeddingShard):
             return rows, dv, self.ids[ch.start + cols]
 
         parts = arrays.map(chunk, self.rows) or [(np.empty(0, np.int64),) * 3]
-        return smallest_r(*(np.concatenate(p) for p in zip(*parts)), k, min(r, self.n))
+        all_rows, all_d, all_ids = (np.concatenate(p) for p in zip(*parts))
+        return smallest_r(all_rows, all_d, all_ids, k, min(r, self.n))
 
 
 class KMeansShardLike(GreedyShardLike, Protocol):

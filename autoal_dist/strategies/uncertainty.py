@@ -56,6 +56,7 @@ def entropy(out: PoolOutputs, seed: int) -> np.ndarray:
 @register("bald", needs={"mc_probs"})
 def bald(out: PoolOutputs, seed: int) -> np.ndarray:
     """Mutual information H[mean_t p_t] - mean_t H[p_t] over MC-dropout samples."""
+    assert out.mc_probs is not None  # a need: check_inputs refused its absence
     mc = out.mc_probs.astype(np.float64)
     return _entropy(mc.mean(axis=0)) - _entropy(mc).mean(axis=0)
 
@@ -63,4 +64,5 @@ def bald(out: PoolOutputs, seed: int) -> np.ndarray:
 @register("mean_std", needs={"mc_probs"})
 def mean_std(out: PoolOutputs, seed: int) -> np.ndarray:
     """Mean over classes of the std (over MC samples) of p(c|x) (Kampffmeyer et al.)."""
+    assert out.mc_probs is not None  # a need: check_inputs refused its absence
     return out.mc_probs.astype(np.float64).std(axis=0).mean(axis=1)

@@ -9,7 +9,8 @@ crashed worker group restarts where it left off, not from scratch.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -18,7 +19,6 @@ import torch.nn.functional as F
 from autoal_dist.config import TrainConfig
 from autoal_dist.data.transforms import Normalizer, augment
 from autoal_dist.models.backbones import Classifier
-
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": lambda params, s: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay),
@@ -35,7 +35,7 @@ def num_steps(n: int, s: TrainConfig) -> int:
 
 def unwrap(model: torch.nn.Module) -> Classifier:
     """The Classifier inside a DistributedDataParallel wrapper (or the model itself)."""
-    return getattr(model, "module", model)
+    return cast(Classifier, getattr(model, "module", model))
 
 
 class BatchSampler:

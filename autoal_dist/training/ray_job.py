@@ -13,18 +13,19 @@ import signal
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import ray
 import torch
 
 from autoal_dist import remote
+from autoal_dist.config import TrainConfig
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models.backbones import Classifier, ModelSpec
-from autoal_dist.config import TrainConfig
 from autoal_dist.training.loop import num_steps, train_classifier
 
 STATE_FILE = "train_state.pt"
@@ -139,7 +140,7 @@ def _interruptible(trainer_cls: type) -> type:
     then interrupts this process, so a campaign stops promptly and stays resumable. Train's
     handler only aborts the run, and `fit` then returns as if it had ended."""
 
-    class Interruptible(trainer_cls):  # type: ignore[misc, valid-type]
+    class Interruptible(trainer_cls):
         def _register_sigint_handler(self, controller: Any) -> None:
             def handler(signum: int, frame: Any) -> None:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -168,7 +169,7 @@ def train_loop(config: dict[str, Any]) -> None:
     resume = _load_state(ray.train.get_checkpoint())
     torch.set_num_threads(job.threads)
     torch.manual_seed(job.seed)  # identical initial weights on every rank
-    model = job.spec.build()
+    model: torch.nn.Module = job.spec.build()  # a DDP wrapper when world > 1
     device = ray.train.torch.get_device()
     if world > 1:
         model = ray.train.torch.prepare_model(model)
