@@ -54,8 +54,9 @@ class PoolOutputs:
     def num_classes(self) -> int:
         return int(self.probs.shape[1])
 
-    def take(self, rows: np.ndarray) -> PoolOutputs:
-        """Subset by row positions (not ids); labeled_embeddings carried along."""
+    def take(self, rows: np.ndarray | slice) -> PoolOutputs:
+        """Subset by row positions (not ids) or a slice of them; labeled_embeddings carried
+        along."""
         return PoolOutputs(
             ids=self.ids[rows],
             probs=self.probs[rows],
