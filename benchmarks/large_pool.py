@@ -178,7 +178,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     y_lab = torch.from_numpy(data.train_y[labeled])
     for lo in range(0, len(labeled), 128):  # one epoch, so the weights are not random
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(norm(x_lab[lo:lo + 128])), y_lab[lo:lo + 128]).backward()
+        loss = torch.nn.functional.cross_entropy(model(norm(x_lab[lo:lo + 128])),
+                                                 y_lab[lo:lo + 128])
+        loss.backward()
         opt.step()
     del x_lab
     predict(model, data.test_x, norm)  # evaluate: the materialised test split
@@ -243,7 +245,8 @@ def report(cases: list[dict], written: dict[int, dict], args: argparse.Namespace
              "1 torch thread per process, persistent actors (`workers: 0`), keep tier "
              f"{args.cache_mb} MiB per actor; page cache dropped for the pool's files before each "
              "stored case\n"]
-    lines.append("\n## Pools written\n\n| rows | samples | on disk | write (s) |\n|---:|---:|---:|---:|\n")
+    lines.append("\n## Pools written\n\n| rows | samples | on disk | write (s) |\n"
+                 "|---:|---:|---:|---:|\n")
     for n in sizes:
         w = written[n]
         lines.append(f"| {n:,} | {fmt_gb(n * SAMPLE_BYTES)} | {fmt_gb(w['disk'])} | "
@@ -282,7 +285,8 @@ def report(cases: list[dict], written: dict[int, dict], args: argparse.Namespace
                  "reader's small LRU cache, the previous outputs while concatenating, allocator "
                  "slack.\n\n"
                  "| rows | path | K | actor | shard rows | shard decoded | peak RSS | at start "
-                 "| grew | kept | outputs | rest | row groups read r1 / r2 | grew <= shard + model |\n"
+                 "| grew | kept | outputs | rest | row groups read r1 / r2 "
+                 "| grew <= shard + model |\n"
                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
     for c in cases:
         r1, r2 = c["rounds"]

@@ -5,6 +5,7 @@ import numpy as np
 
 from autoal_dist.data.base import DataError, Dataset, holdout_split, register
 
+
 @register("digits", "digits")
 def load_digits(arg: str, data_root: str | None, seed: int) -> Dataset:
     """1797 real 8x8 handwritten digits (0..16 grey levels) shipped with scikit-learn."""

@@ -60,7 +60,7 @@ def dataset_spec(args: argparse.Namespace) -> str:
                         "differ; give --dataset only")
     if not (flag or positional):
         raise DataError("pool write: --dataset SPEC is required (e.g. --dataset tinyimagenet)")
-    return flag or positional
+    return str(flag or positional)
 
 
 def cmd_pool(args: argparse.Namespace) -> int:

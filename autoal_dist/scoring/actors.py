@@ -24,8 +24,8 @@ import ray
 import torch
 
 from autoal_dist.data.transforms import Normalizer
-from autoal_dist.models.inference import compute_outputs
 from autoal_dist.models.backbones import ModelSpec
+from autoal_dist.models.inference import compute_outputs
 from autoal_dist.outputs import PoolOutputs
 from autoal_dist.strategies import get, top_b_scored
 
@@ -230,7 +230,9 @@ class ScorerActor:
         this actor's device, computing with all of its CPU threads (`arrays.py`)."""
         out = self._check(key)
         out.labeled_embeddings = labeled_embeddings
-        self.shards[name] = get(name).make_shard(out, block, start, device=self.device)
+        make_shard = get(name).make_shard
+        assert make_shard is not None, f"{name} is not a set strategy"
+        self.shards[name] = make_shard(out, block, start, device=self.device)
 
     def shard_call(self, key: str, name: str, method: str, args: tuple) -> Any:
         self._check(key)

@@ -32,13 +32,12 @@ from ray.exceptions import RayTaskError
 
 from autoal_dist.data.base import DataError
 from autoal_dist.data.transforms import Normalizer
-from autoal_dist.scoring.actors import NeedsRebuild, ScorerActor, ShardTask
-from autoal_dist.models.backbones import ModelSpec
-from autoal_dist.models.backbones import Classifier
+from autoal_dist.models.backbones import Classifier, ModelSpec
 from autoal_dist.outputs import PoolOutputs
+from autoal_dist.scoring.actors import NeedsRebuild, ScorerActor, ShardTask
 from autoal_dist.scoring.base import Selection
-from autoal_dist.strategies.sharded import shard_slices
 from autoal_dist.strategies import get, merge_top_b, needs_of
+from autoal_dist.strategies.sharded import shard_slices
 
 REBUILD_ATTEMPTS = 5
 # Decoded rows of its shard a stored pool's actor keeps across rounds, at most (bytes);
@@ -86,7 +85,7 @@ class ShardProxy:
     """Driver-side handle of one actor's shard: the strategy drivers reach its shard
     methods (`step`, `assign`, `nearest`) through `call_async` (`sharded.gather`)."""
 
-    def __init__(self, scorer: "RayScorer", k: int, name: str | None = None) -> None:
+    def __init__(self, scorer: RayScorer, k: int, name: str | None = None) -> None:
         self.scorer, self.k, self.name = scorer, k, name
         self.log: list[tuple[str, tuple]] = []  # (actor method, args) since prepare
         self.pending: list[ray.ObjectRef] = []
@@ -121,7 +120,8 @@ class RayScorer:
                  batch_size: int = 256, mc_samples: int = 10, use_gpu: bool = False,
                  persistent: bool = True, cache_bytes: int | None = None) -> None:
         self.batch_size, self.mc_samples = batch_size, mc_samples
-        self.normalize, self.spec, self.shards, self.persistent = normalize, spec, shards, persistent
+        self.normalize, self.spec = normalize, spec
+        self.shards, self.persistent = shards, persistent
         self.stored = not isinstance(x, np.ndarray)
         self.cache_bytes = default_cache_bytes() if cache_bytes is None else int(cache_bytes)
         # In memory: put once per campaign, actors read it zero-copy ([ref]: nested, so
@@ -148,7 +148,8 @@ class RayScorer:
         return len(self.actors)
 
     def start(self) -> None:
-        self.actors = [ScorerActor.options(**self.options).remote(
+        actor: Any = ScorerActor  # a Ray actor class: .options/.remote come from @ray.remote
+        self.actors = [actor.options(**self.options).remote(
             self.pool, self.normalize, self.spec, self.device, cache_bytes=self.cache_bytes)
             for _ in range(self.shards)]
 
@@ -191,10 +192,10 @@ class RayScorer:
         unl = shard_slices(len(positions), self.num_shards, self.batch_size)
         lab = shard_slices(len(labeled_positions), self.num_shards, self.batch_size)
         self.tasks = [ShardTask(self.key, positions[u], u.start,
-                                labeled_positions[l] if want_lab else np.empty(0, np.int64),
+                                labeled_positions[lb] if want_lab else np.empty(0, np.int64),
                                 needs | {"probs", "embeddings"}, self.batch_size,
                                 self.mc_samples, seed)
-                      for u, l in zip(unl, lab)]
+                      for u, lb in zip(unl, lab)]
         self.rebuild = [("prepare", (t, weights_ref)) for t in self.tasks]
         parts = _get([a.prepare.remote(t, weights_ref) for a, t in zip(self.actors, self.tasks)])
         embs = [p for p in parts if p is not None]
@@ -233,7 +234,9 @@ class RayScorer:
     def select_set(self, name: str, budget: int, seed: int,
                    labeled_embeddings: np.ndarray | None) -> Selection:
         """A set strategy over the actors' shards: its driver, each step one call per shard."""
-        ids = get(name).drive(self.set_shards(name, labeled_embeddings), budget, seed)
+        drive = get(name).drive
+        assert drive is not None, f"{name} is not a set strategy"
+        ids = drive(self.set_shards(name, labeled_embeddings), budget, seed)
         return Selection(ids, np.full(len(ids), np.nan))
 
     def select_many(self, model, positions, names, budget, seed, labeled_positions,
