@@ -18,6 +18,7 @@ from autoal_dist.config import Config
 from autoal_dist.data import Dataset
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models.backbones import ModelSpec
+from autoal_dist.progress import Progress
 from autoal_dist.scoring import LocalScorer, Scorer
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ class OnRay:
         return RayScorer(data.train_x, normalize, spec,
                          shards=cfg.shards or default_shards(cfg.gpu),
                          batch_size=cfg.score.batch_size, mc_samples=cfg.score.mc_samples,
-                         use_gpu=cfg.gpu, persistent=cfg.workers == 0)
+                         use_gpu=cfg.gpu, persistent=cfg.workers == 0,
+                         progress=Progress(show_progress))
 
     def jobs(self, cfg: Config, run_dir: Path) -> JobRunner | None:
         from autoal_dist.rundir import train_location

@@ -66,22 +66,12 @@ def _recorded_cluster() -> str | None:
 
 
 def _detect_autoscaling() -> bool:
-    """An autoscaler that can launch nodes reports node types it manages; a local or fixed
-    cluster's monitor reports none. AUTOAL_AUTOSCALING=1/0 overrides the guess."""
-    forced = os.environ.get(AUTOSCALING_ENV)
-    if forced is not None:
-        return forced.strip().lower() in ("1", "true", "yes")
-    try:
-        import json
-
-        from ray._private import ray_constants
-        from ray.experimental.internal_kv import _internal_kv_get
-
-        raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
-        report = json.loads(raw).get("autoscaler_report", {}) if raw else {}
-        return bool(report.get("node_type_mapping"))
-    except Exception:  # an older or newer Ray without this report: assume fixed
-        return False
+    """Whether the joined cluster may grow: declared by AUTOAL_AUTOSCALING=1 (in the job's
+    runtime_env env_vars, on a cluster whose autoscaler may add nodes). Ray reports no
+    reliable "can add nodes" signal (its autoscaler reports node types for a plain local
+    cluster too), so a cluster is taken as fixed unless declared, and a refusal says how
+    to declare it."""
+    return os.environ.get(AUTOSCALING_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def ensure_ray() -> RaySession:
@@ -143,7 +133,7 @@ def require(cpus: float, gpus: float, what: str, fix: str) -> None:
         raise ResourceError(
             f"{what} needs {cpus:g} CPUs and {gpus:g} GPUs at once, but the Ray cluster "
             f"has {res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs and cannot grow; "
-            f"{fix}")
+            f"{fix} (or, if the cluster autoscales, set {AUTOSCALING_ENV}=1 to wait for it)")
     from ray.autoscaler.sdk import request_resources
 
     request_resources(bundles=[{"CPU": cpus, **({"GPU": gpus} if gpus else {})}])

@@ -133,9 +133,11 @@ def test_albl_campaign_is_deterministic_and_resumes_exactly(tmp_path):
     assert len(batch) == 10 and batch.id.tolist() == state["rounds"][1]["ids"]
     assert np.allclose(batch.score, state["rounds"][1]["q"])
 
-    # crash after the bandit state was written, before round 2's batch was journaled
+    # crash after the bandit state was written, before round 2's batch was journaled: the
+    # journal ends at round 1 and metrics at round 0 (round 1's row follows round 2's batch)
     shutil.copytree(a, b)
     rundir.journal_path(b, 2).unlink()
+    rundir.write_metrics(b, [r for r in rundir.read_metrics(b) if r["round"] < 1])
     assert main(["run", "--local", "--out", str(b), "--resume", "--quiet"]) == 0
     assert (b / STATE_FILE).read_text() == (a / STATE_FILE).read_text()
     ja, jb = (rundir.read_journal(d).to_pandas() for d in (a, b))

@@ -143,17 +143,15 @@ def rss_bytes() -> int:
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class ScorerActor:
-    def __init__(self, pool: Any, normalize: Normalizer, spec: ModelSpec,
-                 device: str, threads: int = 1, cache_bytes: int = 0) -> None:
-        """`pool` is [ref to the pool's pixel array] (an in-memory dataset): nested, so the
-        actor fetches it itself (zero-copy) and a restart refetches it from the
-        driver-owned object; or a stored pool's `StoredArray`, read by row from storage,
-        with up to `cache_bytes` of its shard's decoded rows kept across rounds."""
+    def __init__(self, normalize: Normalizer, spec: ModelSpec, device: str, threads: int = 1,
+                 cache_bytes: int = 0) -> None:
+        """The pool arrives with the first `prepare` (`attach`), not here: a restarted actor
+        re-runs its constructor from the constructor's arguments, and Ray warns (at error
+        level, on every run) about an actor whose constructor arguments live in the object
+        store. Up to `cache_bytes` of a stored pool's shard stay decoded across rounds."""
         torch.set_num_threads(threads)  # fixed, so outputs do not depend on the host's cores
-        self.stored = not isinstance(pool, list)
-        self.x = pool if self.stored else ray.get(pool[0])
-        if self.stored:
-            self.x.cache_bytes = min(self.x.cache_bytes, ACTOR_LRU_BYTES)
+        self.stored = False
+        self.x: Any = None
         self.cache_bytes = cache_bytes
         self.normalize, self.spec, self.device = normalize, spec, device
         self.key: str | None = None
@@ -190,8 +188,21 @@ class ScorerActor:
             if isinstance(rows, RowsAt):
                 rows.close()
 
-    def prepare(self, task: ShardTask, weights: dict[str, np.ndarray]) -> np.ndarray | None:
+    def attach(self, pool: Any) -> None:
+        """`pool` is [ref to the pool's pixel array] (an in-memory dataset): nested, so the
+        actor fetches it itself, zero-copy, once; or a stored pool's `StoredArray`, read by
+        row from storage."""
+        if self.x is not None:
+            return
+        self.stored = not isinstance(pool, list)
+        self.x = pool if self.stored else ray.get(pool[0])
+        if self.stored:
+            self.x.cache_bytes = min(self.x.cache_bytes, ACTOR_LRU_BYTES)
+
+    def prepare(self, task: ShardTask, weights: dict[str, np.ndarray],
+                pool: Any) -> np.ndarray | None:
         """The round's forward pass over this shard; returns the labeled slice's embeddings."""
+        self.attach(pool)
         model = self.spec.build().to(self.device)
         model.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in weights.items()})
         # the last round's outputs and strategy state go before this round's are computed

@@ -34,6 +34,7 @@ from autoal_dist.data.base import DataError
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models.backbones import Classifier, ModelSpec
 from autoal_dist.outputs import PoolOutputs
+from autoal_dist.progress import QUIET, Progress
 from autoal_dist.scoring.actors import NeedsRebuild, ScorerActor, ShardTask
 from autoal_dist.scoring.base import Selection
 from autoal_dist.strategies import get, merge_top_b, needs_of
@@ -118,8 +119,10 @@ class RayScorer:
 
     def __init__(self, x: np.ndarray, normalize: Normalizer, spec: ModelSpec, *, shards: int,
                  batch_size: int = 256, mc_samples: int = 10, use_gpu: bool = False,
-                 persistent: bool = True, cache_bytes: int | None = None) -> None:
+                 persistent: bool = True, cache_bytes: int | None = None,
+                 progress: Progress = QUIET) -> None:
         self.batch_size, self.mc_samples = batch_size, mc_samples
+        self.progress = progress
         self.normalize, self.spec = normalize, spec
         self.shards, self.persistent = shards, persistent
         self.stored = not isinstance(x, np.ndarray)
@@ -150,7 +153,7 @@ class RayScorer:
     def start(self) -> None:
         actor: Any = ScorerActor  # a Ray actor class: .options/.remote come from @ray.remote
         self.actors = [actor.options(**self.options).remote(
-            self.pool, self.normalize, self.spec, self.device, cache_bytes=self.cache_bytes)
+            self.normalize, self.spec, self.device, cache_bytes=self.cache_bytes)
             for _ in range(self.shards)]
 
     def stats(self) -> list[dict[str, Any]]:
@@ -181,6 +184,17 @@ class RayScorer:
             ref = getattr(actor, method).remote(*args)
         raise RuntimeError(f"scorer shard {proxy.k} kept losing its state; giving up")
 
+    def _gather(self, refs: list[ray.ObjectRef], done: str) -> list[Any]:
+        """`_get` of one call per shard, saying as each shard finishes (`progress`)."""
+        if not self.progress.enabled:
+            return _get(refs)
+        start, pending = time.monotonic(), list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            self.progress.note(f"    shard {len(refs) - len(pending)}/{len(refs)} {done} "
+                               f"({time.monotonic() - start:.1f} s)")
+        return _get(refs)
+
     # ---- per round ------------------------------------------------------------------
     def prepare(self, model: Classifier, positions: np.ndarray, names: list[str], seed: int,
                 labeled_positions: np.ndarray) -> np.ndarray | None:
@@ -196,8 +210,9 @@ class RayScorer:
                                 needs | {"probs", "embeddings"}, self.batch_size,
                                 self.mc_samples, seed)
                       for u, lb in zip(unl, lab)]
-        self.rebuild = [("prepare", (t, weights_ref)) for t in self.tasks]
-        parts = _get([a.prepare.remote(t, weights_ref) for a, t in zip(self.actors, self.tasks)])
+        self.rebuild = [("prepare", (t, weights_ref, self.pool)) for t in self.tasks]
+        parts = self._gather([a.prepare.remote(*args) for a, (_, args)
+                              in zip(self.actors, self.rebuild)], "scored")
         embs = [p for p in parts if p is not None]
         return np.concatenate(embs) if want_lab and embs else None
 
