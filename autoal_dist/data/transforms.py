@@ -47,18 +47,13 @@ class Normalizer:
     def __call__(self, x: np.ndarray) -> torch.Tensor:
         """A batch of uint8 NHWC images (or float features) -> float32 NCHW (or [n, F]).
 
-        (x - mean) / std elementwise in float32, computed in the one output tensor (an
-        image batch is copied to NCHW float once, then shifted and scaled in place): the
-        same values as the out-of-place formula, bit for bit, without its three
-        batch-sized temporaries."""
-        src = torch.from_numpy(np.ascontiguousarray(x))
+        Kept exactly as first written: an in-place variant gives equal values but, for
+        one-channel images, other strides, and the convolutions then pick other kernels, so
+        trained models (and journals) would differ in the last bits."""
+        t = torch.from_numpy(np.ascontiguousarray(x)).float()
         mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
-        if src.ndim == 4:
-            src = src.permute(0, 3, 1, 2)
-            mean, std = mean[:, None, None], std[:, None, None]
-        out = torch.empty(src.shape, dtype=torch.float32)
-        out.copy_(src)
-        return out.sub_(mean).div_(std)
+        t = (t - mean) / std
+        return t.permute(0, 3, 1, 2).contiguous() if t.ndim == 4 else t
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
