@@ -25,7 +25,8 @@ from autoal_dist.faults import crashpoint
 _ROUND_FILE = re.compile(r"^round_(\d{3,})\.parquet$")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: str | Path) -> None:
+    """fsync a file or a directory by path (a directory's entry list: a rename is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -86,7 +87,7 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     crashpoint("post_rename", path.name)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
     remote.after_commit(path)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,3 +90,20 @@ def random_outputs(n: int = 50, c: int = 5, d: int = 8, t: int = 4, seed: int = 
     mc = np.exp(mc_logits) / np.exp(mc_logits).sum(2, keepdims=True)
     return PoolOutputs(ids, probs.astype(np.float32), r.normal(size=(n, d)).astype(np.float32),
                        mc.astype(np.float32))
+
+
+def snapshot(d: Path) -> dict:
+    """Every file under `d` and its bytes: a refused command must leave this unchanged."""
+    return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def fails_cleanly(capsys, argv: list[str], names: str) -> str:
+    """Exit 2 and exactly one stderr line starting `autoal-dist: error:` that contains `names`."""
+    from autoal_dist.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("autoal-dist: error:"), err
+    assert names in err, err
+    return err

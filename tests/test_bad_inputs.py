@@ -14,24 +14,11 @@ import pytest
 
 from autoal_dist import labeling, rundir
 from autoal_dist.cli import main
+from conftest import fails_cleanly, snapshot
 
 # oracle files: a case wrongly accepted stops after choosing the seed set instead of training
 RUN = ["run", "--local", "--quiet"]
 CAMPAIGN = [*RUN, "--init", "20", "--budget", "10", "--rounds", "2", "--oracle", "files"]
-
-
-def snapshot(d: Path) -> dict:
-    return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
-
-
-def fails_cleanly(capsys, argv: list[str], names: str) -> str:
-    """Exit 2 and exactly one stderr line starting `autoal-dist: error:` that contains `names`."""
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("autoal-dist: error:"), err
-    assert names in err, err
-    return err
 
 
 # ---- generated inputs -----------------------------------------------------------------

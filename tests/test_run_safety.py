@@ -15,6 +15,7 @@ import pytest
 
 from autoal_dist import cli, labeling, rundir, store
 from autoal_dist.cli import main
+from conftest import fails_cleanly, snapshot
 
 FAST = "train: {min_steps: 2, epochs: 1}\nscore: {mc_samples: 2}\n"
 FILES = ["run", "--local", "--quiet", "--init", "20", "--budget", "10", "--rounds", "2",
@@ -25,19 +26,6 @@ def fast(tmp_path: Path) -> str:
     path = tmp_path / "fast.yaml"
     path.write_text(FAST)
     return str(path)
-
-
-def snapshot(d: Path) -> dict:
-    return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
-
-
-def one_line_error(capsys, argv: list[str], names: str) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("autoal-dist: error:"), err
-    assert names in err, err
-    return err
 
 
 def npz(path: Path, flip: bool = False) -> str:
@@ -136,12 +124,12 @@ def test_resume_flags_equal_to_stored_values_are_accepted(tmp_path, capsys):
                  "--oracle", "files", "--seed", "0"]) == 0
     assert "batch incomplete" in capsys.readouterr().out
     assert snapshot(run) == before
-    err = one_line_error(capsys, ["run", "--resume", "--out", str(run), "--epochs", "5"],
+    err = fails_cleanly(capsys, ["run", "--resume", "--out", str(run), "--epochs", "5"],
                          "--epochs: 5 differs from the campaign's stored value 40")
     assert "--train" not in err
-    one_line_error(capsys, ["run", "--resume", "--out", str(run), "--candidates", "margin"],
+    fails_cleanly(capsys, ["run", "--resume", "--out", str(run), "--candidates", "margin"],
                    "--candidates")
-    one_line_error(capsys, ["run", "--resume", "--out", str(run), "--name", "other"], "--name")
+    fails_cleanly(capsys, ["run", "--resume", "--out", str(run), "--name", "other"], "--name")
     assert snapshot(run) == before
 
 
@@ -172,10 +160,10 @@ def test_resume_and_export_accept_a_moved_dataset_with_the_same_data(tmp_path, c
     old.rename(new)
     npz(other, flip=True)
     before = snapshot(run)
-    one_line_error(capsys, ["run", "--resume", "--out", str(run)], "old.npz")  # gone: DataError
-    one_line_error(capsys, ["run", "--resume", "--out", str(run), "--dataset", f"npz:{other}"],
+    fails_cleanly(capsys, ["run", "--resume", "--out", str(run)], "old.npz")  # gone: DataError
+    fails_cleanly(capsys, ["run", "--resume", "--out", str(run), "--dataset", f"npz:{other}"],
                    "is not the campaign's")
-    one_line_error(capsys, ["export", str(run), "--to", str(tmp_path / "x")], "old.npz")
+    fails_cleanly(capsys, ["export", str(run), "--to", str(tmp_path / "x")], "old.npz")
     assert snapshot(run) == before and not (tmp_path / "x").exists()
     # export reads the moved data without touching the run directory
     assert main(["export", str(run), "--to", str(tmp_path / "x"), "--dataset",
@@ -209,7 +197,7 @@ def test_resume_accepts_a_moved_data_root(tmp_path, capsys):
                  str(run)]) == 0
     old.rename(new)
     before = snapshot(run)
-    one_line_error(capsys, ["run", "--resume", "--out", str(run), "--data-root", str(other)],
+    fails_cleanly(capsys, ["run", "--resume", "--out", str(run), "--data-root", str(other)],
                    "is not the campaign's")
     assert snapshot(run) == before
     assert main(["run", "--resume", "--out", str(run), "--data-root", str(new)]) == 0

@@ -31,6 +31,7 @@ from autoal_dist.data.pool_format import (
     part_name,
     to_arrow,
 )
+from autoal_dist.store import fsync_path
 
 GROUP_BYTES = 4 << 20  # default row-group size: ~4 MiB of raw samples
 GROUPS_PER_FILE = 64  # default file size: 64 row groups (~256 MiB raw)
@@ -134,16 +135,8 @@ def _write_part(fs: Any, path: str, name: str, schema: pa.Schema, meta: PoolMeta
     except Exception as e:  # noqa: BLE001 - filesystem and parquet errors of any kind
         raise DataError(f"cannot write {name}: {one_line(e)}") from None
     if fs.type_name == "local":
-        _fsync(path)
+        fsync_path(path)
     return sizes
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _commit_meta(fs: Any, root: str, location: str, meta: PoolMeta) -> None:
@@ -159,11 +152,11 @@ def _commit_meta(fs: Any, root: str, location: str, meta: PoolMeta) -> None:
         with fs.open_output_stream(tmp) as out:
             out.write(data)
         if fs.type_name == "local":
-            _fsync(tmp)
+            fsync_path(tmp)
             for split in ("train", "test"):
-                _fsync(f"{root}/{split}")
+                fsync_path(f"{root}/{split}")
         fs.move(tmp, dest)
         if fs.type_name == "local":
-            _fsync(root)
+            fsync_path(root)
     except Exception as e:  # noqa: BLE001
         raise DataError(f"cannot write {full_name(location, META_FILE)}: {one_line(e)}") from None
