@@ -26,6 +26,12 @@ from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models import build_model
 from autoal_dist.models.backbones import ModelSpec
 from autoal_dist.scoring import LocalScorer
+from autoal_dist.scoring.actors import (
+    KEEP_FLOOR_BYTES,
+    READ_RESERVE_BYTES,
+    keep_budget,
+    output_bytes,
+)
 from autoal_dist.scoring.ray_scorer import RayScorer
 from autoal_dist.strategies import STRATEGIES
 
@@ -139,6 +145,38 @@ def test_kept_rows_stay_within_the_cache_budget(ray_cluster, round_inputs):
         assert all(0 < s["kept_bytes"] <= budget for s in scorer.stats())
     finally:
         scorer.close()
+
+
+def test_the_keep_tier_leaves_room_for_outputs_batches_and_the_reader():
+    row, mb = 64 * 64 * 3, 1 << 20
+    # TinyImageNet rows, 300k on two actors: the cap binds
+    assert keep_budget(1 << 30, 150_000, row, 150_000 * 864, 256) == 1 << 30
+    # 30k on one actor: the shard less its outputs, two batches and the reader's memory
+    out = output_bytes(29_000, 200, 16, frozenset({"probs", "embeddings"}), 10)
+    assert out == 29_000 * 216 * 4
+    assert keep_budget(1 << 30, 29_000, row, out, 256) == \
+        29_000 * row - out - 2 * 256 * row - READ_RESERVE_BYTES
+    # MC-dropout outputs as large as the shard (28x28 images, 10 samples): nothing kept
+    mc = output_bytes(100_000, 10, 64, frozenset({"mc_probs"}), 10)
+    assert keep_budget(1 << 30, 100_000, 784, mc, 256) == 0
+    # a shard under the floor is kept whole (its row groups span its labeled rows too)
+    assert keep_budget(1 << 30, 500, 64, 500 * 120, 128) == KEEP_FLOOR_BYTES
+    assert keep_budget(1000, 500, 64, 0, 128) == 1000 and KEEP_FLOOR_BYTES < 64 * mb
+
+
+def test_the_keep_budget_a_user_sets(monkeypatch):
+    from autoal_dist.scoring.ray_scorer import CACHE_ENV, default_cache_bytes
+
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    assert default_cache_bytes() is None  # each actor: keep_budget's bound
+    monkeypatch.setenv(CACHE_ENV, "4096")
+    assert default_cache_bytes() == 4 << 30
+    monkeypatch.setenv(CACHE_ENV, "0")
+    assert default_cache_bytes() == 0
+    for bad in ("lots", "-1", "nan", "inf"):
+        monkeypatch.setenv(CACHE_ENV, bad)
+        with pytest.raises(ValueError, match=CACHE_ENV):
+            default_cache_bytes()
 
 
 def test_in_memory_datasets_keep_one_put(ray_cluster, round_inputs):

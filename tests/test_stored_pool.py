@@ -150,6 +150,40 @@ def test_a_range_reads_only_its_row_groups(digits, tmp_path):
     assert clone.row_group_bounds().tolist() == [0, 28, 92, 156, 200, 264, 300]
 
 
+def test_rows_read_by_id_are_remembered_within_the_budget(digits, tmp_path, rng):
+    """The driver's training split keeps rows read by id (the labeled set, read every
+    round): the next round reads only its new rows' row groups; sweeps are not kept."""
+    from autoal_dist.scoring.rows import RowsAt
+
+    x = load_dataset(f"pool:{write(digits, tmp_path)}").train_x
+    assert x.row_cache_bytes > 0
+    x.cache_bytes = 0  # no LRU of row groups: every group not remembered is read again
+    labeled = np.sort(rng.choice(len(x), 40, replace=False))
+    np.testing.assert_array_equal(x[labeled], digits.train_x[labeled])
+    first = x.groups_read
+    assert x.remembered_bytes == 40 * 64
+    np.testing.assert_array_equal(x[labeled[::-1]], digits.train_x[labeled[::-1]])
+    assert x.groups_read == first  # nothing read again
+    new = np.setdiff1d(np.arange(0, len(x), 97), labeled)
+    grown = np.union1d(labeled, new)
+    np.testing.assert_array_equal(x[grown], digits.train_x[grown])
+    new_groups = np.unique(np.searchsorted(x.row_group_bounds(), new, "right") - 1)
+    assert x.groups_read - first == len(new_groups)  # only the new rows' groups
+    # a sweep reads through, remembering nothing; pickling (to an actor) drops the rows
+    before = x.remembered_bytes
+    rows = RowsAt(x, np.arange(len(x)))
+    for lo in range(0, len(x), 128):
+        np.testing.assert_array_equal(rows[lo:lo + 128], digits.train_x[lo:lo + 128])
+    rows.close()
+    assert x.remembered_bytes == before
+    assert pickle.loads(pickle.dumps(x)).remembered_bytes == 0
+    # the budget bounds it
+    y = load_dataset(f"pool:{write(digits, tmp_path, 'small')}").train_x
+    y.row_cache_bytes = 10 * 64
+    np.testing.assert_array_equal(y[labeled], digits.train_x[labeled])
+    assert y.remembered_bytes == 10 * 64
+
+
 def test_written_layout(digits, tmp_path):
     meta = write_pool(digits, str(tmp_path / "p"), rows_per_file=PER_FILE, rows_per_group=GROUP)
     files = sorted(p.relative_to(tmp_path / "p").as_posix()

@@ -116,6 +116,22 @@ def test_deterministic_for_a_seed(name):
 OPTIONAL = [(n, k) for n in NAMES for k in sorted(get(n).needs & OPTIONAL_NEEDS)]
 
 
+SCORING = [n for n in NAMES if get(n).kind == "scoring"]
+
+
+@pytest.mark.parametrize("name", SCORING)
+def test_scores_in_row_blocks_equal_the_whole_pool_bit_for_bit(monkeypatch, name):
+    """A shard is scored in row blocks (bounded temporaries): a score is a function of its
+    own row, so the blocks (256 rows here, 2.3 blocks) change no bit."""
+    from autoal_dist.strategies import base
+
+    out = outputs_for(get(name).needs)
+    whole = np.asarray(get(name).score_fn(out, SEED), dtype=np.float64)
+    monkeypatch.setattr(base, "SCORE_BLOCK_BYTES", 1)
+    assert base.score_rows(out) == 256 < len(out)
+    assert np.array_equal(get(name).score(out, SEED), whole)
+
+
 @pytest.mark.parametrize("name,need", OPTIONAL)
 def test_optional_input_absent_still_meets_the_contract(name, need):
     out = outputs_for(get(name).needs)

@@ -36,6 +36,10 @@ from autoal_dist.data.pool_format import (
 )
 
 CACHE_BYTES = 64 << 20  # decoded row groups kept per StoredArray (per process)
+# Rows read by id kept by the driver's training split: the labeled set, which training
+# reads every round, then costs storage only its new rows' row groups (a labeled set's
+# rows are scattered: 1,000 of them at 300k rows sit in 606 of 880 row groups).
+ROW_CACHE_BYTES = 1 << 30
 READERS = 4  # row groups read in parallel by one indexing call (pyarrow releases the GIL)
 CHECK_THREADS = 8  # files checked in parallel when a pool is opened
 
@@ -46,10 +50,13 @@ class StoredArray:
     `shape`, `dtype`, `ndim`, `len()`, `nbytes` and indexing behave like the numpy array
     of those rows; converting the whole thing implicitly (np.asarray) is refused, so a
     stray full read of a large pool fails loudly: read it with `x[:]` if you mean it.
+    Rows read by index arrays are remembered up to `row_cache_bytes` (0 unless set: the
+    driver's training split sets it) and not read again.
     """
 
     cache_bytes = CACHE_BYTES
     readers = READERS
+    row_cache_bytes = 0
 
     def __init__(self, location: str, split: str, meta: PoolMeta,
                  start: int = 0, stop: int | None = None):
@@ -80,10 +87,12 @@ class StoredArray:
         self._keep_groups = range(0)  # global row groups the `keep` tier may hold
         self._keep_budget = 0
         self._footers: dict[int, Any] = {}
+        self._rows: dict[int, np.ndarray] = {}  # global row -> sample, read by id
+        self._rows_bytes = 0
         self.groups_read = 0  # row groups fetched from storage by this process's copy
 
     _PROCESS_LOCAL = ("_lock", "_cache", "_cached", "_kept", "_kept_bytes", "_keep_groups",
-                      "_keep_budget", "_footers", "groups_read")
+                      "_keep_budget", "_footers", "_rows", "_rows_bytes", "groups_read")
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -111,10 +120,21 @@ class StoredArray:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * self.dtype.itemsize
+        return len(self) * self.row_bytes
 
     def __len__(self) -> int:
         return self.stop - self.start
+
+    @property
+    def row_bytes(self) -> int:
+        """Decoded bytes of one row."""
+        return int(np.prod(self._layout.sample_shape)) * self.dtype.itemsize
+
+    @property
+    def max_group_bytes(self) -> int:
+        """Decoded bytes of the largest row group of the split (what one read holds)."""
+        rows = int(np.diff(self._starts).max()) if len(self._starts) > 1 else 0
+        return rows * self.row_bytes
 
     def __repr__(self) -> str:
         return (f"StoredArray({self.location!r}, {self.split!r}, rows [{self.start}, "
@@ -233,23 +253,64 @@ class StoredArray:
         self._each(range(first, last + 1), fill)
         return out
 
-    def _take(self, rows: np.ndarray) -> np.ndarray:
+    def take_rows(self, rows: np.ndarray, remember: bool = True) -> np.ndarray:
+        """x[rows] for an int array of rows (local, in bounds); `remember=False` reads
+        without adding them to the row cache (a sweep's rows are not read again by id)."""
+        return self._take(np.asarray(rows, np.int64).reshape(-1), remember)
+
+    @property
+    def remembered_bytes(self) -> int:
+        """Decoded bytes of the rows kept by id (the row cache)."""
+        return self._rows_bytes
+
+    def _take(self, rows: np.ndarray, remember: bool = True) -> np.ndarray:
         """Rows (local, in bounds, any order, repeats allowed) -> [len(rows), *sample]."""
         out = np.empty((len(rows), *self.shape[1:]), self.dtype)
         if not len(rows):
             return out
         glob = rows + self.start
-        groups = np.searchsorted(self._starts, glob, "right") - 1
+        todo = np.arange(len(rows))
+        if self._rows:
+            with self._lock:
+                found = [(k, self._rows.get(g)) for k, g in enumerate(glob.tolist())]
+            hit = np.array([r is not None for _, r in found])
+            for k, r in found:
+                if r is not None:
+                    out[k] = r
+            todo = np.flatnonzero(~hit)
+        if len(todo):
+            self._read_rows(out, todo, glob)
+            if remember and self.row_cache_bytes:
+                self._remember(out, todo, glob)
+        return out
+
+    def _read_rows(self, out: np.ndarray, todo: np.ndarray, glob: np.ndarray) -> None:
+        """out[todo] = the global rows glob[todo], read group by group."""
+        groups = np.searchsorted(self._starts, glob[todo], "right") - 1
         order = np.argsort(groups, kind="stable")
         uniq, first = np.unique(groups[order], return_index=True)
         bounds = np.append(first, len(order))
 
         def fill(k: int) -> None:
-            g, pos = int(uniq[k]), order[bounds[k]:bounds[k + 1]]
+            g, pos = int(uniq[k]), todo[order[bounds[k]:bounds[k + 1]]]
             out[pos] = self._group(g)[glob[pos] - self._starts[g]]
 
         self._each(range(len(uniq)), fill)
-        return out
+
+    def _remember(self, out: np.ndarray, todo: np.ndarray, glob: np.ndarray) -> None:
+        """Keep copies of the rows just read, while the row cache has room."""
+        size = self.row_bytes
+        with self._lock:
+            for k in todo.tolist():
+                g = int(glob[k])
+                if g in self._rows:
+                    continue
+                if self._rows_bytes + size > self.row_cache_bytes:
+                    return
+                row = out[k].copy()
+                row.flags.writeable = False
+                self._rows[g] = row
+                self._rows_bytes += size
 
     def _each(self, items: range, fn: Callable[[int], None]) -> None:
         if len(items) <= 1 or self.readers <= 1:
@@ -425,7 +486,9 @@ def open_pool(location: str, *, materialize_test: bool = True, name: str | None 
     test_x = stored[:] if materialize_test else stored
     # Dataset's arrays are typed np.ndarray; a StoredArray stands in for one (it has the
     # shape/dtype/len/indexing the campaign uses), which the cast records for mypy.
-    train_x = cast(np.ndarray, StoredArray(location, "train", meta))
+    train = StoredArray(location, "train", meta)
+    train.row_cache_bytes = ROW_CACHE_BYTES  # the driver's: the labeled set, read each round
+    train_x = cast(np.ndarray, train)
     return Dataset(name or f"pool:{location}", train_x, train_y, cast(np.ndarray, test_x), test_y,
                    meta.num_classes, known_fingerprint=meta.fingerprint,
                    normalizer_stats=meta.normalizer_stats())

@@ -173,8 +173,8 @@ def _write_images(tmp: Path, out: Path, root: Path, round_: int, ids: np.ndarray
                   labels: list[str], data: Dataset) -> list[str]:
     (tmp / "images").mkdir()
     tasks, rows = [], []
-    for i, label in zip(ids.tolist(), labels):
-        img = data.train_x[i]
+    images = data.train_x[ids]  # one read (a stored pool: each row group once)
+    for i, img, label in zip(ids.tolist(), images, labels):
         rel = f"images/{i}.png"
         Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(tmp / rel)
         rows.append([i, rel, label])
@@ -189,6 +189,7 @@ def _write_images(tmp: Path, out: Path, root: Path, round_: int, ids: np.ndarray
 
 def _write_features(tmp: Path, ids: np.ndarray, labels: list[str], data: Dataset) -> list[str]:
     n_features = data.train_x.shape[1]
-    rows = [[i, label, *data.train_x[i].tolist()] for i, label in zip(ids.tolist(), labels)]
+    features = data.train_x[ids]
+    rows = [[i, label, *f.tolist()] for i, f, label in zip(ids.tolist(), features, labels)]
     _write_csv(tmp / "batch.csv", ["id", "label", *(f"f{k}" for k in range(n_features))], rows)
     return ["batch.csv with the features (no images: the dataset holds flat features)"]

@@ -40,29 +40,32 @@ def compute_outputs(
     """Outputs for samples `x` (rows aligned with `ids`).
 
     `first_batch` is the global index of this slice's first batch; slices must
-    start on a multiple of `batch_size` of the full pool order.
+    start on a multiple of `batch_size` of the full pool order. The outputs are
+    allocated once, at their full size, and filled batch by batch: appending each
+    batch's small arrays instead would leave them scattered between the batch's large
+    freed temporaries, and the heap (glibc) would grow with the rows passed.
     """
     model.eval()
+    n, n_classes = len(x), model.num_classes
     want_mc = "mc_probs" in set(needs)
-    probs, embs, mcs = [], [], []
-    for b, lo in enumerate(range(0, len(x), batch_size)):
+    probs = np.empty((n, n_classes), np.float32)
+    embs = np.empty((n, model.embedding_dim), np.float32)
+    mcs = np.empty((mc_samples, n, n_classes), np.float32) if want_mc else None
+    for b, lo in enumerate(range(0, n, batch_size)):
         xb = normalize(x[lo:lo + batch_size]).to(device)
+        hi = lo + len(xb)
         e = model.embed(xb)
-        probs.append(torch.softmax(model.fc(e), dim=1).float().cpu().numpy())
-        embs.append(e.float().cpu().numpy())
-        if want_mc:
+        probs[lo:hi] = torch.softmax(model.fc(e), dim=1).float().cpu().numpy()
+        embs[lo:hi] = e.float().cpu().numpy()
+        if mcs is not None:
             g = torch.Generator(device=e.device).manual_seed(batch_seed(seed, first_batch + b))
-            mcs.append(torch.softmax(model.mc_head(e, mc_samples, g), dim=2).float().cpu().numpy())
+            mc = torch.softmax(model.mc_head(e, mc_samples, g), dim=2)
+            mcs[:, lo:hi] = mc.float().cpu().numpy()
+        del xb, e
         if progress:
-            progress(len(xb))
-    n_classes = model.num_classes
-    return PoolOutputs(
-        ids=np.asarray(ids, dtype=np.int64),
-        probs=np.concatenate(probs) if probs else np.empty((0, n_classes), np.float32),
-        embeddings=np.concatenate(embs) if embs else np.empty((0, model.embedding_dim), np.float32),
-        mc_probs=(np.concatenate(mcs, axis=1) if mcs else
-                  np.empty((mc_samples, 0, n_classes), np.float32)) if want_mc else None,
-    )
+            progress(hi - lo)
+    return PoolOutputs(ids=np.asarray(ids, dtype=np.int64), probs=probs, embeddings=embs,
+                       mc_probs=mcs)
 
 
 @torch.no_grad()

@@ -5,17 +5,19 @@ an object-store ref (read zero-copy). A stored pool (`pool:DIR_OR_URI`) arrives 
 `StoredArray` (a few KB: the location and the row-group table); the actor reads the
 rows of its shard from storage itself, batch by batch as the forward pass goes (one
 batch read ahead on a thread), and keeps the decoded row groups of its shard's row
-range across rounds up to `cache_bytes` (the StoredArray's keep tier): it never holds
-another shard's rows, nor more than its own. Per round the actor gets the weights ref
-and its slice of positions, runs the one forward pass, and keeps the outputs for every
-strategy asked of it. Every call names the round it belongs to; an actor that restarted
-(and so lost its state) answers `NeedsRebuild` and the driver re-prepares and replays it.
+range across rounds (the StoredArray's keep tier): by default as much as keeps its memory
+within its shard's decoded bytes once the round's outputs, the batches in flight and the
+reader are counted, up to 1 GiB (`keep_budget`); or the budget a user set
+(AUTOAL_DIST_SCORER_CACHE_MB). It never holds another shard's rows. Per round the actor
+gets the weights ref and its slice of positions, runs the one forward pass, and keeps the
+outputs for every strategy asked of it. Every call names the round it belongs to; an
+actor that restarted (and so lost its state) answers `NeedsRebuild` and the driver
+re-prepares and replays it.
 """
 from __future__ import annotations
 
 import os
 import resource
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,7 @@ from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models.backbones import ModelSpec
 from autoal_dist.models.inference import compute_outputs
 from autoal_dist.outputs import PoolOutputs
+from autoal_dist.scoring.rows import close_rows, rows_at
 from autoal_dist.strategies import get, top_b_scored
 
 
@@ -49,73 +52,43 @@ class ShardTask:
     seed: int
 
 
-TRIM_EVERY = 16  # batches between two `release_free_memory` calls during a stored pass
-# The StoredArray's LRU cache in an actor: a sweep in order needs the row groups of one batch
-# and the next (read ahead); the rows kept across rounds are the keep tier's (`cache_bytes`).
-ACTOR_LRU_BYTES = 16 << 20
+# The StoredArray's LRU cache in an actor (or two row groups, if larger): a sweep in order
+# needs the row group a batch shares with the next; the rows kept across rounds are the
+# keep tier's. Measured on 64x64x3 rows: 16 MiB and 4 parallel group reads per batch held
+# ~80 MB during a pass, 8 MiB and one reader (beside the read-ahead thread) ~20 MB.
+ACTOR_LRU_BYTES = 8 << 20
+# The keep tier's cap when AUTOAL_DIST_SCORER_CACHE_MB is unset (bytes); `keep_budget` may
+# keep less, to stay within the shard's bound.
+CACHE_BYTES = 1 << 30
+# Memory a stored pool's reader holds beside the rows it keeps and the batches in flight:
+# its LRU cache, the row group being decoded, pyarrow's code and its allocator's free pages.
+# Measured in an actor over 64x64x3 rows: ~110 MB at its peak during a pass.
+READ_RESERVE_BYTES = 128 << 20
+# A shard whose decoded rows fit in this is kept whole, whatever its outputs weigh (a pool
+# of tiny images can have outputs larger than its samples; re-reading it saves nothing).
+KEEP_FLOOR_BYTES = 32 << 20
 
 
-def _libc() -> Any:
-    try:
-        import ctypes
+def keep_budget(cap: int, shard_rows: int, row_bytes: int, output_bytes: int,
+                batch_size: int) -> int:
+    """Decoded bytes of its shard a stored pool's actor keeps across rounds.
 
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to release this way
-        return None
-
-
-_LIBC = _libc()
-
-
-def release_free_memory() -> None:
-    """Give the heap's free pages back to the OS (glibc malloc_trim; a no-op elsewhere).
-
-    A forward pass frees batch-sized buffers while it keeps each batch's small outputs:
-    glibc then holds the freed pages between them, and the process's RSS grows with the
-    rows passed (measured: ~50 KB a 64x64x3 row), as if it held the pool in float32. Trimming
-    every few batches keeps that to a few batches' worth, for ~5% of the pass's time."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
+    At most `cap`, and at most what keeps the actor within its shard's decoded bytes
+    (plus the model) while it also holds the round's outputs (`output_bytes`), the batch
+    being scored and the one read ahead, and the reader's own memory (READ_RESERVE_BYTES);
+    a shard under KEEP_FLOOR_BYTES is kept whole."""
+    shard = shard_rows * row_bytes
+    room = shard - output_bytes - 2 * batch_size * row_bytes - READ_RESERVE_BYTES
+    floor = KEEP_FLOOR_BYTES if shard <= KEEP_FLOOR_BYTES else 0  # its row groups, whole
+    return int(max(0, min(cap, max(room, floor))))
 
 
-class RowsAt:
-    """Rows `positions` of a stored pool, read as they are sliced (`compute_outputs` takes
-    x[lo:lo + batch] in order): each slice is read from storage when asked for, and the
-    next slice of the same length is read ahead on one thread while the model runs. Every
-    `TRIM_EVERY` slices the heap's free pages are released (`release_free_memory`)."""
-
-    def __init__(self, x: Any, positions: np.ndarray, read_ahead: bool = True) -> None:
-        self.x, self.positions = x, positions
-        self._ahead: ThreadPoolExecutor | None = (ThreadPoolExecutor(1) if read_ahead
-                                                  else None)
-        self._next: tuple[int, int, Future] | None = None
-        self._slices = 0
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        lo, hi, step = key.indices(len(self))
-        if step != 1:
-            raise IndexError("RowsAt takes contiguous slices")
-        self._slices += 1
-        if self._slices % TRIM_EVERY == 0:
-            release_free_memory()
-        nxt, self._next = self._next, None
-        rows = (nxt[2].result() if nxt is not None and nxt[:2] == (lo, hi)
-                else self.x[self.positions[lo:hi]])
-        if self._ahead is not None and hi < len(self):
-            n_lo, n_hi = hi, min(len(self), hi + (hi - lo))
-            self._next = (n_lo, n_hi, self._ahead.submit(
-                self.x.__getitem__, self.positions[n_lo:n_hi]))
-        return rows
-
-    def close(self) -> None:
-        if self._next is not None:  # an abandoned read ahead (an error mid-pass)
-            self._next[2].cancel()
-        if self._ahead is not None:
-            self._ahead.shutdown(wait=True)
-        release_free_memory()
+def output_bytes(rows: int, num_classes: int, embedding_dim: int, needs: frozenset[str],
+                 mc_samples: int) -> int:
+    """Bytes `compute_outputs` allocates for `rows` samples (float32)."""
+    per_row = num_classes + embedding_dim + (mc_samples * num_classes
+                                             if "mc_probs" in needs else 0)
+    return 4 * rows * per_row
 
 
 def peak_rss_bytes() -> int:
@@ -144,11 +117,12 @@ def rss_bytes() -> int:
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class ScorerActor:
     def __init__(self, normalize: Normalizer, spec: ModelSpec, device: str, threads: int = 1,
-                 cache_bytes: int = 0) -> None:
+                 cache_bytes: int | None = None) -> None:
         """The pool arrives with the first `prepare` (`attach`), not here: a restarted actor
         re-runs its constructor from the constructor's arguments, and Ray warns (at error
         level, on every run) about an actor whose constructor arguments live in the object
-        store. Up to `cache_bytes` of a stored pool's shard stay decoded across rounds."""
+        store. A stored pool's shard stays decoded across rounds up to `cache_bytes` when
+        given (the user's budget), else up to `keep_budget`'s bound."""
         torch.set_num_threads(threads)  # fixed, so outputs do not depend on the host's cores
         self.stored = False
         self.x: Any = None
@@ -175,18 +149,13 @@ class ScorerActor:
                 "rss_at_start": self.rss_at_start, "rss": rss_bytes(),
                 "peak_rss": peak_rss_bytes()}
 
-    def _rows(self, positions: np.ndarray) -> Any:
-        """The samples at `positions`: a lazy reader over a stored pool, else a copy."""
-        return RowsAt(self.x, positions) if self.stored else self.x[positions]
-
     def _outputs(self, model: Any, positions: np.ndarray, **kw: Any) -> PoolOutputs:
-        rows = self._rows(positions)
+        rows = rows_at(self.x, positions)
         try:
             return compute_outputs(model, rows, positions, self.normalize,
                                    device=self.device, **kw)
         finally:
-            if isinstance(rows, RowsAt):
-                rows.close()
+            close_rows(rows)
 
     def attach(self, pool: Any) -> None:
         """`pool` is [ref to the pool's pixel array] (an in-memory dataset): nested, so the
@@ -197,7 +166,10 @@ class ScorerActor:
         self.stored = not isinstance(pool, list)
         self.x = pool if self.stored else ray.get(pool[0])
         if self.stored:
-            self.x.cache_bytes = min(self.x.cache_bytes, ACTOR_LRU_BYTES)
+            # a sweep in order needs the row group shared by a batch and the next one
+            self.x.cache_bytes = max(ACTOR_LRU_BYTES, 2 * self.x.max_group_bytes)
+            self.x.readers = 1  # the read-ahead thread overlaps reading with the model
+            self.x.row_cache_bytes = 0  # its memory is its shard's: rows by id not kept
 
     def prepare(self, task: ShardTask, weights: dict[str, np.ndarray],
                 pool: Any) -> np.ndarray | None:
@@ -210,7 +182,13 @@ class ScorerActor:
         if self.stored and len(task.positions):
             # this round's shard spans rows [first, last]: keep those row groups for the
             # next rounds (a shard moves little between rounds), drop any others kept
-            self.x.keep(int(task.positions[0]), int(task.positions[-1]) + 1, self.cache_bytes)
+            rows = len(task.positions)
+            outputs = output_bytes(rows + len(task.labeled_positions), model.num_classes,
+                                   model.embedding_dim, task.needs, task.mc_samples)
+            budget = (self.cache_bytes if self.cache_bytes is not None else
+                      keep_budget(CACHE_BYTES, rows, self.x.row_bytes, outputs,
+                                  task.batch_size))
+            self.x.keep(int(task.positions[0]), int(task.positions[-1]) + 1, budget)
         self.outputs = self._outputs(
             model, task.positions, needs=task.needs, batch_size=task.batch_size,
             mc_samples=task.mc_samples, seed=task.seed,

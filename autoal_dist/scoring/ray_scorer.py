@@ -41,22 +41,22 @@ from autoal_dist.strategies import get, merge_top_b, needs_of
 from autoal_dist.strategies.sharded import shard_slices
 
 REBUILD_ATTEMPTS = 5
-# Decoded rows of its shard a stored pool's actor keeps across rounds, at most (bytes);
-# AUTOAL_DIST_SCORER_CACHE_MB in the driver's environment overrides it (0: read every round).
-CACHE_BYTES = 1 << 30
 CACHE_ENV = "AUTOAL_DIST_SCORER_CACHE_MB"
 
 
-def default_cache_bytes() -> int:
+def default_cache_bytes() -> int | None:
+    """The keep budget AUTOAL_DIST_SCORER_CACHE_MB (in the driver's environment) sets, in
+    bytes (0: read every round); None when it is unset: each actor then keeps what fits
+    its shard's bound, up to 1 GiB (`actors.keep_budget`)."""
     value = os.environ.get(CACHE_ENV)
     if value is None or not value.strip():
-        return CACHE_BYTES
+        return None
     try:
         mb = float(value)
     except ValueError:
         raise ValueError(f"{CACHE_ENV}: a number of MiB, got {value!r}") from None
-    if mb < 0:
-        raise ValueError(f"{CACHE_ENV}: must be >= 0, got {value!r}")
+    if not mb >= 0 or mb == float("inf"):
+        raise ValueError(f"{CACHE_ENV}: a finite number of MiB >= 0, got {value!r}")
     return int(mb * (1 << 20))
 
 

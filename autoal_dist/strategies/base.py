@@ -23,6 +23,9 @@ Driver = Callable[[Sequence[Any], int, int], np.ndarray]  # (shards, budget, see
 # Rows per block for set strategies; shard boundaries must fall on multiples of it.
 # Callers that shard (the scorers) pass their own alignment unit instead.
 BLOCK = 4096
+# A scoring strategy's float64 temporaries per call, about (it scores a shard in row blocks
+# of this many bytes of its inputs: entropy over a 300k x 200 shard at once held ~1.5 GB).
+SCORE_BLOCK_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,18 @@ class Strategy:
             raise ValueError(f"strategy {self.name!r} needs {missing} in PoolOutputs")
 
     def score(self, outputs: PoolOutputs, seed: int = 0) -> np.ndarray:
+        """Per-sample scores, computed in row blocks (`score_rows`): a score is a function
+        of its own row (what makes the sharded top-b exact), so blocks change no bit."""
         if self.score_fn is None:
             raise TypeError(f"strategy {self.name!r} selects sets; it has no per-sample score")
         self.check_inputs(outputs)
-        return np.asarray(self.score_fn(outputs, seed), dtype=np.float64)
+        n, step = len(outputs), score_rows(outputs)
+        if n <= step:
+            return np.asarray(self.score_fn(outputs, seed), dtype=np.float64)
+        scores = np.empty(n, np.float64)
+        for lo in range(0, n, step):
+            scores[lo:lo + step] = self.score_fn(outputs.take(slice(lo, lo + step)), seed)
+        return scores
 
     def select(self, outputs: PoolOutputs, budget: int, seed: int = 0,
                block: int = BLOCK, device: str = "cpu") -> np.ndarray:
@@ -96,6 +107,14 @@ def register_set(name: str, needs: set[str], make_shard: ShardFactory, drive: Dr
                  doc: str) -> None:
     """A set-selecting strategy: per-shard state + a driver over shards."""
     _add(Strategy(name, "set", frozenset(needs), doc, make_shard=make_shard, drive=drive))
+
+
+def score_rows(outputs: PoolOutputs) -> int:
+    """Rows a scoring strategy scores at once: SCORE_BLOCK_BYTES of float64 probabilities
+    (all MC samples' when present), a multiple of 256 rows."""
+    per_row = outputs.probs.shape[1] * (1 if outputs.mc_probs is None else
+                                        1 + len(outputs.mc_probs)) * 8
+    return max(256, SCORE_BLOCK_BYTES // max(1, per_row) // 256 * 256)
 
 
 def top_b_scored(ids: np.ndarray, scores: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
