@@ -68,7 +68,9 @@ class OnRay:
         (Train runs in the driver), else they exist only during scoring and the Train
         workers (a CPU, or a GPU with --gpu, each) only during fitting: never both."""
         from autoal_dist.ray_cluster import announce, require
+        from autoal_dist.scoring.ray_scorer import default_cache_bytes
 
+        default_cache_bytes()  # a bad AUTOAL_DIST_SCORER_CACHE_MB: one line, before Ray starts
         line = announce()
         if cfg.shards:
             require(cfg.shards, 0, f"--shards {cfg.shards} (one scorer actor per CPU)",

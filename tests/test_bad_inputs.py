@@ -207,6 +207,16 @@ def test_bad_run_input(tmp_path, capsys, make_args, names):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("value", ["lots", "-5", "inf"])
+def test_bad_scorer_cache_budget(tmp_path, capsys, monkeypatch, value):
+    """AUTOAL_DIST_SCORER_CACHE_MB is read before Ray starts and anything is written."""
+    monkeypatch.setenv("AUTOAL_DIST_SCORER_CACHE_MB", value)
+    out = tmp_path / "run"
+    fails_cleanly(capsys, ["run", "--ray", "--quiet", "--out", str(out)],
+                  "AUTOAL_DIST_SCORER_CACHE_MB")
+    assert not out.exists()
+
+
 # ---- import / export / resume against an existing run: not one byte changes ---------------
 
 @pytest.fixture(scope="module")

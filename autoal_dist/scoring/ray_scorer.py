@@ -30,6 +30,7 @@ import numpy as np
 import ray
 from ray.exceptions import RayTaskError
 
+from autoal_dist.config import ConfigError
 from autoal_dist.data.base import DataError
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models.backbones import Classifier, ModelSpec
@@ -54,9 +55,10 @@ def default_cache_bytes() -> int | None:
     try:
         mb = float(value)
     except ValueError:
-        raise ValueError(f"{CACHE_ENV}: a number of MiB, got {value!r}") from None
-    if not mb >= 0 or mb == float("inf"):
-        raise ValueError(f"{CACHE_ENV}: a finite number of MiB >= 0, got {value!r}")
+        mb = float("nan")
+    if not 0 <= mb < float("inf"):
+        raise ConfigError(CACHE_ENV, f"{value!r} is not a number of MiB >= 0 (the keep budget "
+                          "of each scorer actor; unset: what fits its shard, up to 1 GiB)")
     return int(mb * (1 << 20))
 
 

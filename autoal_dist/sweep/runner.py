@@ -377,7 +377,10 @@ def _start_ray(sweep: Sweep) -> None:
     """Start or join Ray (saying which) and check that one trial fits the cluster, before
     the sweep directory is written."""
     from autoal_dist.ray_cluster import announce, require
+    from autoal_dist.scoring.ray_scorer import default_cache_bytes
 
+    if sweep.mode == "ray":
+        default_cache_bytes()  # a bad AUTOAL_DIST_SCORER_CACHE_MB: one line, nothing written
     # With include_dashboard=None Ray starts the dashboard where ray[default] is installed.
     # It is needed: when ASHA kills a trial that runs a Train job, Train V2's placement
     # group cleaner asks the dashboard's state API about the job before freeing its workers.
