@@ -384,6 +384,56 @@ def test_tinyimagenet_progress_bar(tmp_path, monkeypatch, capsys):
     assert "decoding tinyimagenet" in capsys.readouterr().err
 
 
+def test_tinyimagenet_pool_write_decodes_a_row_group_at_a_time(tmp_path, capsys, monkeypatch):
+    """`pool write` reads the folder lazily (ImageFiles): each image is decoded once, when
+    its row group is written; the fingerprint and normaliser statistics come from the pool
+    written and equal the in-memory dataset's, bit for bit."""
+    from autoal_dist.cli import main
+    from autoal_dist.data.pool_read import open_pool, read_meta
+    from autoal_dist.data.transforms import Normalizer
+
+    write_tinyimagenet(tmp_path)
+    eager = load_dataset("tinyimagenet", str(tmp_path))
+    lazy = load_dataset("tinyimagenet", str(tmp_path), lazy=True)
+    assert isinstance(lazy.train_x, data_files.ImageFiles) and lazy.train_x.shape == (6, 64, 64, 3)
+    np.testing.assert_array_equal(lazy.train_x[2:5], eager.train_x[2:5])
+    np.testing.assert_array_equal(lazy.test_x[[2, 0]], eager.test_x[[2, 0]])
+
+    decoded = []
+    real = data_files.ImageFiles._decode
+    monkeypatch.setattr(data_files.ImageFiles, "_decode",
+                        lambda self, i: decoded.append(i) or real(self, i))
+    out = tmp_path / "pool"
+    assert main(["pool", "write", "--dataset", "tinyimagenet", "--data-root", str(tmp_path),
+                 "--to", str(out), "--rows-per-group", "2", "--rows-per-file", "4"]) == 0
+    # the first image of each split when the folder is opened, then each image once
+    assert len(decoded) == 2 + 6 + 3
+    err = capsys.readouterr().err
+    assert "pool write: train 4/6 rows" in err and "pool write: test 3/3 rows" in err
+    meta = read_meta(str(out))
+    assert meta.fingerprint == eager.fingerprint()
+    stats = meta.normalizer_stats()
+    norm = Normalizer.fit(eager.train_x)
+    assert np.array_equal(stats[0], norm.mean) and np.array_equal(stats[1], norm.std)
+    stored = open_pool(str(out))
+    np.testing.assert_array_equal(stored.train_x[:], eager.train_x)
+    np.testing.assert_array_equal(stored.test_x, eager.test_x)
+
+
+def test_tinyimagenet_pool_write_of_a_corrupt_image(tmp_path, capsys):
+    from autoal_dist.cli import main
+
+    root = write_tinyimagenet(tmp_path)
+    bad = root / "train" / "n02" / "images" / "n02_1.JPEG"
+    bad.write_bytes(b"not a jpeg")
+    out = tmp_path / "pool"
+    assert main(["pool", "write", "--dataset", "tinyimagenet", "--data-root", str(tmp_path),
+                 "--to", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err, err
+    assert not (out / "pool.json").exists()  # no pool that looks whole
+
+
 def test_tinyimagenet_errors(tmp_path):
     expect_error("tinyimagenet", None, "needs --data-root DIR", "wnids.txt")
     expect_error("tinyimagenet", tmp_path, f"no wnids.txt in {tmp_path} or "

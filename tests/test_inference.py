@@ -62,6 +62,22 @@ def test_models_for_each_input_kind():
         assert e.shape == (2, m.embedding_dim) and m.head(e).shape == (2, 7)
 
 
+def test_normalizer_image_chunks_change_no_bit(monkeypatch):
+    """Image statistics are sums of integers (exact in float64): any chunking gives the same
+    bits, so bounding a chunk's bytes changed no journal; fingerprints hash the same bytes."""
+    from autoal_dist.data import base, transforms
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, size=(1000, 12, 12, 3), dtype=np.uint8)
+    y = rng.integers(0, 5, 1000)
+    whole, fp = Normalizer.fit(x), base.content_fingerprint(x, y)
+    monkeypatch.setattr(transforms, "FIT_CHUNK_BYTES", 7 * 12 * 12 * 3 * 8)  # 7-row chunks
+    monkeypatch.setattr(base, "FINGERPRINT_CHUNK", 1000)
+    chunked = Normalizer.fit(x)
+    assert np.array_equal(whole.mean, chunked.mean) and np.array_equal(whole.std, chunked.std)
+    assert base.content_fingerprint(x, y) == fp
+
+
 def test_normalizer_and_augment():
     x = np.random.default_rng(0).integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8)
     norm = Normalizer.fit(x)

@@ -57,7 +57,7 @@ class Dataset:
         return tuple(self.train_x.shape[1:])
 
 
-FINGERPRINT_CHUNK = 16384  # rows hashed per step: any value gives the same hash
+FINGERPRINT_CHUNK = 32 << 20  # bytes hashed per step: any value gives the same hash
 
 
 def content_fingerprint(*arrays) -> str:
@@ -67,8 +67,10 @@ def content_fingerprint(*arrays) -> str:
     h = hashlib.blake2b(digest_size=16)
     for arr in arrays:
         h.update(str(tuple(int(d) for d in arr.shape)).encode())
-        for lo in range(0, len(arr), FINGERPRINT_CHUNK):
-            h.update(np.asarray(arr[lo:lo + FINGERPRINT_CHUNK]).tobytes())
+        row = int(np.prod(arr.shape[1:])) * np.dtype(arr.dtype).itemsize
+        step = max(1, FINGERPRINT_CHUNK // max(1, row))
+        for lo in range(0, len(arr), step):
+            h.update(np.ascontiguousarray(arr[lo:lo + step]).data)
     return h.hexdigest()
 
 
@@ -131,15 +133,32 @@ def register(name: str, usage: str):
     return deco
 
 
-def load_dataset(spec: str, data_root: str | None = None, seed: int = 0) -> Dataset:
-    """Load `spec` (e.g. `digits`, `synthetic:n=500`, `npz:/data/pathmnist.npz`)."""
+# Loaders that can return their samples undecoded (an array-like decoding what is indexed),
+# for `pool write`, which then converts a folder of images without holding it decoded.
+LAZY_DATASETS: dict[str, Loader] = {}
+
+
+def register_lazy(name: str):
+    """Decorator: the lazy loader of dataset `name` (same arguments and data as its loader)."""
+
+    def deco(fn: Loader) -> Loader:
+        LAZY_DATASETS[name] = fn
+        return fn
+
+    return deco
+
+
+def load_dataset(spec: str, data_root: str | None = None, seed: int = 0, *,
+                 lazy: bool = False) -> Dataset:
+    """Load `spec` (e.g. `digits`, `synthetic:n=500`, `npz:/data/pathmnist.npz`); `lazy`:
+    leave the samples undecoded where the dataset's loader can (`LAZY_DATASETS`)."""
     name, _, arg = spec.partition(":")
     if name not in DATASETS:
         raise DataError(
             f"unknown dataset {spec!r}; allowed: "
             + ", ".join(usage for _, usage in sorted(DATASETS.values(), key=lambda t: t[1]))
         )
-    loader, _ = DATASETS[name]
+    loader = (LAZY_DATASETS.get(name) if lazy else None) or DATASETS[name][0]
     return validate(loader(arg, data_root, seed))
 
 

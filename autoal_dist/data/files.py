@@ -104,55 +104,86 @@ def as_labels(y: np.ndarray, n: int | None, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+class ImageFiles:
+    """Image files (paths) or encoded images (bytes) as a uint8 NHWC array-like, decoded
+    when indexed: what `pool write` converts a row group at a time, so a folder of images
+    is never decoded whole first. All images are converted to PIL `mode` ('L' or 'RGB')
+    and must share the first one's size. PIL releases the GIL while decoding pixels (not
+    while parsing headers), so one thread per core helps on many-core nodes; on 2 cores
+    small 64x64 JPEGs decode at about the serial rate."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, name: str, sources: Sequence[str | bytes], mode: str, where: str):
+        if not sources:
+            raise DataError(f"dataset {name!r}: {where} holds no images")
+        self.name, self.sources, self.mode, self.where = name, sources, mode, where
+        self.shape = (len(sources), *self._decode(0).shape)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape))
+
+    def _label(self, i: int) -> str:
+        src = self.sources[i]
+        return src if isinstance(src, str) else f"{self.where} row {i}"
+
+    def _decode(self, i: int) -> np.ndarray:
+        src = self.sources[i]
+        with reading(self.name, self._label(i)):
+            with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
+                arr = np.asarray(im if im.mode == self.mode else im.convert(self.mode))
+        return arr[..., None] if arr.ndim == 2 else arr
+
+    def _decode_rows(self, rows: Sequence[int], progress: bool = False) -> np.ndarray:
+        """The images `rows`, decoded on one thread per core in chunks of DECODE_CHUNK."""
+        out = np.empty((len(rows), *self.shape[1:]), np.uint8)
+
+        def fill(lo: int) -> int:
+            hi = min(len(rows), lo + DECODE_CHUNK)
+            for k in range(lo, hi):
+                img = self._decode(rows[k])
+                if img.shape != self.shape[1:]:
+                    raise DataError(f"dataset {self.name!r}: {self._label(rows[k])} has shape "
+                                    f"{img.shape}, expected {self.shape[1:]} like "
+                                    f"{self._label(0)}")
+                out[k] = img
+            return hi - lo
+
+        from tqdm import tqdm
+
+        with tqdm(total=len(rows), desc=f"decoding {self.name}", unit="img", file=sys.stderr,
+                  disable=not progress or len(rows) <= PROGRESS_MIN_IMAGES) as bar:
+            pool = ThreadPoolExecutor(os.cpu_count())  # more threads only contend for the GIL
+            try:
+                for done in pool.map(fill, range(0, len(rows), DECODE_CHUNK)):
+                    bar.update(done)
+            finally:  # on an error, drop the queued chunks instead of decoding them all
+                pool.shutdown(cancel_futures=True)
+        return out
+
+    def __getitem__(self, key: slice | Sequence[int] | np.ndarray) -> np.ndarray:
+        if isinstance(key, slice):
+            return self._decode_rows(range(*key.indices(len(self))))
+        idx = np.asarray(key)
+        if idx.dtype.kind not in "iu" or idx.ndim != 1:
+            raise IndexError("ImageFiles takes a slice or a 1-D array of ints")
+        return self._decode_rows([int(i) % len(self) for i in idx])
+
+    def read(self) -> np.ndarray:
+        """Every image, decoded (with a progress bar on stderr for many)."""
+        return self._decode_rows(range(len(self)), progress=True)
+
+
 def decode_images(
     name: str, sources: Sequence[str | bytes], mode: str, where: str
 ) -> np.ndarray:
-    """Decode image files (paths) or encoded bytes into one uint8 NHWC array.
-
-    All images are converted to PIL `mode` ('L' or 'RGB') and must share one size. PIL
-    releases the GIL while decoding pixels (not while parsing headers), so one thread per core
-    helps on many-core nodes; on 2 cores small 64x64 JPEGs decode at about the serial rate.
-    """
-    if not sources:
-        raise DataError(f"dataset {name!r}: {where} holds no images")
-
-    def label(i: int) -> str:
-        src = sources[i]
-        return src if isinstance(src, str) else f"{where} row {i}"
-
-    def decode(i: int) -> np.ndarray:
-        src = sources[i]
-        with reading(name, label(i)):
-            with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
-                arr = np.asarray(im if im.mode == mode else im.convert(mode))
-        return arr[..., None] if arr.ndim == 2 else arr
-
-    first = decode(0)
-    out = np.empty((len(sources), *first.shape), dtype=np.uint8)
-
-    def fill(lo: int) -> int:
-        hi = min(len(sources), lo + DECODE_CHUNK)
-        for i in range(lo, hi):
-            img = decode(i)
-            if img.shape != first.shape:
-                raise DataError(
-                    f"dataset {name!r}: {label(i)} has shape {img.shape}, "
-                    f"expected {first.shape} like {label(0)}"
-                )
-            out[i] = img
-        return hi - lo
-
-    from tqdm import tqdm
-
-    with tqdm(total=len(sources), desc=f"decoding {name}", unit="img", file=sys.stderr,
-              disable=len(sources) <= PROGRESS_MIN_IMAGES) as bar:
-        pool = ThreadPoolExecutor(os.cpu_count())  # more threads only contend for the GIL
-        try:
-            for done in pool.map(fill, range(0, len(sources), DECODE_CHUNK)):
-                bar.update(done)
-        finally:  # on an error, drop the queued chunks instead of decoding them all
-            pool.shutdown(cancel_futures=True)
-    return out
+    """Decode image files (paths) or encoded bytes into one uint8 NHWC array (`ImageFiles`)."""
+    return ImageFiles(name, sources, mode, where).read()
 
 
 # ---------------------------------------------------------------- npz

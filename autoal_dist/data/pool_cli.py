@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from autoal_dist.data.base import DataError
@@ -71,9 +72,11 @@ def cmd_pool(args: argparse.Namespace) -> int:
 
     if args.pool_command == "write":
         spec = dataset_spec(args)
-        data = load_dataset(spec, args.data_root)
+        # lazy: a folder of image files is decoded a row group at a time as it is written
+        data = load_dataset(spec, args.data_root, lazy=True)
         meta = write_pool(data, args.to, args.rows_per_file, args.encoding,
-                          rows_per_group=args.rows_per_group)
+                          rows_per_group=args.rows_per_group,
+                          progress=lambda line: print(line, file=sys.stderr, flush=True))
         print(describe(meta, normalize_location(args.to)))
         print(f"use it with: --dataset pool:{args.to}")
     elif args.pool_command == "info":

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -44,14 +45,18 @@ def default_rows_per_group(sample_bytes: int) -> int:
 
 
 def write_pool(data: Dataset, to: str, rows_per_file: int | None = None, encoding: str = "raw",
-               *, rows_per_group: int | None = None, threads: int | None = None) -> PoolMeta:
+               *, rows_per_group: int | None = None, threads: int | None = None,
+               progress: Callable[[str], None] | None = None) -> PoolMeta:
     """Write `data` as a stored pool at `to` (a local directory or a URI); returns its metadata.
 
     `rows_per_group` rows make a row group, the unit a reader fetches (default: ~4 MiB of
     raw samples); `rows_per_file` rows a file (default: 64 row groups). `encoding` is `raw`
     (uint8 bytes) or `png` (lossless, smaller for natural images, decoded on read); feature
-    datasets are always raw float32. `data` may itself be a stored pool (a copy, e.g. to
-    re-encode): it is read a row group at a time. `to` must be empty or absent.
+    datasets are always raw float32. `data` may be lazy: a stored pool (a copy, e.g. to
+    re-encode) or undecoded image files (`load_dataset(..., lazy=True)`); it is read a row
+    group at a time, and the fingerprint and normaliser statistics of files are then taken
+    from the pool just written (reading raw rows back is cheaper than decoding images
+    twice more). `progress` gets a line after each part file. `to` must be empty or absent.
     """
     if encoding not in ENCODINGS:
         raise DataError(f"pool encoding {encoding!r} unknown; allowed: {', '.join(ENCODINGS)}")
@@ -76,17 +81,18 @@ def write_pool(data: Dataset, to: str, rows_per_file: int | None = None, encodin
         raise DataError(f"pool target {location} is not empty; write a pool into a new "
                         "directory (or delete that one first)")
 
-    from autoal_dist.data.transforms import Normalizer
-
-    norm = Normalizer.for_dataset(data)
-    fs, root = filesystem(location)
+    # Statistics of the source, unless reading it again means decoding it again (image
+    # files): then of the pool once written, which holds the same samples bit for bit.
+    later = data.known_fingerprint is None and data.is_stored
     meta = PoolMeta(
         name=data.name, num_classes=int(data.num_classes), sample_shape=shape,
         dtype="uint8" if data.is_image else "float32",
-        encoding=encoding if data.is_image else "raw", fingerprint=data.fingerprint(),
-        normalizer_mean=tuple(float(v) for v in norm.mean),
-        normalizer_std=tuple(float(v) for v in norm.std),
+        encoding=encoding if data.is_image else "raw", fingerprint="",
+        normalizer_mean=(), normalizer_std=(),
     )
+    if not later:
+        meta = _with_statistics(meta, data)
+    fs, root = filesystem(location)
     schema = file_schema(meta)
     splits = {}
     for split in ("train", "test"):
@@ -98,11 +104,33 @@ def write_pool(data: Dataset, to: str, rows_per_file: int | None = None, encodin
             groups = _write_part(fs, f"{root}/{rel}", full_name(location, rel), schema, meta,
                                  x, y, lo, hi, group, threads)
             files.append(PartFile(rel, hi - lo, tuple(groups)))
+            if progress is not None:
+                progress(f"pool write: {split} {hi:,}/{len(x):,} rows ({full_name(location, rel)})")
         splits[split] = tuple(files)
     meta = dataclasses.replace(meta, splits=splits)
+    if later:
+        from autoal_dist.data.pool_read import StoredArray
+
+        if progress is not None:
+            progress("pool write: fingerprint and normaliser statistics, from the pool written")
+        def part(split: str) -> np.ndarray:  # an array-like standing in for the array
+            return cast(np.ndarray, StoredArray(location, split, meta))
+
+        meta = _with_statistics(meta, dataclasses.replace(
+            data, train_x=part("train"), test_x=part("test")))
     meta.check(f"pool {location}")
     _commit_meta(fs, root, location, meta)
     return meta
+
+
+def _with_statistics(meta: PoolMeta, data: Dataset) -> PoolMeta:
+    """`meta` with `data`'s fingerprint and Normalizer statistics (read in row chunks)."""
+    from autoal_dist.data.transforms import Normalizer
+
+    norm = Normalizer.for_dataset(data)
+    return dataclasses.replace(meta, fingerprint=data.fingerprint(),
+                               normalizer_mean=tuple(float(v) for v in norm.mean),
+                               normalizer_std=tuple(float(v) for v in norm.std))
 
 
 def _write_part(fs: Any, path: str, name: str, schema: pa.Schema, meta: PoolMeta,

@@ -5,11 +5,12 @@ The official test split has no labels, so val serves as the test split.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
-from autoal_dist.data.base import DataError, Dataset, register
-from autoal_dist.data.files import decode_images, need_root, no_arg, reading, require
+from autoal_dist.data.base import DataError, Dataset, register, register_lazy
+from autoal_dist.data.files import ImageFiles, need_root, no_arg, reading, require
 
 NAME = "tinyimagenet"
 FOLDER = "tiny-imagenet-200"
@@ -22,16 +23,28 @@ LAYOUT = (
 @register(NAME, NAME)
 def load_tinyimagenet(arg: str, data_root: str | None, seed: int) -> Dataset:
     """Class i is the i-th wnid of wnids.txt in sorted order, for train and val alike."""
+    data = tinyimagenet_files(arg, data_root, seed)
+    data.train_x = cast(ImageFiles, data.train_x).read()
+    data.test_x = cast(ImageFiles, data.test_x).read()
+    return data
+
+
+@register_lazy(NAME)
+def tinyimagenet_files(arg: str, data_root: str | None, seed: int) -> Dataset:
+    """The same dataset with its images undecoded (`ImageFiles`: `pool write` decodes them
+    a row group at a time)."""
     no_arg(NAME, arg)
     root = _find_root(need_root(NAME, data_root, LAYOUT))
     wnids = sorted(set(_text(root / "wnids.txt").split()))
     train_paths, train_y = _train(require(NAME, root / "train", LAYOUT, is_dir=True), wnids)
     val_paths, val_y = _val(root / "val", {w: i for i, w in enumerate(wnids)})
+    # Dataset's arrays are typed np.ndarray; ImageFiles stands in for one (shape, dtype,
+    # len, indexing), which the casts record for mypy.
     return Dataset(
         NAME,
-        decode_images(NAME, train_paths, "RGB", f"{root}/train"),
+        cast(np.ndarray, ImageFiles(NAME, train_paths, "RGB", f"{root}/train")),
         train_y,
-        decode_images(NAME, val_paths, "RGB", f"{root}/val"),
+        cast(np.ndarray, ImageFiles(NAME, val_paths, "RGB", f"{root}/val")),
         val_y,
         len(wnids),
     )
