@@ -177,11 +177,14 @@ def test_rows_read_by_id_are_remembered_within_the_budget(digits, tmp_path, rng)
     rows.close()
     assert x.remembered_bytes == before
     assert pickle.loads(pickle.dumps(x)).remembered_bytes == 0
-    # the budget bounds it
+    # the budget bounds it: the least recently read rows go first
     y = load_dataset(f"pool:{write(digits, tmp_path, 'small')}").train_x
     y.row_cache_bytes = 10 * 64
     np.testing.assert_array_equal(y[labeled], digits.train_x[labeled])
-    assert y.remembered_bytes == 10 * 64
+    assert y.remembered_bytes == 10 * 64 and list(y._rows) == labeled[-10:].tolist()
+    y[labeled[-3:]]  # read again: now the most recent
+    np.testing.assert_array_equal(y[[5, 6]], digits.train_x[[5, 6]])
+    assert list(y._rows)[-5:] == [*labeled[-3:].tolist(), 5, 6]
 
 
 def test_written_layout(digits, tmp_path):

@@ -87,7 +87,7 @@ class StoredArray:
         self._keep_groups = range(0)  # global row groups the `keep` tier may hold
         self._keep_budget = 0
         self._footers: dict[int, Any] = {}
-        self._rows: dict[int, np.ndarray] = {}  # global row -> sample, read by id
+        self._rows: OrderedDict[int, np.ndarray] = OrderedDict()  # global row -> sample
         self._rows_bytes = 0
         self.groups_read = 0  # row groups fetched from storage by this process's copy
 
@@ -272,12 +272,15 @@ class StoredArray:
         todo = np.arange(len(rows))
         if self._rows:
             with self._lock:
-                found = [(k, self._rows.get(g)) for k, g in enumerate(glob.tolist())]
-            hit = np.array([r is not None for _, r in found])
-            for k, r in found:
+                found = [self._rows.get(g) for g in glob.tolist()]
+                if remember:  # read again by id: these stay longest (the labeled set)
+                    for g, r in zip(glob.tolist(), found):
+                        if r is not None:
+                            self._rows.move_to_end(g)
+            for k, r in enumerate(found):
                 if r is not None:
                     out[k] = r
-            todo = np.flatnonzero(~hit)
+            todo = np.flatnonzero([r is None for r in found])
         if len(todo):
             self._read_rows(out, todo, glob)
             if remember and self.row_cache_bytes:
@@ -298,15 +301,20 @@ class StoredArray:
         self._each(range(len(uniq)), fill)
 
     def _remember(self, out: np.ndarray, todo: np.ndarray, glob: np.ndarray) -> None:
-        """Keep copies of the rows just read, while the row cache has room."""
+        """Keep copies of the rows just read, dropping the least recently read beyond the
+        budget (rows read once, e.g. a round's candidates, age out; the labeled set,
+        read every round, stays)."""
         size = self.row_bytes
+        if size > self.row_cache_bytes:
+            return
         with self._lock:
             for k in todo.tolist():
                 g = int(glob[k])
                 if g in self._rows:
                     continue
-                if self._rows_bytes + size > self.row_cache_bytes:
-                    return
+                while self._rows_bytes + size > self.row_cache_bytes:
+                    self._rows.popitem(last=False)
+                    self._rows_bytes -= size
                 row = out[k].copy()
                 row.flags.writeable = False
                 self._rows[g] = row
