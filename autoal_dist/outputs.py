@@ -5,6 +5,7 @@ tested alone and called on any shard.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,15 +56,15 @@ class PoolOutputs:
         return int(self.probs.shape[1])
 
     def take(self, rows: np.ndarray | slice) -> PoolOutputs:
-        """Subset by row positions (not ids) or a slice of them; labeled_embeddings carried
-        along."""
-        return PoolOutputs(
-            ids=self.ids[rows],
-            probs=self.probs[rows],
-            embeddings=self.embeddings[rows],
-            mc_probs=None if self.mc_probs is None else self.mc_probs[:, rows],
-            labeled_embeddings=self.labeled_embeddings,
-        )
+        """Subset by row positions (not ids) or a slice of them (views); labeled_embeddings
+        carried along. A field left out (None: a strategy that does not read it) stays out."""
+        part = copy.copy(self)  # rows of valid outputs are valid: no __post_init__ again
+        part.ids = self.ids[rows]
+        for name in ("probs", "embeddings"):
+            value = getattr(self, name)
+            setattr(part, name, None if value is None else value[rows])
+        part.mc_probs = None if self.mc_probs is None else self.mc_probs[:, rows]
+        return part
 
     @staticmethod
     def concat(parts: list[PoolOutputs]) -> PoolOutputs:

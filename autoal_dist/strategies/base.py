@@ -110,10 +110,13 @@ def register_set(name: str, needs: set[str], make_shard: ShardFactory, drive: Dr
 
 
 def score_rows(outputs: PoolOutputs) -> int:
-    """Rows a scoring strategy scores at once: SCORE_BLOCK_BYTES of float64 probabilities
-    (all MC samples' when present), a multiple of 256 rows."""
-    per_row = outputs.probs.shape[1] * (1 if outputs.mc_probs is None else
-                                        1 + len(outputs.mc_probs)) * 8
+    """Rows a scoring strategy scores at once: SCORE_BLOCK_BYTES of its inputs as float64
+    (probabilities, embeddings, every MC sample's probabilities: those present), a multiple
+    of 256 rows."""
+    per_row = sum(int(np.prod(a.shape[1:] if a is not outputs.mc_probs else
+                              (a.shape[0], *a.shape[2:])))
+                  for a in (outputs.probs, outputs.embeddings, outputs.mc_probs)
+                  if a is not None) * 8
     return max(256, SCORE_BLOCK_BYTES // max(1, per_row) // 256 * 256)
 
 
