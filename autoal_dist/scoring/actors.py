@@ -29,7 +29,7 @@ from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models.backbones import ModelSpec
 from autoal_dist.models.inference import compute_outputs
 from autoal_dist.outputs import PoolOutputs
-from autoal_dist.scoring.rows import close_rows, rows_at
+from autoal_dist.scoring.rows import rows_at
 from autoal_dist.strategies import get, top_b_scored
 
 
@@ -150,12 +150,9 @@ class ScorerActor:
                 "peak_rss": peak_rss_bytes()}
 
     def _outputs(self, model: Any, positions: np.ndarray, **kw: Any) -> PoolOutputs:
-        rows = rows_at(self.x, positions)
-        try:
+        with rows_at(self.x, positions) as rows:
             return compute_outputs(model, rows, positions, self.normalize,
                                    device=self.device, **kw)
-        finally:
-            close_rows(rows)
 
     def attach(self, pool: Any) -> None:
         """`pool` is [ref to the pool's pixel array] (an in-memory dataset): nested, so the

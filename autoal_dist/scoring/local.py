@@ -11,7 +11,7 @@ from autoal_dist.models.backbones import Classifier
 from autoal_dist.models.inference import compute_outputs
 from autoal_dist.outputs import PoolOutputs
 from autoal_dist.scoring.base import selection_from_outputs
-from autoal_dist.scoring.rows import close_rows, rows_at
+from autoal_dist.scoring.rows import rows_at
 from autoal_dist.strategies import needs_of
 
 
@@ -29,16 +29,13 @@ class LocalScorer:
         from tqdm import tqdm
 
         needs = needs_of(names)
-        rows = rows_at(self.x, positions)  # a stored pool is read batch by batch
-        try:
-            with tqdm(total=len(positions), desc="score", unit="img", leave=False,
-                      disable=not self.show_progress) as bar:
-                out = compute_outputs(model, rows, positions, self.normalize,
-                                      needs=needs | {"probs", "embeddings"},
-                                      batch_size=self.batch_size, mc_samples=self.mc_samples,
-                                      seed=seed, device=self.device, progress=bar.update)
-        finally:
-            close_rows(rows)
+        with rows_at(self.x, positions) as rows, tqdm(  # a stored pool: batch by batch
+                total=len(positions), desc="score", unit="img", leave=False,
+                disable=not self.show_progress) as bar:
+            out = compute_outputs(model, rows, positions, self.normalize,
+                                  needs=needs | {"probs", "embeddings"},
+                                  batch_size=self.batch_size, mc_samples=self.mc_samples,
+                                  seed=seed, device=self.device, progress=bar.update)
         if "labeled_embeddings" in needs and labeled_positions is not None:
             lab = compute_outputs(model, self.x[labeled_positions], labeled_positions,
                                   self.normalize, batch_size=self.batch_size, device=self.device)

@@ -1,6 +1,6 @@
 """Reading the rows a forward pass needs, in order, from a pool that may be on storage.
 
-`rows_at(x, positions)` is what `compute_outputs` should iterate over: the rows
+`with rows_at(x, positions) as rows:` gives what `compute_outputs` should iterate over: the rows
 themselves for an in-memory pool (a copy, as numpy indexing makes), or a `RowsAt` over a
 stored pool (`StoredArray`), which reads each batch when it is sliced and the next one
 ahead on a thread, so a pass holds a few batches of the pool, never all of it. Used by
@@ -8,8 +8,9 @@ the scorer actors and by the in-process scorer alike.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -84,13 +85,15 @@ class RowsAt:
         release_free_memory()
 
 
-def rows_at(x: Any, positions: np.ndarray) -> Any:
+@contextmanager
+def rows_at(x: Any, positions: np.ndarray) -> Iterator[Any]:
     """The rows of `x` at `positions` for a forward pass: a copy of an in-memory array's,
-    a lazy `RowsAt` over a stored pool's (call `close_rows` when done)."""
-    return x[positions] if isinstance(x, np.ndarray) else RowsAt(x, positions)
-
-
-def close_rows(rows: Any) -> None:
-    """Stop `rows_at`'s read-ahead thread (and release the pass's freed memory)."""
-    if isinstance(rows, RowsAt):
+    a lazy `RowsAt` over a stored pool's, whose read-ahead thread stops on leaving."""
+    if isinstance(x, np.ndarray):
+        yield x[positions]
+        return
+    rows = RowsAt(x, positions)
+    try:
+        yield rows
+    finally:
         rows.close()
