@@ -126,6 +126,7 @@ def test_ray_set_strategy_is_one_call_per_shard_per_step(ray_cluster, name):
     finally:
         scorer.close()
     np.testing.assert_array_equal(ids, get(name).select(out, 25, 3, block=16))
-    for p in proxies:
-        steps = [args[2] for method, args in p.log if method == "shard_call"][:25]
-        assert p.log[0][0] == "shard_init" and steps == ["step"] * 25
+    for p in proxies:  # setup calls (probcover's reference sample) may come first
+        calls = [args[2] for method, args in p.log if method == "shard_call"]
+        first = calls.index("step")
+        assert p.log[0][0] == "shard_init" and calls[first:first + 25] == ["step"] * 25

@@ -8,6 +8,8 @@ from autoal_dist.strategies import (  # noqa: F401  (importing them registers th
     badge,
     kcenter,
     kmeans,
+    probcover,
+    typiclust,
     uncertainty,
 )
 from autoal_dist.strategies.base import (

@@ -1,0 +1,298 @@
+"""TypiClust (Hacohen, Dekel & Weinshall, ICML 2022, "Active learning on a budget").
+
+At low budgets typical samples teach more than uncertain ones. Cluster the pool into
+K = min(labeled + b, MAX_CLUSTERS) clusters; then, b times, take the most typical
+unselected sample of the cluster holding the fewest labeled + selected samples (among
+clusters of at least MIN_CLUSTER_SIZE pool rows; ties: the larger cluster, then the
+smaller index). Typicality is 1 / the mean Euclidean distance to the sample's
+min(K_NN, m - 1) nearest neighbours in its own cluster (the paper's definition).
+
+Sharded like `kmeans.py`, whose k-means++ seeding and fixed-point Lloyd it reuses, on
+L2-normalized embeddings (the paper's self-supervised features are normalized). The
+neighbours are looked up in a *reference sample* R (`reference_sample`): the at most
+REF_MAX pool rows with the smallest hashed keys for the seed, the same rows however
+the pool is sharded. A pool of at most REF_MAX rows is its own R, and typicality is
+exactly the all-pairs one; above that it is estimated on R (m = R's rows in the
+cluster), which bounds the cost at N x REF_MAX distances. A cluster with fewer than
+two rows in R ranks its rows by distance to its centroid instead.
+
+The driver merges exactly: each shard sends, per cluster, its few most typical rows
+by (-typicality, id), and more when a cluster runs out (`best_typical`).
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from autoal_dist.outputs import PoolOutputs
+from autoal_dist.seeds import hashed_uniform
+from autoal_dist.strategies.arrays import Array, Backend, pad_rows
+from autoal_dist.strategies.base import register_set
+from autoal_dist.strategies.kmeans import KMeansShard, KMeansShardLike, lloyd
+from autoal_dist.strategies.sharded import (
+    BLOCK,
+    Candidate,
+    gather,
+    merge,
+    sq_dists,
+    sq_norms,
+    stream_seed,
+)
+
+MAX_CLUSTERS = 500
+MIN_CLUSTER_SIZE = 5
+K_NN = 20
+REF_MAX = 4096  # rows of the reference sample R that density and coverage are measured on
+REF_STREAM = 1 << 40  # hash stream of R's keys: stream_seed(seed, REF_STREAM); no step reaches it
+SUB_ROWS = 1024  # rows per product against R (memory: SUB_ROWS x |R| float64)
+DEPTH = 4  # candidates per cluster a shard first sends; x4 when a cluster runs out
+
+
+def unit_rows(x: np.ndarray | None, dim: int = 0) -> np.ndarray:
+    """Rows scaled to unit L2 norm in float64 (zero rows stay zero): a per-row function,
+    so no sharding changes a bit. None or empty gives [0, dim]."""
+    if x is None or len(x) == 0:
+        return np.zeros((0, dim if x is None else x.shape[1]), np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    norm = np.sqrt(sq_norms(x))
+    return x / np.where(norm > 0, norm, 1.0)[:, None]
+
+
+def normalized(out: PoolOutputs) -> PoolOutputs:
+    """`out` with unit-norm float64 embeddings (a shallow copy)."""
+    part = copy.copy(out)
+    part.embeddings = unit_rows(out.embeddings)
+    return part
+
+
+def sub_slices(arrays: Backend, ch: slice, rows: int = SUB_ROWS) -> list[slice]:
+    """A chunk in equal runs of whole blocks (about `rows` rows, one product each): numpy
+    multiplies block by block anyway; torch's chunks are full, so every run has one shape."""
+    blocks = arrays.chunk // arrays.block
+    m = max(d for d in range(1, blocks + 1) if blocks % d == 0 and d * arrays.block <= max(
+        rows, arrays.block))
+    step = m * arrays.block
+    return [slice(i, min(i + step, ch.stop)) for i in range(ch.start, ch.stop, step)]
+
+
+def smallest_per_group(groups: np.ndarray, keys: np.ndarray, ids: np.ndarray,
+                       depths: np.ndarray) -> np.ndarray:
+    """Positions of each group g's depths[g] smallest (key, id), ordered by (g, key, id)."""
+    order = np.lexsort((ids, keys, groups))
+    g = groups[order]
+    rank = np.arange(len(g)) - np.searchsorted(g, g)
+    return order[rank < depths[g]]
+
+
+class ReferenceShard:
+    """The reference sample's shard side (mixed into the low-budget strategies' shards)."""
+
+    ids: np.ndarray
+    n: int
+    x: Array
+    arrays: Backend
+
+    def reference(self, seed: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This shard's `r` rows of smallest (key, id): (keys, ids, unit embeddings)."""
+        ids = self.ids[: self.n]
+        keys = hashed_uniform(ids, stream_seed(seed, REF_STREAM))
+        rows = np.lexsort((ids, keys))[:r]
+        return keys[rows], ids[rows], self.arrays.host(self.x[self.arrays.put(rows)])
+
+
+def reference_sample(shards: Sequence[Any], seed: int,
+                     r: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """R: the `r` (default REF_MAX) pool rows of smallest (key, id) over all shards, as
+    (ids, unit embeddings) in that order. Exact: the global smallest r are among the
+    shards' smallest r."""
+    r = REF_MAX if r is None else r
+    parts = gather(shards, "reference", seed, r)
+    keys, ids, x = (np.concatenate(p) for p in zip(*parts))
+    top = np.lexsort((ids, keys))[:r]
+    return ids[top], x[top]
+
+
+class TypiClustShard(KMeansShard, ReferenceShard):
+    """One shard's TypiClust state: k-means on unit embeddings, then each row's cluster
+    and mean distance to its nearest neighbours in R (`spread`: low = typical)."""
+
+    def __init__(self, out: PoolOutputs, block: int = BLOCK, start: int = 0,
+                 device: str = "cpu") -> None:
+        super().__init__(normalized(out), block, start, device)
+        self.labeled = unit_rows(out.labeled_embeddings, out.embeddings.shape[1])
+        self.cluster = np.full(self.n, -1, np.int64)  # host, final labels
+        self.center_d2 = np.zeros(self.n)  # squared distance to the own centroid
+        self.spread = np.zeros(self.n)  # mean distance to the k nearest R rows of the cluster
+        self.k = 0
+
+    def info(self) -> tuple[int, int]:
+        """(pool rows here, labeled embeddings: every shard holds the whole labeled set)."""
+        return self.n, len(self.labeled)
+
+    def _nearest_center(self, x: Array, x_sqn: Array, c: tuple[Array, Array]) -> tuple[
+            np.ndarray, np.ndarray]:
+        """Each row's nearest center in float64 (ties: smaller index) and its squared distance."""
+        d = sq_dists(self.arrays, x, x_sqn, *c)
+        return self.arrays.host(d.argmin(1)), self.arrays.host(self.arrays.xp.amin(d, 1))
+
+    def _centers(self, centers: np.ndarray) -> tuple[Array, Array]:
+        return (self.arrays.put(np.ascontiguousarray(centers.T)),
+                self.arrays.put(sq_norms(centers)))
+
+    def assign_final(self, centers: np.ndarray, ref_ids: np.ndarray) -> tuple[
+            np.ndarray, np.ndarray, np.ndarray]:
+        """Label rows by their nearest final centroid (float64): (pool rows per cluster,
+        the R rows this shard holds: their ids and labels)."""
+        self.k, c = len(centers), self._centers(centers)
+
+        def chunk(ch: slice) -> None:
+            v = max(0, min(ch.stop, self.n) - ch.start)
+            if v:
+                lab, d2 = self._nearest_center(self.x[ch], self.x_sqn[ch], c)
+                self.cluster[ch.start:ch.start + v], self.center_d2[ch.start:ch.start + v] = (
+                    lab[:v], d2[:v])
+
+        self.arrays.map(chunk, self.rows)
+        mine = np.flatnonzero(np.isin(self.ids[: self.n], ref_ids))
+        return (np.bincount(self.cluster, minlength=self.k), self.ids[mine],
+                self.cluster[mine])
+
+    def labeled_counts(self, centers: np.ndarray) -> np.ndarray:
+        """Labeled embeddings per nearest final centroid (same float64 rule as the pool)."""
+        n_lab, c = len(self.labeled), self._centers(centers)
+        if n_lab == 0:
+            return np.zeros(len(centers), np.int64)
+        rows = self.arrays.padded_rows(n_lab)
+        lab = pad_rows(self.labeled, rows, 0.0)
+        x, x_sqn = self.arrays.put(lab), self.arrays.put(sq_norms(lab))
+        parts = self.arrays.map(lambda ch: self._nearest_center(x[ch], x_sqn[ch], c)[0], rows)
+        return np.bincount(np.concatenate(parts)[:n_lab], minlength=len(centers))
+
+    def typicality(self, ref_x: np.ndarray, ref_ids: np.ndarray, ref_labels: np.ndarray,
+                   depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's mean distance to its k = min(K_NN, m - 1) nearest R rows of its own
+        cluster (itself excluded), then this shard's `depth` best rows per cluster."""
+        by = np.lexsort((ref_ids, ref_labels))  # R grouped by cluster
+        rx, rid, rlab = ref_x[by], ref_ids[by], ref_labels[by]
+        lo = np.searchsorted(rlab, np.arange(self.k))
+        hi = np.searchsorted(rlab, np.arange(self.k), "right")
+        kc = np.minimum(K_NN, hi - lo - 1)
+        r = (self.arrays.put(np.ascontiguousarray(rx.T)), self.arrays.put(sq_norms(rx)))
+
+        def sub(s: slice) -> None:
+            v = max(0, min(s.stop, self.n) - s.start)
+            if v == 0:
+                return
+            d = self.arrays.host(sq_dists(self.arrays, self.x[s], self.x_sqn[s], *r))[:v]
+            rows = np.arange(s.start, s.start + v)
+            lab = self.cluster[rows]
+            for c in np.unique(lab):
+                own = lab == c
+                k = int(kc[c])
+                if k <= 0:  # under two R rows in the cluster: distance to its centroid
+                    self.spread[rows[own]] = np.sqrt(self.center_d2[rows[own]])
+                    continue
+                dc = d[own, lo[c]:hi[c]]
+                dc[self.ids[rows[own]][:, None] == rid[None, lo[c]:hi[c]]] = np.inf  # itself
+                near = np.sort(np.partition(dc, k - 1, axis=1)[:, :k], axis=1)
+                total = np.zeros(len(near))
+                for j in range(k):  # one fixed order of additions per row
+                    total += np.sqrt(near[:, j])
+                self.spread[rows[own]] = total / k
+
+        def chunk(ch: slice) -> None:
+            for s in sub_slices(self.arrays, ch):
+                sub(s)
+
+        self.arrays.map(chunk, self.rows)
+        return self.best_typical(np.full(self.k, depth, np.int64))
+
+    def best_typical(self, depths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per cluster c, its depths[c] rows of smallest (spread, id): (clusters, spreads, ids)."""
+        ids = self.ids[: self.n]
+        top = smallest_per_group(self.cluster, self.spread, ids, depths)
+        return self.cluster[top], self.spread[top], ids[top]
+
+
+class TypiClustShardLike(KMeansShardLike, Protocol):
+    """What `typiclust_select` calls on a shard (or a wrapped Ray actor handle)."""
+
+    def info(self) -> tuple[int, int]: ...
+
+
+def seed_centers(shards: Sequence[Any], k: int, seed: int, chosen: list[Candidate]) -> None:
+    """Extend the k-means++ seeding `chosen` to k centers (greedy_select, resumable)."""
+    for step in range(len(chosen), k):
+        chosen.append(merge(gather(shards, "step", chosen[-1] if chosen else None, seed, step)))
+
+
+class Queues:
+    """Per cluster, its rows by (spread, id) as exactly known: the merge of every shard's
+    `depth[c]` best holds the global `depth[c]` best, no more (`pop` asks deeper)."""
+
+    def __init__(self, shards: Sequence[Any], first: list[Any], sizes: np.ndarray) -> None:
+        self.shards, self.sizes = shards, sizes
+        self.depth = np.full(len(sizes), DEPTH, np.int64)
+        self.ids: list[np.ndarray] = [np.empty(0, np.int64)] * len(sizes)
+        self.taken = np.zeros(len(sizes), np.int64)
+        self._merge(first, np.arange(len(sizes)))
+
+    def _merge(self, parts: list[Any], clusters: np.ndarray) -> None:
+        lab, spread, ids = (np.concatenate(p) for p in zip(*parts))
+        top = smallest_per_group(lab, spread, ids, self.depth)
+        lab, ids = lab[top], ids[top]
+        for c in clusters:
+            self.ids[c] = ids[lab == c]
+
+    def pop(self, c: int) -> int:
+        if self.taken[c] >= len(self.ids[c]):
+            self.depth[c] *= 4
+            want = np.where(np.arange(len(self.sizes)) == c, self.depth, 0)
+            self._merge(gather(self.shards, "best_typical", want), np.array([c]))
+        self.taken[c] += 1
+        return int(self.ids[c][self.taken[c] - 1])
+
+
+def typiclust_select(shards: Sequence[Any], budget: int, seed: int) -> np.ndarray:
+    """The driver: k-means++ seeding and Lloyd on the shards, final labels, R's typicality,
+    then b picks from the least-covered cluster."""
+    if budget <= 0:
+        return np.empty(0, np.int64)
+    chosen: list[Candidate] = []
+    seed_centers(shards, min(budget, MAX_CLUSTERS), seed, chosen)  # K >= this, known or not
+    infos = gather(shards, "info")
+    n, n_labeled = sum(i[0] for i in infos), infos[0][1]
+    if budget > n:
+        raise ValueError(f"budget {budget} exceeds the pool's {n} rows")
+    seed_centers(shards, min(n_labeled + budget, MAX_CLUSTERS, n), seed, chosen)
+    centers, _ = lloyd(shards, np.stack([c.payload[0] for c in chosen]))
+    ref_ids, ref_x = reference_sample(shards, seed)
+    parts = gather(shards, "assign_final", centers, ref_ids)
+    sizes = np.sum([p[0] for p in parts], axis=0)
+    owned = dict(zip(np.concatenate([p[1] for p in parts]).tolist(),
+                     np.concatenate([p[2] for p in parts]).tolist()))
+    ref_labels = np.array([owned[i] for i in ref_ids.tolist()], np.int64)
+    count = gather(shards[:1], "labeled_counts", centers)[0].astype(np.int64)
+    queues = Queues(shards, gather(shards, "typicality", ref_x, ref_ids, ref_labels, DEPTH),
+                    sizes)
+    left = sizes.copy()
+    picks = []
+    index = np.arange(len(sizes))
+    for _ in range(budget):
+        open_ = left > 0
+        big = open_ & (sizes >= MIN_CLUSTER_SIZE)
+        cand = index[big if big.any() else open_]
+        c = int(cand[np.lexsort((cand, -sizes[cand], count[cand]))[0]])
+        picks.append(queues.pop(c))
+        count[c] += 1
+        left[c] -= 1
+    return np.array(picks, dtype=np.int64)
+
+
+register_set("typiclust", {"embeddings", "labeled_embeddings"}, TypiClustShard,
+             typiclust_select,
+             "TypiClust: the most typical sample of the least-labeled k-means cluster "
+             "(Hacohen et al., low budgets).")
