@@ -82,27 +82,35 @@ class Campaign:
     # ---- phases ---------------------------------------------------------------------
     def train(self, labeled: np.ndarray, round_: int) -> Classifier:
         """Fit a fresh classifier on the labeled set (seeded by campaign seed and round)."""
+        return self.fit(labeled, derive(self.cfg.seed, round_, "train"), f"round{round_:03d}",
+                        f"train r{round_}", round_)
+
+    def fit(self, ids: np.ndarray, seed: int, name: str, desc: str | None = None,
+            round_: int = -1) -> Classifier:
+        """A fresh classifier trained on pool rows `ids` with the run's recipe, where the run
+        trains (in this process or on Ray Train): the round's model, or a policy's own
+        (AutoAL's f_B)."""
         from tqdm import tqdm
 
-        cfg, t = self.cfg, self.cfg.train
-        seed = derive(cfg.seed, round_, "train")
-        x, y = self.data.train_x[labeled], self.data.train_y[labeled]
+        t = self.cfg.train
+        x, y = self.data.train_x[ids], self.data.train_y[ids]
         use_augment = wants_augmentation(t.augment, self.data.input_shape)
         steps = num_steps(len(x), t)
         if self.jobs is not None:
             from autoal_dist.training.ray_job import TrainJob, fit_classifier
 
             job = TrainJob(self.spec, t, seed, use_augment, max(1, steps // 4))
-            return fit_classifier(x, y, self.normalize, job, self.jobs, f"round{round_:03d}")
+            return fit_classifier(x, y, self.normalize, job, self.jobs, name)
         torch.set_num_threads(t.threads)
         torch.manual_seed(seed)
-        with tqdm(total=steps, desc=f"train r{round_}", leave=False,
-                  disable=not self.show_progress) as bar:
+        with tqdm(total=steps, desc=desc or name, leave=False,
+                  disable=not self.show_progress or desc is None) as bar:
 
             def progress(step: int, loss: float) -> None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
-                crashpoint("train_step", round_)
+                if round_ >= 0:
+                    crashpoint("train_step", round_)
 
             return train_classifier(
                 self.spec.build(), x, y, self.normalize, t, seed, use_augment=use_augment,
@@ -152,7 +160,7 @@ class Campaign:
             t2 = time.perf_counter()
             ctx = RoundContext(cfg, self.data, self.normalize, model, self.scorer, r, labeled,
                                np.setdiff1d(np.arange(n_pool), labeled), self.device, self.run_dir,
-                               jobs=self.jobs, progress=self.progress)
+                               jobs=self.jobs, progress=self.progress, fit=self.fit)
             if r < cfg.rounds and (r + 1) not in rundir.journal_rounds(self.run_dir):
                 with self.progress.phase(f"round {r}: choosing {cfg.budget} of "
                                          f"{len(ctx.unlabeled)} samples ({cfg.strategy})",

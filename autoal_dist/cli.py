@@ -137,6 +137,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+NOT_BENCHMARKS = {"common", "pools", "oracle"}  # modules the benchmark scripts share
 
 
 def cmd_bench(argv: list[str]) -> int:
@@ -147,7 +148,7 @@ def cmd_bench(argv: list[str]) -> int:
     """
     import subprocess
 
-    names = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem != "common")
+    names = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem not in NOT_BENCHMARKS)
     if not BENCHMARKS.is_dir():
         raise UsageError(f"bench: no benchmarks/ folder at {BENCHMARKS}; run from a source "
                          "checkout installed with pip install -e .")

@@ -20,8 +20,15 @@ from typing import Any
 
 import yaml
 
-DEFAULT_CANDIDATES = ["least_confidence", "margin", "entropy", "kmeans", "bald", "var_ratio",
-                      "mean_std"]
+# The regime suite's pool (benchmarks/results/accuracy-suite.md): one candidate for each kind
+# of regime, each the best or near it on some pool: margin (uncertainty), BADGE (uncertainty
+# and diversity), k-means (diversity), TypiClust (low budget). Least confidence, entropy and
+# variation ratio rank like margin (and trail it on digits), BALD and ProbCover were last or
+# near it on digits; fewer candidates also leave the search fewer ways to be wrong on thin
+# evidence. The paper's seven: `preset: paper-cifar` keeps them.
+PAPER_CANDIDATES = ["least_confidence", "margin", "entropy", "kmeans", "bald", "var_ratio",
+                    "mean_std"]
+DEFAULT_CANDIDATES = ["margin", "badge", "kmeans", "typiclust"]
 
 
 class ConfigError(ValueError):
@@ -113,6 +120,21 @@ class AutoALConfig:
     """
 
     mode: str = field(default="embed", metadata=one_of("embed", "paper"))
+    # embed: what a candidate is rewarded for. gain: simulated acquisition on L (the drop in
+    # held-out loss its picks bring over random picks; autoal/gain.py); loss_rank: the
+    # held-out loss ranks of its picks on L (the paper's FitNet signal)
+    reward: str = field(default="gain", metadata=one_of("gain", "loss_rank"))
+    splits: int = field(default=6, metadata=ge(2))  # gain: simulated splits of L per round
+    random_draws: int = field(default=2, metadata=ge(1))  # gain: random picks per split
+    # gain: V is drawn from the randomly drawn labels only (random) or from any row f_B
+    # did not see (all: more rows, but biased toward what earlier batches picked)
+    gain_validation: str = field(default="random", metadata=one_of("random", "all"))
+    # gain: the batch is the whole top-b of the candidate with the largest weight (best), the
+    # candidates' own picks interleaved by weight (interleave), or the top-b of the weighted
+    # vote z = A w (vote)
+    combine: str = field(default="best", metadata=one_of("best", "interleave", "vote"))
+    # gain: softmax temperature over the options' gains, in standard errors
+    gain_temperature: float = field(default=1.0, metadata=gt(0))
     # embed: each fold head's L-BFGS iterations (at most); paper: FitNet pre-fit
     fitnet_pretrain_iters: int = field(default=200, metadata=ge(0))
     search_iters: int = field(default=400, metadata=ge(0))  # embed: at most; paper: joint steps
@@ -182,6 +204,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's CIFAR recipe: init 2000, b 1000, 18 rounds, ResNet-18 from scratch.
     "paper-cifar": {
         "strategy": "autoal", "init": 2000, "budget": 1000, "rounds": 18, "model": "resnet18",
+        "candidates": PAPER_CANDIDATES,
         "train": {"epochs": 100, "batch_size": 128, "optimizer": "sgd", "lr": 0.05,
                   "weight_decay": 5e-4, "augment": "on"},
     },

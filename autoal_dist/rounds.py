@@ -42,6 +42,9 @@ class RoundContext:
     timings: dict[str, float] = field(default_factory=dict)
     jobs: JobRunner | None = None  # Ray Train jobs (execution `ray`); None: in-process
     progress: Progress = QUIET  # lines about steps that run on Ray
+    # fit(ids, seed, name): a fresh classifier on pool rows `ids`, trained with the run's
+    # recipe where the run trains (AutoAL's simulation model); None where no trainer is at hand
+    fit: Callable[[np.ndarray, int, str], Classifier] | None = None
 
 
 Policy = Callable[[RoundContext], Selection]

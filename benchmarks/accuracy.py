@@ -12,8 +12,9 @@ accuracy-<dataset>.md/.png).
 paper's per-sample CNN SearchNet (`autoal.mode: paper`), `vote` the candidates'
 plain vote with no search: the control that says whether the search adds anything.
 
-    python benchmarks/accuracy.py                        # digits, 13 strategies, seeds 0-4
-    python benchmarks/accuracy.py --pool shifted-digits  # AutoAL's regime (benchmarks/pools.py)
+    python benchmarks/accuracy.py                        # digits, every strategy, seeds 0-4
+    python benchmarks/accuracy.py --pool shifted-digits  # one generated pool (benchmarks/pools.py)
+    python benchmarks/accuracy.py --suite --jobs 2       # the regime suite: every pool, one table
     python benchmarks/accuracy.py --dataset npz:/data/pathmnist.npz --seeds 0,1,2
     python benchmarks/accuracy.py --quick                # smoke run, no results file
 """
@@ -31,14 +32,18 @@ from autoal_dist.albl.policy import STATE_FILE
 from autoal_dist.config import DEFAULT_CANDIDATES, Config
 from autoal_dist.report import learning_curve_auc
 from common import PHASES, RESULTS, command, machine, mean_std, run_campaign, write_result
-from pools import POOLS
+from oracle import ORACLE
+from pools import CAMPAIGNS, POOLS, SUITE
 
-STRATEGIES = ["autoal", "autoal-paper", "vote", "albl", *DEFAULT_CANDIDATES, "random"]
+STRATEGIES = ["autoal", "autoal-paper", "vote", "albl", *DEFAULT_CANDIDATES, "random", ORACLE]
+SUITE_STRATEGIES = ["autoal", "vote", "albl", *DEFAULT_CANDIDATES, "random", ORACLE]
 QUICK = ["entropy", "vote"]
 # benchmark labels that are a strategy with settings of their own
-VARIANTS = {"autoal-paper": {"strategy": "autoal", "autoal": {"mode": "paper"}}}
+VARIANTS = {"autoal-paper": {"strategy": "autoal", "autoal": {"mode": "paper"}},
+            "autoal-lossrank": {"strategy": "autoal", "autoal": {"reward": "loss_rank"}},
+            ORACLE: {"strategy": "vote"}}  # the oracle's policy replaces the vote's (oracle.py)
 # --pool NAME: its campaign (init, budget, rounds) unless given on the command line
-POOL_CAMPAIGNS = {"shifted-digits": {"init": 1200, "budget": 100, "rounds": 6}}
+POOL_CAMPAIGNS = CAMPAIGNS
 
 
 def variant(name: str, overrides: dict) -> dict:
@@ -54,17 +59,54 @@ def seed_std(acc: np.ndarray) -> np.ndarray:
     return acc.std(0, ddof=1) if len(acc) > 1 else np.zeros(acc.shape[1])
 
 
-def curves(strategies: list[str], seeds: list[int], overrides: dict, workdir: Path) -> dict:
-    """strategy -> {'n': [R+1], 'acc': [seeds, R+1], 'seconds': [seeds]} (campaigns in series:
-    on a 2-core machine parallel campaigns would only contend for the cores)."""
+def one_campaign(task: tuple[str, int, dict, str]) -> dict:
+    """One (label, seed) campaign in this process: its curve, seconds and, for autoal, the
+    per-round rank correlation of the search's estimates with the oracle's true gains."""
+    import torch
+
+    from oracle import install
+
+    name, seed, overrides, run_dir = task
+    torch.set_num_threads(1)
+    install(name)
+    rows = run_campaign({**variant(name, overrides), "seed": seed}, Path(run_dir))
+    corr: list[float] = []
+    search = Path(run_dir) / "autoal_search.parquet"
+    if name == "autoal" and search.exists():
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(search).to_pandas()
+        if "oracle_corr" in t:
+            corr = t.groupby("round")["oracle_corr"].first().tolist()
+    return {"n": [r["n_labeled"] for r in rows], "acc": [r["accuracy"] for r in rows],
+            "seconds": sum(r[p] for r in rows for p in PHASES), "oracle_corr": corr}
+
+
+def run_tasks(tasks: list[tuple[str, int, dict, str]], jobs: int) -> list[dict]:
+    """Campaigns in `jobs` processes (spawned: each imports torch afresh, one thread each),
+    results in task order."""
+    if jobs <= 1:
+        return [one_campaign(t) for t in tasks]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+        return list(ex.map(one_campaign, tasks))
+
+
+def curves(strategies: list[str], seeds: list[int], overrides: dict, workdir: Path,
+           jobs: int = 1) -> dict:
+    """strategy -> {'n': [R+1], 'acc': [seeds, R+1], 'seconds': [seeds], 'oracle_corr':
+    [seeds][rounds]}."""
+    tasks = [(name, s, overrides, str(workdir / f"{name}-seed{s}"))
+             for name in strategies for s in seeds]
+    results = iter(run_tasks(tasks, jobs))
     out = {}
     for name in strategies:
-        runs = [run_campaign({**variant(name, overrides), "seed": s},
-                             workdir / f"{name}-seed{s}") for s in seeds]
-        out[name] = {"n": np.array([r["n_labeled"] for r in runs[0]]),
-                     "acc": np.array([[r["accuracy"] for r in rows] for rows in runs]),
-                     "seconds": np.array([sum(r[p] for r in rows for p in PHASES)
-                                          for rows in runs])}
+        runs = [next(results) for _ in seeds]
+        out[name] = {"n": np.array(runs[0]["n"]), "acc": np.array([r["acc"] for r in runs]),
+                     "seconds": np.array([r["seconds"] for r in runs]),
+                     "oracle_corr": [r["oracle_corr"] for r in runs]}
         aucs = [learning_curve_auc(out[name]["n"], a) for a in out[name]["acc"]]
         print(f"{name:>16}  AUC {mean_std(aucs)}  final {mean_std(out[name]['acc'][:, -1])}",
               flush=True)
@@ -102,7 +144,7 @@ def plot(res: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-COMBINERS = ("autoal", "autoal-paper", "vote", "albl", "random")  # not a single candidate
+COMBINERS = ("autoal", "autoal-paper", "autoal-lossrank", "vote", "albl", "random", ORACLE)
 
 
 def paired(aucs: dict[str, list[float]]) -> list[str]:
@@ -164,6 +206,212 @@ def report(res: dict, args: argparse.Namespace, seeds: list[int], iters: tuple[i
     return "\n".join(lines)
 
 
+def pool_dataset(pool: str, workdir: Path) -> str:
+    """The dataset spec of a suite pool: the embedded digits, or a generated parquet file."""
+    if pool == "digits":
+        return "digits"
+    workdir.mkdir(parents=True, exist_ok=True)
+    return f"parquet:{POOLS[pool](workdir / f'{pool}.parquet')}"
+
+
+def suite_aucs(res: dict[str, dict]) -> dict[str, dict[str, list[float]]]:
+    return {pool: {n: [learning_curve_auc(r["n"], a) for a in r["acc"]] for n, r in per.items()}
+            for pool, per in res.items()}
+
+
+def mean_ranks(aucs: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    """Each strategy's rank by mean AUC within each pool (1 = best; the oracle, a bound and
+    not a strategy, is left out), averaged over pools."""
+    ranks: dict[str, list[float]] = {}
+    for per in aucs.values():
+        names = [n for n in per if n != ORACLE]
+        means = np.array([np.mean(per[n]) for n in names])
+        from scipy.stats import rankdata
+
+        for n, r in zip(names, rankdata(-means)):
+            ranks.setdefault(n, []).append(float(r))
+    return {n: float(np.mean(r)) for n, r in ranks.items()}
+
+
+def best_single(per: dict[str, list[float]]) -> str:
+    singles = [n for n in per if n not in COMBINERS]
+    return max(singles, key=lambda n: np.mean(per[n]))
+
+
+def sources(res: dict[str, dict]) -> list[str]:
+    """Where each pool's campaigns ran: this run, or the merged --raw files' machines."""
+    found: dict[str, list[str]] = {}
+    for pool, per in res.items():
+        src = per.get("_source")
+        key = (f"Command: {src['command']}\n\n{src['machine'].rstrip()}" if src else
+               f"Command: {command()}\n\n{machine().rstrip()}")
+        found.setdefault(key, []).append(pool)
+    return [f"Pools {', '.join(pools)}:\n\n{key}\n" for key, pools in found.items()]
+
+
+def signed(d: np.ndarray) -> str:
+    """A paired difference: `+mean ± std` over seeds."""
+    return f"{d.mean():+.4f} ± {d.std(ddof=1) if len(d) > 1 else 0.0:.4f}"
+
+
+def suite_report(res: dict[str, dict], seeds: list[int]) -> str:
+    sourced = sources(res)
+    res = {pool: {n: e for n, e in per.items() if n != "_source"} for pool, per in res.items()}
+    aucs = suite_aucs(res)
+    pools = list(res)
+    ranks = mean_ranks(aucs)
+    names = sorted(ranks, key=lambda n: ranks[n])
+    if any(ORACLE in per for per in aucs.values()):
+        names.append(ORACLE)
+    head = "| strategy | mean rank | " + " | ".join(pools) + " |"
+    table = [head, "|---|---:|" + "---:|" * len(pools)]
+    for n in names:
+        cells = []
+        for pool in pools:
+            v = aucs[pool].get(n)
+            top = max((m for m in aucs[pool] if m != ORACLE), key=lambda m: np.mean(aucs[pool][m]))
+            star = "**" if n == top else ""
+            cells.append(f"{star}{mean_std(v)}{star}" if v is not None else "")
+        rank = f"{ranks[n]:.2f}" if n in ranks else "(bound)"
+        table.append(f"| {n} | {rank} | " + " | ".join(cells) + " |")
+    diffs = ["| pool | best single | autoal - best single | seeds won | autoal - vote | seeds won "
+             "| oracle - best single | search vs oracle: mean per-round Spearman |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for pool in pools:
+        per = aucs[pool]
+        if "autoal" not in per:
+            continue
+        best = best_single(per)
+        d_best = np.subtract(per["autoal"], per[best])
+        d_vote = np.subtract(per["autoal"], per["vote"]) if "vote" in per else None
+        d_orc = (f"{np.mean(per[ORACLE]) - np.mean(per[best]):+.4f}" if ORACLE in per else "")
+        corr = [c for run in res[pool]["autoal"]["oracle_corr"] for c in run if np.isfinite(c)]
+        diffs.append(
+            f"| {pool} | {best} | {signed(d_best)} | {int((d_best > 0).sum())}/{len(d_best)} | "
+            + (f"{signed(d_vote)} | {int((d_vote > 0).sum())}/{len(d_vote)}" if d_vote
+               is not None else " | ")
+            + f" | {d_orc} | {np.mean(corr) if corr else float('nan'):+.3f} ({len(corr)} rounds) |")
+    campaigns = "; ".join(f"{p}: init {CAMPAIGNS[p]['init']}, budget {CAMPAIGNS[p]['budget']}, "
+                          f"{CAMPAIGNS[p]['rounds']} rounds" if p in CAMPAIGNS else p
+                          for p in pools)
+    return "\n".join([
+        "# Accuracy: the regime suite", "", *sourced,
+        "- Device: CPU only (no GPU used); 1 torch thread per campaign, campaigns in parallel "
+        "processes",
+        f"- Pools (benchmarks/pools.py): {campaigns}; seeds {', '.join(map(str, seeds))} (a "
+        "seed fixes the initial labeled set: every strategy starts from the same labels)",
+        f"- Candidates (the default pool): {', '.join(DEFAULT_CANDIDATES)}; `vote` = their "
+        "plain vote; `albl` = ALBL over them; `oracle` = each round the batch of the "
+        "candidate whose *true* gain (head on the round's embeddings, refitted with the "
+        "batch, scored on the test split) is largest: the room a strategy-level combiner has, "
+        "not a strategy (benchmarks/oracle.py)",
+        "- AUC: area under test accuracy vs labeled samples over the labeled range, mean ± "
+        "std over seeds; bold = the best strategy of the pool; mean rank over pools by mean "
+        "AUC (oracle excluded); per-seed figures in accuracy-suite.parquet", "",
+        "## AUC per pool and strategy", "", *table, "",
+        "## AutoAL paired by seed, per pool", "", *diffs, "",
+        "Search vs oracle: each round, the Spearman correlation between the search's estimated "
+        "gains of its options (the candidates and the vote) and their true gains.", "",
+        "![learning curves per pool](accuracy-suite.png)", ""])
+
+
+def write_suite_parquet(res: dict[str, dict], seeds: list[int], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [(pool, n, s, auc) for pool, per in suite_aucs(res).items() for n, v in per.items()
+            for s, auc in zip(seeds, v)]
+    pq.write_table(pa.table({"pool": [r[0] for r in rows], "strategy": [r[1] for r in rows],
+                             "seed": pa.array([r[2] for r in rows], pa.int64()),
+                             "auc": [r[3] for r in rows]}), path)
+
+
+def plot_suite(res: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(res), figsize=(5 * len(res), 4.5), squeeze=False)
+    colors = plt.get_cmap("tab20").colors
+    for ax, (pool, per) in zip(axes[0], res.items()):
+        for i, (name, r) in enumerate(per.items()):
+            bold = name in ("autoal", "vote", ORACLE)
+            ax.plot(r["n"], r["acc"].mean(0), "o-" if bold else ".-", color=colors[i % 20],
+                    label=name, lw=2.2 if bold else 1.0, ms=3,
+                    ls="--" if name == ORACLE else "-")
+        ax.set_title(pool)
+        ax.set_xlabel("labeled samples")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("test accuracy (mean over seeds)")
+    axes[0, -1].legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_raw(res: dict[str, dict], path: Path) -> None:
+    """The suite's curves as JSON, so runs on several machines (pools split between them)
+    can be merged into one table (`--merge`)."""
+    import json
+
+    curves = {pool: {n: {k: np.asarray(v).tolist() if k != "oracle_corr" else v
+                         for k, v in e.items()} for n, e in per.items()}
+              for pool, per in res.items()}
+    path.write_text(json.dumps({"machine": machine(), "command": command(), "pools": curves}))
+
+
+def load_raw(paths: list[str]) -> dict[str, dict]:
+    import json
+
+    res: dict[str, dict] = {}
+    for p in paths:
+        raw = json.loads(Path(p).read_text())
+        for pool, per in raw["pools"].items():
+            per["_source"] = {"machine": raw["machine"], "command": raw["command"]}
+            res[pool] = {n: e if n == "_source" else
+                         {k: np.array(v) if k != "oracle_corr" else v for k, v in e.items()}
+                         for n, e in per.items()}
+    return {pool: res[pool] for pool in [*SUITE, *sorted(set(res) - set(SUITE))] if pool in res}
+
+
+def write_suite(res: dict[str, dict], seeds: list[int]) -> str:
+    text = suite_report(res, seeds)
+    res = {pool: {n: e for n, e in per.items() if n != "_source"} for pool, per in res.items()}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_suite_parquet(res, seeds, RESULTS / "accuracy-suite.parquet")
+    plot_suite(res, RESULTS / "accuracy-suite.png")
+    write_result("accuracy-suite.md", text)
+    return text
+
+
+def suite(strategies: list[str], seeds: list[int], workdir: Path, jobs: int,
+          pools: list[str], raw: Path | None = None) -> str:
+    """Every pool's campaigns in one process pool; the suite's table and files."""
+    tasks, keys = [], []
+    for pool in pools:
+        overrides = {"dataset": pool_dataset(pool, workdir), **CAMPAIGNS[pool]}
+        for name in strategies:
+            for s in seeds:
+                tasks.append((name, s, overrides, str(workdir / pool / f"{name}-seed{s}")))
+                keys.append((pool, name))
+    results = run_tasks(tasks, jobs)
+    res: dict[str, dict] = {}
+    for (pool, name), r in zip(keys, results):
+        entry = res.setdefault(pool, {}).setdefault(
+            name, {"n": np.array(r["n"]), "acc": [], "seconds": [], "oracle_corr": []})
+        entry["acc"].append(r["acc"])
+        entry["seconds"].append(r["seconds"])
+        entry["oracle_corr"].append(r["oracle_corr"])
+    for per in res.values():
+        for entry in per.values():
+            entry["acc"] = np.array(entry["acc"])
+            entry["seconds"] = np.array(entry["seconds"])
+    if raw is not None:
+        save_raw(res, raw)
+    return write_suite(res, seeds)
+
+
 def main() -> None:
     defaults = Config()
     p = argparse.ArgumentParser(description=__doc__,
@@ -185,7 +433,29 @@ def main() -> None:
                    "campaigns already there are resumed, not rerun")
     p.add_argument("--quick", action="store_true",
                    help=f"{', '.join(QUICK)}, seed 0, 2 rounds; no results file")
+    p.add_argument("--suite", action="store_true",
+                   help=f"every pool of the regime suite ({', '.join(SUITE)}) with its own "
+                   "campaign; writes accuracy-suite.md/.parquet/.png (strategies default: "
+                   f"{','.join(SUITE_STRATEGIES)})")
+    p.add_argument("--pools", default=",".join(SUITE), help="with --suite: the pools to run")
+    p.add_argument("--raw", help="with --suite: also save the curves as JSON here")
+    p.add_argument("--merge", help="comma-separated --raw files (pools run on several "
+                   "machines): write the suite's table from them, run nothing")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="campaigns run in this many processes (one torch thread each)")
     args = p.parse_args()
+    if args.merge:
+        print(write_suite(load_raw(args.merge.split(",")), [int(s) for s in args.seeds.split(",")]))
+        return
+    if args.suite:
+        workdir = Path(args.workdir or tempfile.mkdtemp(prefix="accuracy-suite-"))
+        names = (args.strategies if "--strategies" in " ".join(__import__("sys").argv)
+                 else ",".join(SUITE_STRATEGIES)).split(",")
+        print(machine() + f"command: {command()}\ncampaign run directories: {workdir}",
+              flush=True)
+        print(suite(names, [int(s) for s in args.seeds.split(",")], workdir, args.jobs,
+                    args.pools.split(","), Path(args.raw) if args.raw else None))
+        return
     if args.quick:
         args.strategies, args.seeds, args.rounds = ",".join(QUICK), "0", 2
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="accuracy-"))
@@ -205,7 +475,7 @@ def main() -> None:
                  "autoal": {"search_iters": iters[0], "fitnet_pretrain_iters": iters[1]}}
     print(machine() + f"command: {command()}", flush=True)
     print(f"campaign run directories: {workdir}", flush=True)
-    res = curves(strategies, seeds, overrides, workdir)
+    res = curves(strategies, seeds, overrides, workdir, args.jobs)
     text = report(res, args, seeds, iters,
                   albl_probabilities(workdir, seeds) if "albl" in res else None)
     print("\n" + text)

@@ -37,7 +37,7 @@ import numpy as np
 
 from autoal_dist.albl.policy import albl_policy
 from autoal_dist.autoal.policy import autoal_policy, vote_policy
-from autoal_dist.campaign import Campaign, initial_ids
+from autoal_dist.campaign import Campaign, initial_ids, start_journal
 from autoal_dist.config import DEFAULT_CANDIDATES, Config
 from autoal_dist.data import Dataset
 from autoal_dist.rounds import RoundContext
@@ -80,8 +80,9 @@ def round_costs(camp: Campaign, labeled: np.ndarray, round_: int) -> dict[str, d
                                ("autoal-paper", autoal_policy, paper),
                                ("vote", vote_policy, cfg), ("albl", albl_policy, cfg)):
         ctx = RoundContext(pcfg, data, camp.normalize, model, camp.scorer, round_, labeled,
-                           unlabeled, camp.device, camp.run_dir / name)
+                           unlabeled, camp.device, camp.run_dir / name, fit=camp.fit)
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        start_journal(pcfg, ctx.run_dir, len(data.train_y))  # the gain reward reads round 0
         policy(ctx)
         costs[name] = {"train_s": train_s, **{c: ctx.timings.get(c, 0.0) for c in COLUMNS[1:]}}
     passes: dict[frozenset, tuple] = {}

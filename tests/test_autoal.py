@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy.special import ndtri
 
+from autoal_dist import rundir
 from autoal_dist.autoal import memberships as memberships_mod
 from autoal_dist.autoal import policy as policy_mod
 from autoal_dist.autoal.memberships import membership_matrix, pick_count
@@ -25,6 +26,7 @@ from autoal_dist.models import SearchNet, build_model
 from autoal_dist.rounds import RoundContext
 from autoal_dist.scoring import LocalScorer
 from autoal_dist.strategies import top_b
+from autoal_dist.training.loop import train_classifier
 
 M, FEATURES = 7, 16
 # The synthetic check's settings. With the paper's defaults (tau = std(p)/4, lambda 1,
@@ -175,10 +177,24 @@ def round_context(digits, tmp_path, **autoal) -> RoundContext:
     labeled = np.arange(0, 600, 15, dtype=np.int64)  # 40 labeled
     unlabeled = np.setdiff1d(np.arange(len(data.train_y)), labeled)
     scorer = CountingScorer(LocalScorer(data.train_x, normalize, show_progress=False))
-    return RoundContext(cfg, data, normalize, model, scorer, 3, labeled, unlabeled, "cpu", tmp_path)
+    rundir.write_round(tmp_path, 0, labeled[:20], "init")  # the randomly drawn labels
+    quick = dataclasses.replace(cfg.train, epochs=1, min_steps=5)
+
+    def fit(ids, seed, name):
+        torch.manual_seed(seed)
+        return train_classifier(build_model("auto", data.input_shape, data.num_classes),
+                                data.train_x[ids], data.train_y[ids], normalize, quick, seed)
+
+    return RoundContext(cfg, data, normalize, model, scorer, 3, labeled, unlabeled, "cpu",
+                        tmp_path, fit=fit)
 
 
-@pytest.mark.parametrize("mode", ["embed", "paper"])
+# embed = the loss-rank reward's search; gain = the default reward
+MODES = {"embed": {"mode": "embed", "reward": "loss_rank"}, "paper": {"mode": "paper"},
+         "gain": {"mode": "embed", "reward": "gain", "splits": 2, "random_draws": 1}}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
 def test_candidates_are_computed_once_per_round(digits, tmp_path, monkeypatch, mode):
     on_labeled = []
     real_select = memberships_mod.select
@@ -186,17 +202,19 @@ def test_candidates_are_computed_once_per_round(digits, tmp_path, monkeypatch, m
                         lambda name, *a, **k: on_labeled.append(name) or real_select(name, *a, **k))
     results = []
     for iters in (2, 2, 6):
-        ctx = round_context(digits, tmp_path, search_iters=iters, mode=mode)
+        ctx = round_context(digits, tmp_path, search_iters=iters, **MODES[mode])
         on_labeled.clear()
         sel = policy_mod.autoal_policy(ctx)
         assert ctx.scorer.calls == [ctx.cfg.candidates]  # U: one pass, every candidate
-        assert on_labeled == ctx.cfg.candidates  # on L: once each, whatever search_iters is
+        if mode != "gain":  # the gain reward picks on L per simulated split instead
+            assert on_labeled == ctx.cfg.candidates  # on L: once each, whatever search_iters
         assert ctx.timings["search_s"] > 0 and ctx.timings["score_s"] > 0
         results.append(sel)
     a, b, _ = results
     assert np.array_equal(a.ids, b.ids) and np.array_equal(a.scores, b.scores)  # deterministic
     table = pq.read_table(tmp_path / WEIGHTS_FILE).to_pylist()  # same round three times: no dups
-    assert [row["strategy"] for row in table] == [*ctx.cfg.candidates, policy_mod.LOSS_HEAD]
+    loss_column = [] if mode == "gain" else [policy_mod.LOSS_HEAD]
+    assert [row["strategy"] for row in table] == [*ctx.cfg.candidates, *loss_column]
     assert {row["round"] for row in table} == {ctx.round + 1}
     assert sum(row["weight"] for row in table) == pytest.approx(1.0, abs=1e-5)
     assert plot_autoal_weights(tmp_path).is_file()  # drawn by the run's report
@@ -207,7 +225,8 @@ def test_query_takes_only_candidate_picks_ties_by_smallest_id(digits, tmp_path, 
     a count every p ties exactly, so the smallest ids go first."""
     ctx = round_context(digits, tmp_path, use_loss_head=False, mode="paper")
     torch.manual_seed(0)
-    flat = SearchNet(ctx.cfg.model, ctx.data.input_shape, ctx.data.num_classes, M, False)
+    flat = SearchNet(ctx.cfg.model, ctx.data.input_shape, ctx.data.num_classes,
+                     len(ctx.cfg.candidates), False)
     with torch.no_grad():
         flat.weight_head.weight.zero_()
         flat.weight_head.bias.zero_()
@@ -233,7 +252,7 @@ def test_cli_run_autoal_end_to_end(tmp_path):
                  "--epochs", "1", "--quiet", "--local", "--config", str(config),
                  "--out", str(out)]) == 0
     rows = pq.read_table(out / WEIGHTS_FILE).to_pylist()
-    names = [*Config().candidates, policy_mod.LOSS_HEAD]
+    names = Config().candidates  # the gain reward has no loss column
     assert ([(row["round"], row["strategy"]) for row in rows]
             == [(r, n) for r in (1, 2) for n in names])
     assert all(0 <= row["share"] <= 1 for row in rows)

@@ -23,7 +23,7 @@ from autoal_dist.autoal.relax import relax_count
 from autoal_dist.autoal.report import EVIDENCE_FILE, SEARCH_FILE
 from autoal_dist.autoal.weights import Evidence, fit_weights
 from autoal_dist.cli import main
-from autoal_dist.config import AutoALConfig
+from autoal_dist.config import PAPER_CANDIDATES, AutoALConfig
 from autoal_dist.strategies import top_b
 
 M = 7
@@ -165,8 +165,13 @@ def journal(out):
     return pq.read_table(out / "journal").sort_by([("round", "ascending"), ("id", "ascending")])
 
 
+LOSS_RANK = "train: {min_steps: 10}\nautoal: {reward: loss_rank}\n"
+PAPER_POOL = ",".join(PAPER_CANDIDATES)
+
+
 def test_soft_count_within_20_percent_in_every_round(tmp_path):
-    out = run(tmp_path, "autoal", "--strategy", "autoal", "--rounds", "4")
+    out = run(tmp_path, "autoal", "--strategy", "autoal", "--rounds", "4",
+              "--candidates", PAPER_POOL, config=LOSS_RANK)
     t = pq.read_table(out / SEARCH_FILE).to_pandas()
     per_round = t.groupby("round").first()
     assert list(per_round.index) == [1, 2, 3, 4]
@@ -187,7 +192,7 @@ def test_campaign_learns_which_candidate_picks_informative_rows(tmp_path):
     with the highest held-out loss, random picks at random. Margin's weight wins from the
     first rounds on and grows as evidence pools."""
     out = run(tmp_path, "planted", "--strategy", "autoal", "--rounds", "4",
-              "--candidates", "margin,random", "--epochs", "5")
+              "--candidates", "margin,random", "--epochs", "5", config=LOSS_RANK)
     t = pq.read_table(out / SEARCH_FILE).to_pandas()
     w = t.pivot(index="round", columns="strategy", values="weight")
     assert (w.margin > w.random).all()
@@ -197,7 +202,8 @@ def test_campaign_learns_which_candidate_picks_informative_rows(tmp_path):
 def test_autoal_without_search_or_loss_head_is_vote(tmp_path):
     vote = run(tmp_path, "vote", "--strategy", "vote", "--rounds", "2")
     autoal = run(tmp_path, "autoal", "--strategy", "autoal", "--rounds", "2",
-                 config="train: {min_steps: 10}\nautoal: {search_iters: 0, use_loss_head: false}\n")
+                 config="train: {min_steps: 10}\nautoal: {reward: loss_rank, search_iters: 0, "
+                        "use_loss_head: false}\n")
     a, v = journal(autoal), journal(vote)
     assert a.column("id").equals(v.column("id"))
     np.testing.assert_array_equal(a.column("score").to_numpy(), v.column("score").to_numpy())
@@ -224,6 +230,10 @@ def test_strategies_lists_vote_and_the_policies(capsys):
     ("weights_lr", ".inf", "autoal.weights_lr"),
     ("head_weight_decay", -0.1, "autoal.head_weight_decay"),
     ("loss_head_min_rows", 1, "autoal.loss_head_min_rows"),
+    ("reward", "accuracy", "autoal.reward"), ("splits", 1, "autoal.splits"),
+    ("random_draws", 0, "autoal.random_draws"), ("gain_temperature", 0,
+                                                 "autoal.gain_temperature"),
+    ("gain_validation", "test", "autoal.gain_validation"), ("combine", "max", "autoal.combine"),
 ])
 def test_new_keys_are_validated(tmp_path, capsys, key, value, field):
     cfg = tmp_path / "bad.yaml"

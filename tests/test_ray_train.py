@@ -159,6 +159,26 @@ def test_weights_fit_on_two_workers_equals_in_process(ray_cluster, tmp_path):
 
 
 @pytest.mark.slow
+def test_gain_splits_on_two_workers_equal_in_process(ray_cluster, tmp_path):
+    """The gain reward's splits dealt to two Train workers and gathered: the same array."""
+    from autoal_dist.autoal.crossfit import HeadSettings
+    from autoal_dist.autoal.gain import GainProblem, simulate
+    from autoal_dist.autoal.ray_job import simulate_job
+
+    rng = np.random.default_rng(0)
+    n, c = 80, 4
+    y = rng.integers(0, c, n)
+    emb = (np.eye(c)[y] * 3 + rng.normal(size=(n, c))).astype(np.float32)
+    probs = rng.dirichlet(np.ones(c), n).astype(np.float32)
+    problem = GainProblem(probs, emb, None, y, rng.random(n) < 0.5, rng.random(n) < 0.4,
+                          ("margin", "kmeans"), 0.25, HeadSettings(20, 1e-3, 0.3, 4), 1, 5)
+    torch.set_num_threads(1)  # as on a worker
+    local = simulate(problem, range(5))
+    job = simulate_job(problem, list(range(5)), JobRunner(2, False, str(tmp_path)), "gain")
+    np.testing.assert_array_equal(job, local)
+
+
+@pytest.mark.slow
 def test_autoal_run_with_two_workers_end_to_end(ray_cluster, tmp_path):
     import pyarrow.parquet as pq
 

@@ -14,24 +14,32 @@ from functools import partial
 import numpy as np
 import torch
 
-from autoal_dist.autoal import embed_search, report
+from autoal_dist import rundir
+from autoal_dist.autoal import embed_search, gain, report
+from autoal_dist.autoal.crossfit import HeadSettings
 from autoal_dist.autoal.memberships import union_memberships
 from autoal_dist.autoal.search import FitNets, score_rows, search_round
 from autoal_dist.autoal.weights import fit_weights
+from autoal_dist.models.inference import compute_outputs
 from autoal_dist.rounds import RoundContext
 from autoal_dist.scoring.base import Selection
 from autoal_dist.seeds import derive
-from autoal_dist.strategies import top_b
+from autoal_dist.strategies import needs_of, top_b
 
 LOSS_HEAD = "loss_head"  # the loss head's column in autoal_weights.parquet
 
 
-def candidate_union(ctx: RoundContext) -> tuple[np.ndarray, np.ndarray]:
-    """(union of the candidates' top-b on U, its memberships): one scoring pass."""
+def candidate_picks(ctx: RoundContext) -> list[np.ndarray]:
+    """Each candidate's top-b on U, in its selection order: one scoring pass."""
     cfg = ctx.cfg
     sels = ctx.scorer.select_many(ctx.model, ctx.unlabeled, cfg.candidates, cfg.budget,
                                   derive(cfg.seed, ctx.round, "select"), ctx.labeled, ctx.timings)
-    return union_memberships([sels[n].ids for n in cfg.candidates])
+    return [sels[n].ids for n in cfg.candidates]
+
+
+def candidate_union(ctx: RoundContext) -> tuple[np.ndarray, np.ndarray]:
+    """(union of the candidates' top-b on U, its memberships): one scoring pass."""
+    return union_memberships(candidate_picks(ctx))
 
 
 def column_names(ctx: RoundContext) -> list[str]:
@@ -98,6 +106,83 @@ def embed_policy(ctx: RoundContext, r: float) -> Selection:
     return Selection(chosen, z[rows])
 
 
+def gain_problem(ctx: RoundContext, seed: int) -> gain.GainProblem:
+    """The simulation's input: f_B (trained on a seeded half B of L) and its scoring pass
+    over L, L's labels, and which labels were drawn at random (the journal's round 0)."""
+    cfg, a = ctx.cfg, ctx.cfg.autoal
+    if ctx.fit is None:
+        raise ValueError("autoal.reward 'gain' trains a model of its own: the round context "
+                         "needs a trainer (fit)")
+    journal = rundir.read_journal(ctx.run_dir)
+    initial = journal.column("id").to_numpy()[journal.column("round").to_numpy() == 0]
+    base = gain.base_rows(len(ctx.labeled), seed)
+    f_b = ctx.fit(ctx.labeled[base], seed, f"simulate{ctx.round:03d}")
+    out = compute_outputs(f_b, ctx.data.train_x[ctx.labeled], ctx.labeled, ctx.normalize,
+                          needs=needs_of(list(cfg.candidates)), batch_size=cfg.score.batch_size,
+                          mc_samples=cfg.score.mc_samples, seed=seed, device=ctx.device)
+    heads = HeadSettings(a.fitnet_pretrain_iters, a.head_weight_decay, cfg.train.dropout,
+                         cfg.score.mc_samples)
+    return gain.GainProblem(
+        out.probs, out.embeddings, out.mc_probs, ctx.data.train_y[ctx.labeled], base,
+        np.isin(ctx.labeled, initial), tuple(cfg.candidates), cfg.budget / len(ctx.labeled),
+        heads, a.random_draws, seed, a.gain_validation, a.combine == "interleave")
+
+
+def simulator(ctx: RoundContext) -> gain.Simulate:
+    """In-process, or the splits dealt to the Ray Train workers when the run trains on
+    `workers` > 0 (each worker simulates its share; the gathered result is the same)."""
+    if ctx.jobs is None or ctx.jobs.workers == 0:
+        return gain.simulate
+    from autoal_dist.autoal.ray_job import simulate_job
+
+    return partial(simulate_job, jobs=ctx.jobs, name=f"search{ctx.round:03d}")
+
+
+def gain_policy(ctx: RoundContext) -> Selection:
+    """Reward `gain`: option weights from the simulated gains of this round and earlier
+    ones (decayed), the mix's share spread evenly over the candidates; the batch interleaves
+    the candidates' own picks on U by weight (`combine: vote`: top-b of z = A w)."""
+    cfg, a = ctx.cfg, ctx.cfg.autoal
+    t0 = time.perf_counter()
+    problem = gain_problem(ctx, derive(cfg.seed, ctx.round, "search"))
+    gains = simulator(ctx)(problem, list(range(a.splits)))
+    current = gain.estimate(gains)
+    options = list(problem.options)
+    earlier = [gain.GainEstimate(m, se) for m, se in
+               report.earlier_gains(ctx.run_dir, ctx.round + 1, options)]
+    est = gain.pooled([*earlier, current], a.evidence_decay)
+    option_w = gain.option_weights(est, a.gain_temperature)
+    w = gain.candidate_weights(option_w, problem.with_mix)
+    search_s = time.perf_counter() - t0
+    picks = candidate_picks(ctx)
+    ids, member = union_memberships(picks)
+    t1 = time.perf_counter()
+    ctx.progress.note(f"  round {ctx.round}: AutoAL gain search over {a.splits} splits; "
+                      + ", ".join(f"{n} {x:.2f}" for n, x in zip(options, option_w)))
+    if a.combine == "best":  # the whole batch of the candidate the evidence ranks first
+        order = picks[int(np.argmax(w))]
+    elif a.combine == "interleave":
+        order = gain.interleave(picks, w, cfg.budget)
+    if a.combine in ("best", "interleave"):
+        chosen = np.sort(order)
+        z = np.zeros(len(ids))
+        z[np.searchsorted(ids, order)] = np.arange(len(order), 0, -1)  # earlier = higher
+    else:
+        z = member.astype(np.float64) @ w
+        chosen = top_b(ids, z, cfg.budget)
+    rows = np.searchsorted(ids, chosen)
+    add_search_seconds(ctx, search_s + time.perf_counter() - t1)
+    round_ = ctx.round + 1
+    report.record_weights(ctx.run_dir, report.weights_table(
+        round_, list(cfg.candidates), np.broadcast_to(w, (len(rows), len(w))), member[rows]))
+    report.record(ctx.run_dir, report.SEARCH_FILE, report.search_table(
+        round_, "embed", options, option_w, np.ones(len(options), bool), iterations=0,
+        soft_count=np.nan, target_count=np.nan, grad_norm=np.nan, rank_corr=np.nan,
+        evidence_rows=len(ctx.labeled) * (len(earlier) + 1), reward=current.mean,
+        reward_se=current.se))
+    return Selection(chosen, z[rows])
+
+
 def paper_policy(ctx: RoundContext, r: float) -> Selection:
     """Mode paper: the per-sample SearchNet (a trunk of f's family) scores the union."""
     cfg = ctx.cfg
@@ -125,6 +210,9 @@ def autoal_policy(ctx: RoundContext) -> Selection:
     """The b candidate-picked samples AutoAL's search prefers (ties: smallest id); adds the
     search's seconds to ctx.timings['search_s'] and records the round's diagnostics."""
     r = ctx.cfg.budget / (len(ctx.labeled) + len(ctx.unlabeled))
-    mode = embed_policy if ctx.cfg.autoal.mode == "embed" else paper_policy
+    a = ctx.cfg.autoal
+    if a.mode == "embed" and a.reward == "gain":
+        return gain_policy(ctx)
+    mode = embed_policy if a.mode == "embed" else paper_policy
     return mode(ctx, r)
 

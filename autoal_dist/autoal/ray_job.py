@@ -24,6 +24,7 @@ import ray
 import torch
 import torch.distributed as dist
 
+from autoal_dist.autoal.gain import GainProblem, simulate
 from autoal_dist.autoal.search import Rows, SearchJob, build_models, train_search
 from autoal_dist.autoal.weights import Evidence, WeightFit, fit_weights
 from autoal_dist.config import AutoALConfig
@@ -124,3 +125,31 @@ def fit_weights_job(evidence: list[Evidence], active: np.ndarray, a: AutoALConfi
     fields: dict[str, Any] = {k: v.numpy() if isinstance(v, torch.Tensor) else v
                               for k, v in state["fit"].items()}
     return WeightFit(**fields)
+
+
+def simulate_loop(config: dict[str, Any]) -> None:
+    """Reward `gain` on a Train worker: the splits are independent fits, so worker k
+    simulates splits k, k + W, ... and rank 0 gathers every worker's rows (an all-gather
+    over the workers' gloo/nccl group) and reports them in split order."""
+    problem, splits = ray.get(config["problem"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(1)
+    mine = splits[rank::world]
+    part = simulate(problem, mine)
+    parts: list[Any] = [None] * world
+    if world > 1:
+        dist.all_gather_object(parts, (mine, part))
+    else:
+        parts = [(mine, part)]
+    rows = dict(pair for got in parts for pair in zip(got[0], got[1]))
+    gains = np.stack([rows[s] for s in splits])
+    report_state({"gains": torch.from_numpy(gains)}, {"done": 1}, rank, config["local_dir"])
+
+
+def simulate_job(problem: GainProblem, splits: list[int], jobs: JobRunner,
+                 name: str) -> np.ndarray:
+    """`gain.simulate` with the splits dealt to `jobs.workers` Train workers: the same
+    [splits, options] array as in-process, each worker fitting its share."""
+    state = jobs.run(simulate_loop, {"problem": ray.put((problem, list(splits)))}, name)
+    return state["gains"].numpy()

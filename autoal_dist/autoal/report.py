@@ -37,6 +37,12 @@ SEARCH_SCHEMA = pa.schema([
     ("weight", pa.float64()), ("active", pa.bool_()), ("iterations", pa.int64()),
     ("soft_count", pa.float64()), ("target_count", pa.float64()), ("grad_norm", pa.float64()),
     ("rank_corr", pa.float64()), ("evidence_rows", pa.int64()),
+    # reward: gain: this round's simulated gain of the row's option over random picks and its
+    # standard error (NaN for the loss-rank reward); oracle_*: filled only by the accuracy
+    # benchmark (the true gain of the option's batch on the test split, and the round's
+    # Spearman correlation between the two rankings)
+    ("reward", pa.float64()), ("reward_se", pa.float64()), ("oracle_gain", pa.float64()),
+    ("oracle_corr", pa.float64()),
 ])
 EVIDENCE_SCHEMA = pa.schema([
     ("round", pa.int32()), ("id", pa.int64()), ("reward", pa.float64()), ("q", pa.int64()),
@@ -62,7 +68,11 @@ def search_table(round_: int, mode: str, names: list[str], weights: np.ndarray,
     n = len(names)
     cols = {"round": np.full(n, round_, np.int32), "mode": [mode] * n, "strategy": names,
             "weight": np.asarray(weights, np.float64), "active": np.asarray(active, bool)}
-    cols.update({k: [v] * n for k, v in round_values.items()})
+    per_row = ("reward", "reward_se", "oracle_gain", "oracle_corr")  # scalars or [n]
+    cols.update({k: [v] * n for k, v in round_values.items() if k not in per_row})
+    for name in per_row:
+        value = round_values.get(name, np.nan)
+        cols[name] = np.broadcast_to(np.asarray(value, np.float64), (n,)).copy()
     return pa.table(cols, schema=SEARCH_SCHEMA)
 
 
@@ -93,6 +103,24 @@ def record_weights(run_dir: Path, table: pa.Table) -> Path:
     return record(run_dir, WEIGHTS_FILE, table)
 
 
+def earlier_gains(run_dir: Path, round_: int, options: list[str]
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(reward, reward_se) per option of every earlier round with the same options, in order:
+    the gain reward's evidence pooled over rounds."""
+    t = read_rounds(run_dir, SEARCH_FILE, SEARCH_SCHEMA)
+    t = t.filter(pc.less(t.column("round"), round_))
+    out = []
+    for k in sorted(set(t.column("round").to_pylist())):
+        part = t.filter(pc.equal(t.column("round"), k))
+        if part.column("strategy").to_pylist() != options:
+            continue
+        reward = part.column("reward").to_numpy()
+        if np.isnan(reward).any():
+            continue
+        out.append((reward, part.column("reward_se").to_numpy()))
+    return out
+
+
 def earlier_evidence(run_dir: Path, round_: int) -> list[tuple[int, np.ndarray, np.ndarray, int]]:
     """(round, memberships, reward, q) of every recorded round before `round_`, in order."""
     t = read_rounds(run_dir, EVIDENCE_FILE, EVIDENCE_SCHEMA)
@@ -108,7 +136,8 @@ def earlier_evidence(run_dir: Path, round_: int) -> list[tuple[int, np.ndarray, 
 
 def plot_autoal_weights(run_dir: Path) -> Path:
     """Per round: each column's weight (the search's final weights when recorded, else
-    the mean over the batch) and, below, the soft count against its target."""
+    the mean over the batch) and, below, what the weights were fitted on: the simulated
+    gains (reward `gain`) or the soft count against its target (the relaxed searches)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,16 +146,25 @@ def plot_autoal_weights(run_dir: Path) -> Path:
     search = read_rounds(run_dir, SEARCH_FILE, SEARCH_SCHEMA).to_pandas()
     rows = search if len(search) else read_rounds(run_dir, WEIGHTS_FILE,
                                                   WEIGHTS_SCHEMA).to_pandas()
+    gains = len(search) and search["reward"].notna().any()
     fig, axes = plt.subplots(2 if len(search) else 1, 1, figsize=(6.5, 6 if len(search) else 4),
                              sharex=True, squeeze=False)
     ax = axes[0, 0]
     for name, part in rows.groupby("strategy", sort=False):
         ax.plot(part["round"], part["weight"], "o-", label=name)
-    ax.set_ylabel("SearchNet weight")
-    ax.set_title("AutoAL strategy weights per round")
+    ax.set_ylabel("weight")
+    ax.set_title("AutoAL: weight of each option per round")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", ncol=2)
-    if len(search):
+    if gains:
+        ax2 = axes[1, 0]
+        for name, part in search.groupby("strategy", sort=False):
+            ax2.errorbar(part["round"], part["reward"], yerr=part["reward_se"], fmt="o-",
+                         ms=3, capsize=2, label=name)
+        ax2.axhline(0, color="k", lw=0.8)
+        ax2.set_ylabel("simulated gain over random")
+        ax2.grid(alpha=0.3)
+    elif len(search):
         per_round = search.groupby("round").first()
         ax2 = axes[1, 0]
         ax2.plot(per_round.index, per_round["soft_count"], "o-", label="soft count")
@@ -137,6 +175,7 @@ def plot_autoal_weights(run_dir: Path) -> Path:
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize="small")
     axes[-1, 0].set_xlabel("round (journal round of the queried batch)")
+    axes[-1, 0].xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     path = Path(run_dir) / PLOT_FILE
     store.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))

@@ -1,0 +1,257 @@
+"""The learning-gain reward (`autoal.reward: gain`): simulated acquisition on L.
+
+Why: the loss-rank reward scores a candidate by how hard its picks on L were for f,
+which is maximal by construction for the uncertainty candidates (they pick exactly
+the rows f finds hard) and blind to redundancy: a batch of near-twins earns as much as
+a varied one. What a batch is worth is what the model learns from it. That can be
+measured on L, where every label is known, by replaying an acquisition:
+
+Once per round, f_B, a model of f's architecture and recipe, is trained on a seeded half
+B of L: the round in miniature. f itself cannot serve: it was trained on all of L, so its
+embeddings separate L's classes almost perfectly (heads on them reach 98-100% on
+held-out folds of L) and every simulated batch would look worthless. f_B has seen B as f
+has seen L, and the rest of L as f has seen U: not at all.
+
+Then, for each of `splits` seeded splits of the rows f_B never saw:
+1. V, the validation slice: half of the labels among them that were drawn *at random*
+   (the initial set). A candidate's picks are biased toward what it likes; rows it chose
+   would judge it on its own terms, rows drawn at random judge every candidate alike.
+2. The others are the pseudo-pool P. f_B's scoring pass over L gives P what a real pass
+   gives U (probabilities, MC-dropout probabilities, embeddings; B is the labeled set).
+3. Each candidate picks q = ceil(|B| b / |L|) rows of P (the round's budget share), and
+   so does the candidates' plain vote; a head (softmax regression on f_B's frozen
+   embeddings, the oracle's protocol) is fitted on B + picks.
+4. Its gain: the mean probability the head gives V's true classes, minus the same for
+   heads on B + q random rows of P (mean of `random_draws` draws on the same split).
+   Positive = better than random.
+
+The splits cost heads only (tens of L-BFGS fits on |L| rows); f_B costs one training on
+|L|/2 rows, which is what the reward needs to be honest.
+
+Pure numpy/torch, no Ray: one split is one call (`split_gains`), so a Ray Train job
+can deal splits to workers and gather (`autoal/ray_job.py`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from autoal_dist.autoal.crossfit import HeadSettings, fit_head, standardize
+from autoal_dist.outputs import PoolOutputs
+from autoal_dist.seeds import hashed_uniform
+from autoal_dist.strategies import select
+
+MIX = "mix"  # the candidates' even interleave, simulated like one more candidate
+# Gains closer than this (mean true-class probability on V) are ties, however small their
+# standard error: on a degenerate split (every option picks the whole pseudo-pool) the gains
+# differ by L-BFGS rounding, and dividing by a ~0 error would crown one at random.
+GAIN_RESOLUTION = 0.005
+REFIT_ITERS = 30  # L-BFGS iterations of a warm-started refit (base + picks)
+BASE_SHARE = 0.5  # of L, f_B's training set
+MIN_VALIDATION = 2  # rows per class V is topped up to (validation: random)
+MAX_PICK_SHARE = 0.5  # of the pseudo-pool, the simulated batch at most
+
+
+@dataclass(frozen=True)
+class GainProblem:
+    """One round's simulation input (what a Ray worker needs: outputs on L, not the pool)."""
+
+    probs: np.ndarray  # [n, C] f_B's probabilities on L
+    emb: np.ndarray  # [n, D] f_B's embeddings of L
+    mc_probs: np.ndarray | None  # [T, n, C] f_B's MC-dropout probabilities on L
+    y: np.ndarray  # [n] labels
+    base: np.ndarray  # [n] bool: f_B was trained on the row
+    random_origin: np.ndarray  # [n] bool: the row's label was drawn at random
+    names: tuple[str, ...]  # the candidates
+    share: float  # b / |L|: the simulated pick count is this share of the base
+    heads: HeadSettings
+    random_draws: int
+    seed: int
+    validation: str = "random"  # random: V from randomly drawn labels only; all: any unseen
+    with_mix: bool = False  # simulate the candidates' even interleave as one more option
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """What is simulated: every candidate (then their even mix, with `with_mix`)."""
+        return (*self.names, MIX) if self.with_mix else self.names
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.probs.shape[1])
+
+
+def base_rows(n: int, seed: int) -> np.ndarray:
+    """[n] bool: the seeded share (BASE_SHARE) of L that f_B trains on (at least one row,
+    never all of L when L has two rows or more)."""
+    base = np.zeros(n, bool)
+    k = min(max(1, int(n * BASE_SHARE)), max(1, n - 1))
+    base[np.random.default_rng(seed).permutation(n)[:k]] = True
+    return base
+
+
+def split_rows(p: GainProblem, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pseudo-pool, validation) row positions of one split of the rows f_B never saw.
+
+    Validation is half of the randomly drawn ones (`validation: random`), or half of all
+    of them (`all`); `random` tops V up with other unseen rows to MIN_VALIDATION rows per
+    class when too few labels were drawn at random (an initial set of 10 leaves V two or
+    three rows, whose verdict is noise). At least one row, and never every unseen row: the
+    pseudo-pool is all the others.
+    """
+    rng = np.random.default_rng(seed)
+    unseen = np.flatnonzero(~p.base)
+    rand = rng.permutation(unseen[p.random_origin[unseen]])
+    rest = rng.permutation(unseen[~p.random_origin[unseen]])
+    cap = max(0, len(unseen) - 1)
+    if p.validation == "all":
+        order = rng.permutation(unseen)
+        want = len(order) // 2
+    else:
+        order = np.r_[rand, rest]
+        want = max(len(rand) // 2, min(MIN_VALIDATION * p.num_classes, len(unseen) // 2))
+    val = np.sort(order[:min(max(1, want), cap)])
+    return np.setdiff1d(unseen, val), val
+
+
+def pick_count(share: float, base: int, pool: int) -> int:
+    """The simulated batch: the round's share of the base, at least 1, at most
+    MAX_PICK_SHARE of the pseudo-pool (a batch of the whole pseudo-pool is every option's
+    batch, and would tell them apart by nothing)."""
+    return max(1, min(math.ceil(pool * MAX_PICK_SHARE), math.ceil(share * base)))
+
+
+def _true_class_prob(e: torch.Tensor, y: torch.Tensor, rows: np.ndarray, val: np.ndarray,
+                     p: GainProblem, seed: int, start: torch.nn.Linear) -> float:
+    """Mean probability a head fitted on `rows` gives V's true classes: bounded and
+    smooth (V has tens of rows: accuracy moves in steps, cross-entropy explodes on one
+    confident error). Warm-started from the base's head, so REFIT_ITERS L-BFGS iterations
+    reach the optimum a cold start needs the full budget for."""
+    settings = dataclasses.replace(p.heads, iters=min(p.heads.iters, REFIT_ITERS))
+    head = fit_head(e[rows], y[rows], p.num_classes, settings, seed, start)
+    with torch.no_grad():
+        probs = torch.softmax(head(e[val]), 1)
+        return float(probs[torch.arange(len(val)), y[val]].mean())
+
+
+def interleave(picks: Sequence[np.ndarray], weights: np.ndarray, b: int) -> np.ndarray:
+    """b ids from the candidates' ranked picks, candidate m contributing about w_m b of its
+    first ones (smooth weighted round robin; a row two candidates pick counts once).
+
+    Why not the vote (z = A w, top-b): rows every uncertainty candidate picks outrank the
+    rest, so a vote of similar candidates is their consensus, which on redundant pools is
+    a batch of near-twins; interleaving keeps every weighted candidate's own best rows.
+    Deterministic: credit ties go to the earlier candidate.
+    """
+    w = np.asarray(weights, np.float64)
+    w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
+    credit = np.zeros(len(w))
+    pos = [0] * len(picks)
+    chosen: list[int] = []
+    seen: set[int] = set()
+    while len(chosen) < b:
+        for m, p in enumerate(picks):  # skip rows already taken
+            while pos[m] < len(p) and int(p[pos[m]]) in seen:
+                pos[m] += 1
+        live = np.array([pos[m] < len(p) for m, p in enumerate(picks)])
+        if not live.any():
+            break
+        credit[live] += w[live] / max(w[live].sum(), 1e-300)
+        credit[~live] = -np.inf
+        m = int(np.argmax(credit))
+        chosen.append(int(picks[m][pos[m]]))
+        seen.add(chosen[-1])
+        credit[m] -= 1.0
+        credit[~live] = 0.0
+    return np.asarray(chosen, np.int64)
+
+
+def split_gains(p: GainProblem, split: int) -> np.ndarray:
+    """[len(p.options)] gain over random picks of each option on split number `split`."""
+    seed = int(hashed_uniform(np.array([split]), p.seed)[0] * 2**31)
+    base = np.flatnonzero(p.base)
+    pool, val = split_rows(p, seed)
+    if len(pool) == 0 or len(val) == 0:
+        return np.zeros(len(p.options))
+    e_all, = standardize(p.emb[base], p.emb)[1:]
+    y_all = torch.from_numpy(p.y.astype(np.int64))
+    out = PoolOutputs(pool.astype(np.int64), p.probs[pool], p.emb[pool],
+                      None if p.mc_probs is None else p.mc_probs[:, pool],
+                      labeled_embeddings=p.emb[base])
+    q = pick_count(p.share, len(base), len(pool))
+    start = fit_head(e_all[base], y_all[base], p.num_classes, p.heads, seed)
+    picked = {n: select(n, out, q, seed) for n in p.names}
+    scores = []
+    for name in p.options:
+        picks = (interleave(list(picked.values()), np.ones(len(p.names)), q) if name == MIX
+                 else picked[name])
+        scores.append(_true_class_prob(e_all, y_all, np.r_[base, picks], val, p, seed, start))
+    rng = np.random.default_rng(seed + 1)
+    random = np.mean([_true_class_prob(e_all, y_all, np.r_[base, rng.choice(pool, q, False)],
+                                       val, p, seed, start) for _ in range(p.random_draws)])
+    return np.asarray(scores) - random
+
+
+def simulate(p: GainProblem, splits: Sequence[int]) -> np.ndarray:
+    """[len(splits), len(p.options)]: the gains of the given splits, in order."""
+    return np.stack([split_gains(p, s) for s in splits]) if len(splits) else np.zeros(
+        (0, len(p.options)))
+
+
+Simulate = Callable[[GainProblem, Sequence[int]], np.ndarray]
+
+
+@dataclass
+class GainEstimate:
+    """A round's (or pooled) mean gain per option and its standard error."""
+
+    mean: np.ndarray  # [K]
+    se: np.ndarray  # [K]
+
+
+def estimate(gains: np.ndarray) -> GainEstimate:
+    """Mean over splits (rows) and the standard error of each option's *lead*: its gain
+    minus the options' mean on the same split. Every option is judged on the same splits,
+    so what is common to a split (how hard its V is, its random baseline) cancels in the
+    comparison and is not noise for it."""
+    s = len(gains)
+    lead = gains - gains.mean(1, keepdims=True)
+    se = lead.std(0, ddof=1) / math.sqrt(s) if s > 1 else np.full(gains.shape[1], np.inf)
+    return GainEstimate(gains.mean(0), se)
+
+
+def pooled(rounds: Sequence[GainEstimate], decay: float) -> GainEstimate:
+    """Rounds' estimates pooled with weights decay^(age) (the newest last): the regime
+    drifts as L grows, so older rounds count less, but one round's splits are noisy."""
+    d = np.array([decay ** (len(rounds) - 1 - k) for k in range(len(rounds))])
+    if d.sum() == 0:
+        d[-1] = 1.0
+    d = d / d.sum()
+    mean = sum(w * r.mean for w, r in zip(d, rounds))
+    se = np.sqrt(sum(w * w * np.square(r.se) for w, r in zip(d, rounds)))
+    return GainEstimate(np.asarray(mean), np.asarray(se))
+
+
+def option_weights(est: GainEstimate, temperature: float) -> np.ndarray:
+    """Softmax of the gains in units of their standard error: an option that leads by a
+    few standard errors takes the batch; gains within noise of each other share it."""
+    finite = est.se[np.isfinite(est.se)]
+    if not len(finite):
+        return np.full(len(est.mean), 1.0 / len(est.mean))
+    scale = max(float(finite.mean()), GAIN_RESOLUTION)
+    z = (est.mean - est.mean.max()) / (temperature * scale)
+    w = np.exp(z)
+    return w / w.sum()
+
+
+def candidate_weights(option_w: np.ndarray, with_mix: bool) -> np.ndarray:
+    """Strategy-level weights on the candidates: the mix's share (when simulated) spread
+    evenly over them."""
+    if not with_mix:
+        return option_w
+    m = len(option_w) - 1
+    return option_w[:m] + option_w[m] / m
