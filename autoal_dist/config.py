@@ -133,6 +133,11 @@ class AutoALConfig:
     # candidates' own picks interleaved by weight (interleave), or the top-b of the weighted
     # vote z = A w (vote)
     combine: str = field(default="best", metadata=one_of("best", "interleave", "vote"))
+    # gain, combine best: the candidate kept while the evidence is thin (the first candidate
+    # when it is not among them; margin: the best mean rank of the regime suite's candidates),
+    # and how many standard errors another must lead it by to take the batch (0: the leader)
+    prior: str = "margin"
+    switch_se: float = field(default=2.0, metadata=ge(0))
     # gain: softmax temperature over the options' gains, in standard errors
     gain_temperature: float = field(default=1.0, metadata=gt(0))
     # embed: each fold head's L-BFGS iterations (at most); paper: FitNet pre-fit

@@ -33,6 +33,9 @@ def check_names(cfg: Config) -> None:
     for c in cfg.candidates:
         _check(c in STRATEGIES, "candidates",
                f"unknown candidate {c!r}; allowed: {', '.join(strategies)}")
+    _check(cfg.autoal.prior in STRATEGIES, "autoal.prior",
+           f"unknown strategy {cfg.autoal.prior!r}; allowed: {', '.join(strategies)} (used "
+           "when it is among the candidates, else the first candidate)")
     _check(cfg.model in ("auto", *MODELS), "model",
            f"unknown model {cfg.model!r}; allowed: auto, {', '.join(MODELS)}")
     _check(cfg.train.optimizer in OPTIMIZERS, "train.optimizer",

@@ -41,6 +41,7 @@ QUICK = ["entropy", "vote"]
 # benchmark labels that are a strategy with settings of their own
 VARIANTS = {"autoal-paper": {"strategy": "autoal", "autoal": {"mode": "paper"}},
             "autoal-lossrank": {"strategy": "autoal", "autoal": {"reward": "loss_rank"}},
+            "autoal-argmax": {"strategy": "autoal", "autoal": {"switch_se": 0.0}},
             ORACLE: {"strategy": "vote"}}  # the oracle's policy replaces the vote's (oracle.py)
 # --pool NAME: its campaign (init, budget, rounds) unless given on the command line
 POOL_CAMPAIGNS = CAMPAIGNS
@@ -72,7 +73,7 @@ def one_campaign(task: tuple[str, int, dict, str]) -> dict:
     rows = run_campaign({**variant(name, overrides), "seed": seed}, Path(run_dir))
     corr: list[float] = []
     search = Path(run_dir) / "autoal_search.parquet"
-    if name == "autoal" and search.exists():
+    if name.startswith("autoal") and search.exists():
         import pyarrow.parquet as pq
 
         t = pq.read_table(search).to_pandas()
@@ -219,12 +220,18 @@ def suite_aucs(res: dict[str, dict]) -> dict[str, dict[str, list[float]]]:
             for pool, per in res.items()}
 
 
+def ranked(name: str) -> bool:
+    """Strategies the mean rank compares: not the oracle (a bound) and not AutoAL's ablation
+    variants (`autoal-...`: the default with one choice changed)."""
+    return name != ORACLE and not name.startswith("autoal-")
+
+
 def mean_ranks(aucs: dict[str, dict[str, list[float]]]) -> dict[str, float]:
-    """Each strategy's rank by mean AUC within each pool (1 = best; the oracle, a bound and
-    not a strategy, is left out), averaged over pools."""
+    """Each strategy's rank by mean AUC within each pool (1 = best; the oracle and the
+    ablation variants are left out: `ranked`), averaged over pools."""
     ranks: dict[str, list[float]] = {}
     for per in aucs.values():
-        names = [n for n in per if n != ORACLE]
+        names = [n for n in per if ranked(n)]
         means = np.array([np.mean(per[n]) for n in names])
         from scipy.stats import rankdata
 
@@ -234,7 +241,7 @@ def mean_ranks(aucs: dict[str, dict[str, list[float]]]) -> dict[str, float]:
 
 
 def best_single(per: dict[str, list[float]]) -> str:
-    singles = [n for n in per if n not in COMBINERS]
+    singles = [n for n in per if n not in COMBINERS and not n.startswith("autoal")]
     return max(singles, key=lambda n: np.mean(per[n]))
 
 
@@ -261,6 +268,7 @@ def suite_report(res: dict[str, dict], seeds: list[int]) -> str:
     pools = list(res)
     ranks = mean_ranks(aucs)
     names = sorted(ranks, key=lambda n: ranks[n])
+    names += sorted({n for per in aucs.values() for n in per if not ranked(n)} - {ORACLE})
     if any(ORACLE in per for per in aucs.values()):
         names.append(ORACLE)
     head = "| strategy | mean rank | " + " | ".join(pools) + " |"
@@ -269,10 +277,11 @@ def suite_report(res: dict[str, dict], seeds: list[int]) -> str:
         cells = []
         for pool in pools:
             v = aucs[pool].get(n)
-            top = max((m for m in aucs[pool] if m != ORACLE), key=lambda m: np.mean(aucs[pool][m]))
+            top = max((m for m in aucs[pool] if ranked(m)), key=lambda m: np.mean(aucs[pool][m]))
             star = "**" if n == top else ""
             cells.append(f"{star}{mean_std(v)}{star}" if v is not None else "")
-        rank = f"{ranks[n]:.2f}" if n in ranks else "(bound)"
+        rank = (f"{ranks[n]:.2f}" if n in ranks else "(bound)" if n == ORACLE
+                else "(ablation)")
         table.append(f"| {n} | {rank} | " + " | ".join(cells) + " |")
     diffs = ["| pool | best single | autoal - best single | seeds won | autoal - vote | seeds won "
              "| oracle - best single | search vs oracle: mean per-round Spearman |",

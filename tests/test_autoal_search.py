@@ -234,6 +234,7 @@ def test_strategies_lists_vote_and_the_policies(capsys):
     ("random_draws", 0, "autoal.random_draws"), ("gain_temperature", 0,
                                                  "autoal.gain_temperature"),
     ("gain_validation", "test", "autoal.gain_validation"), ("combine", "max", "autoal.combine"),
+    ("prior", "nope", "autoal.prior"), ("switch_se", -1, "autoal.switch_se"),
 ])
 def test_new_keys_are_validated(tmp_path, capsys, key, value, field):
     cfg = tmp_path / "bad.yaml"

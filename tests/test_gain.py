@@ -123,3 +123,27 @@ def test_oracle_is_never_reachable_from_run(tmp_path, capsys):
             "print(any(m == 'oracle' or m.endswith('.oracle') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_combine_rules():
+    picks = [np.array([5, 1, 9]), np.array([2, 5, 7])]
+    ids = np.array([1, 2, 5, 7, 9])
+    member = np.array([[1, 0], [0, 1], [1, 1], [0, 1], [1, 0]], np.float32)
+    chosen, z = gain.combine("best", picks, ids, member, np.array([0.2, 0.8]), 3)
+    assert chosen.tolist() == [2, 5, 7] and z.tolist() == [0, 3, 2, 1, 0]  # b's whole batch
+    chosen, _ = gain.combine("best", picks, ids, member, np.array([0.5, 0.5]), 3)
+    assert chosen.tolist() == [1, 5, 9]  # a tie goes to the earlier candidate
+    chosen, _ = gain.combine("vote", picks, ids, member, np.array([0.5, 0.5]), 3)
+    assert chosen.tolist() == [5, 1, 2]  # 5 has two votes; then smallest ids
+    chosen, _ = gain.combine("interleave", picks, ids, member, np.array([0.5, 0.5]), 3)
+    assert chosen.tolist() == [1, 2, 5]  # 5 (a's first), 2 (b's first: 5 is taken), 1
+
+
+def test_the_prior_candidate_keeps_the_batch_until_another_clearly_leads():
+    est = gain.GainEstimate(np.array([0.10, 0.12, 0.05]), np.full(3, 0.01))
+    assert gain.chosen_candidate(est, prior=0, switch_se=2.0) == 0  # leads by 2 se: not more
+    assert gain.chosen_candidate(est, prior=0, switch_se=1.0) == 1
+    assert gain.chosen_candidate(est, prior=2, switch_se=2.0) == 1  # 0.07 = 7 se ahead
+    assert gain.chosen_candidate(est, prior=1, switch_se=0.0) == 1  # the prior leads
+    flat = gain.GainEstimate(np.zeros(3), np.full(3, np.inf))  # nothing judged yet
+    assert gain.chosen_candidate(flat, prior=2, switch_se=0.0) == 2

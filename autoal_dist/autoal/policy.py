@@ -139,9 +139,10 @@ def simulator(ctx: RoundContext) -> gain.Simulate:
 
 
 def gain_policy(ctx: RoundContext) -> Selection:
-    """Reward `gain`: option weights from the simulated gains of this round and earlier
-    ones (decayed), the mix's share spread evenly over the candidates; the batch interleaves
-    the candidates' own picks on U by weight (`combine: vote`: top-b of z = A w)."""
+    """Reward `gain`: candidate weights from the simulated gains of this round and earlier
+    ones (decayed); the batch is the top-b of the prior candidate, or of the leader once it
+    leads by `switch_se` standard errors (`combine`: or the picks interleaved by weight, or
+    the weighted vote)."""
     cfg, a = ctx.cfg, ctx.cfg.autoal
     t0 = time.perf_counter()
     problem = gain_problem(ctx, derive(cfg.seed, ctx.round, "search"))
@@ -157,19 +158,12 @@ def gain_policy(ctx: RoundContext) -> Selection:
     picks = candidate_picks(ctx)
     ids, member = union_memberships(picks)
     t1 = time.perf_counter()
-    ctx.progress.note(f"  round {ctx.round}: AutoAL gain search over {a.splits} splits; "
+    ctx.progress.note(f"  round {ctx.round}: AutoAL simulated {a.splits} splits; weights "
                       + ", ".join(f"{n} {x:.2f}" for n, x in zip(options, option_w)))
-    if a.combine == "best":  # the whole batch of the candidate the evidence ranks first
-        order = picks[int(np.argmax(w))]
-    elif a.combine == "interleave":
-        order = gain.interleave(picks, w, cfg.budget)
-    if a.combine in ("best", "interleave"):
-        chosen = np.sort(order)
-        z = np.zeros(len(ids))
-        z[np.searchsorted(ids, order)] = np.arange(len(order), 0, -1)  # earlier = higher
-    else:
-        z = member.astype(np.float64) @ w
-        chosen = top_b(ids, z, cfg.budget)
+    prior = cfg.candidates.index(a.prior) if a.prior in cfg.candidates else 0
+    best = (gain.chosen_candidate(est, prior, a.switch_se)
+            if a.combine == "best" and not problem.with_mix else None)
+    chosen, z = gain.combine(a.combine, picks, ids, member, w, cfg.budget, best)
     rows = np.searchsorted(ids, chosen)
     add_search_seconds(ctx, search_s + time.perf_counter() - t1)
     round_ = ctx.round + 1
