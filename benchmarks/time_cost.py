@@ -96,7 +96,7 @@ def round_costs(camp: Campaign, labeled: np.ndarray, round_: int) -> dict[str, d
         policy(ctx)
         costs[name] = {"train_s": train_s, **{c: ctx.timings.get(c, 0.0) for c in COLUMNS[1:]}}
     passes: dict[frozenset, tuple] = {}
-    for name in cfg.candidates:
+    for name in dict.fromkeys([*cfg.candidates, "entropy"]):  # entropy: the ratios' base
         needs = needs_of([name])
         if needs not in passes:
             t0 = time.perf_counter()

@@ -95,6 +95,20 @@ def test_zero_search_iterations_is_the_uniform_vote():
     assert fit.iterations == 0 and np.all(fit.weights == 1.0 / M)
 
 
+def test_a_round_where_every_candidate_picks_all_of_l_leaves_the_weights_finite():
+    """q >= |L| (dup-digits: init 10 = min_picks): every p is equal, the row is full; its
+    relaxation once put 0 * inf = NaN into every weight and the query crashed on NaN scores."""
+    ids = np.arange(10)
+    full = Evidence(1, membership_matrix(ids, [ids] * 4), np.linspace(-0.5, 0.5, 10), 10)
+    fit = fit_weights([full], np.ones(4, bool), AutoALConfig(reward="loss_rank"))
+    np.testing.assert_allclose(fit.weights, 0.25)
+    more = np.arange(30)
+    picks = [more[:10], more[5:15], more[10:20], more[20:]]
+    later = Evidence(2, membership_matrix(more, picks), np.linspace(-0.5, 0.5, 30), 10)
+    fit = fit_weights([full, later], np.ones(4, bool), AutoALConfig(reward="loss_rank"))
+    assert np.isfinite(fit.weights).all() and fit.weights[3] > 0.25  # the high-reward picks
+
+
 def test_count_exact_relaxation_per_padded_row():
     """Each row's soft count equals its target exactly (padding excluded), the gradient reaches
     z, and a row whose target covers every entry selects them all."""

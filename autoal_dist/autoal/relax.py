@@ -160,10 +160,15 @@ def relax_count(z: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
     z = z.double().masked_fill(~mask, float("-inf"))
     p = torch.softmax(z, dim=1).masked_fill(~mask, 0.0)
     n = mask.sum(1)
-    mean = p.sum(1) / n
-    std = torch.sqrt((((p - mean[:, None]) ** 2) * mask).sum(1) / n)
-    tau = torch.where(std > 0, tau_fraction * std, torch.ones_like(std))
     full = target >= n
+    # A full row's s is the constant mask: its (unused) relaxation stays out of the graph.
+    # And sqrt's gradient at a zero variance (every p equal) is infinite: where() would pass
+    # 0 * inf = NaN into every weight (a pool whose initial set is all the candidates pick).
+    p = torch.where(full[:, None], p.detach(), p)
+    mean = p.sum(1) / n
+    var = (((p - mean[:, None]) ** 2) * mask).sum(1) / n
+    std = torch.sqrt(var.clamp_min(1e-300))  # the same values wherever var > 0
+    tau = torch.where(var > 0, tau_fraction * std, torch.ones_like(std))
     t = count_threshold(p, mask, torch.where(full, n - 0.5, target).double(), tau)
     s = torch.sigmoid((p - t) / tau[:, None]) * mask
     return torch.where(full[:, None], mask.to(s), s)

@@ -108,7 +108,7 @@ def fit_weights(evidence: list[Evidence], active: np.ndarray, a: AutoALConfig) -
     assert theta.grad is not None  # theta requires grad and the loss depends on it
     last = mask[-1]
     z, r = (member[-1] @ w.detach())[last].numpy(), reward[-1][last].numpy()
-    corr = spearmanr(z, r).statistic if len(r) > 2 else np.nan
+    corr = spearmanr(z, r).statistic if len(r) > 2 and np.ptp(z) > 0 and np.ptp(r) > 0 else np.nan
     return WeightFit(theta.detach().numpy().copy(), w.detach().numpy().copy(),
                      it if a.search_iters else 0, float(s[-1].detach().sum()), float(current.q),
                      float(theta.grad.norm()), float(corr))
