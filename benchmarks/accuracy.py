@@ -319,8 +319,11 @@ def suite_report(res: dict[str, dict], seeds: list[int]) -> str:
         "AUC (oracle excluded); per-seed figures in accuracy-suite.parquet", "",
         "## AUC per pool and strategy", "", *table, "",
         "## AutoAL paired by seed, per pool", "", *diffs, "",
-        "Search vs oracle: each round, the Spearman correlation between the search's estimated "
-        "gains of its options (the candidates and the vote) and their true gains.", "",
+        "Search vs oracle: each round of `autoal`, the Spearman correlation between the search's "
+        "estimated gains of the candidates and their true gains (the oracle's measure). "
+        "Ablations (not ranked): `autoal-argmax` takes the leader's batch every round "
+        "(`switch_se: 0`), `autoal-lossrank` is the loss-rank reward (`reward: loss_rank`) "
+        "over the same candidates.", "",
         "![learning curves per pool](accuracy-suite.png)", ""])
 
 
