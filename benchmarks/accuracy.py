@@ -349,9 +349,9 @@ def plot_suite(res: dict[str, dict], path: Path) -> None:
     for ax, (pool, per) in zip(axes[0], res.items()):
         for i, (name, r) in enumerate(per.items()):
             bold = name in ("autoal", "vote", ORACLE)
-            ax.plot(r["n"], r["acc"].mean(0), "o-" if bold else ".-", color=colors[i % 20],
+            ax.plot(r["n"], r["acc"].mean(0), marker="o" if bold else ".", color=colors[i % 20],
                     label=name, lw=2.2 if bold else 1.0, ms=3,
-                    ls="--" if name == ORACLE else "-")
+                    ls="--" if name == ORACLE else "-" if ranked(name) else ":")
         ax.set_title(pool)
         ax.set_xlabel("labeled samples")
         ax.grid(alpha=0.3)

@@ -158,11 +158,12 @@ def gain_policy(ctx: RoundContext) -> Selection:
     picks = candidate_picks(ctx)
     ids, member = union_memberships(picks)
     t1 = time.perf_counter()
-    ctx.progress.note(f"  round {ctx.round}: AutoAL simulated {a.splits} splits; weights "
-                      + ", ".join(f"{n} {x:.2f}" for n, x in zip(options, option_w)))
     prior = cfg.candidates.index(a.prior) if a.prior in cfg.candidates else 0
     best = (gain.chosen_candidate(est, prior, a.switch_se)
             if a.combine == "best" and not problem.with_mix else None)
+    ctx.progress.note(f"  round {ctx.round}: AutoAL simulated {a.splits} splits; weights "
+                      + ", ".join(f"{n} {x:.2f}" for n, x in zip(options, option_w))
+                      + ("" if best is None else f"; batch: {cfg.candidates[best]}'s"))
     chosen, z = gain.combine(a.combine, picks, ids, member, w, cfg.budget, best)
     rows = np.searchsorted(ids, chosen)
     add_search_seconds(ctx, search_s + time.perf_counter() - t1)
