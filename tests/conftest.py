@@ -78,6 +78,18 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+def run_sharded(name: str, out, budget: int, seed: int, n_shards: int, block: int,
+                device: str = "cpu") -> np.ndarray:
+    """A set strategy's driver over `n_shards` in-process shards of `out` (block-aligned)."""
+    from autoal_dist.strategies import STRATEGIES
+    from autoal_dist.strategies.sharded import shard_slices
+
+    strategy = STRATEGIES[name]
+    shards = [strategy.make_shard(out.take(sl), block, sl.start, device=device)
+              for sl in shard_slices(len(out), n_shards, block)]
+    return strategy.drive(shards, budget, seed)
+
+
 def random_outputs(n: int = 50, c: int = 5, d: int = 8, t: int = 4, seed: int = 0):
     """Tie-free random PoolOutputs with MC samples, ids shuffled-but-sorted (not 0..n-1)."""
     from autoal_dist.outputs import PoolOutputs

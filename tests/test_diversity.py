@@ -17,7 +17,7 @@ from autoal_dist.strategies.sharded import (
     greedy_select,
     shard_slices,
 )
-from conftest import random_outputs
+from conftest import random_outputs, run_sharded
 
 SET_STRATEGIES = ["kcenter", "badge", "kmeans"]
 
@@ -34,13 +34,6 @@ def with_duplicates(out: PoolOutputs) -> PoolOutputs:
     dup.ids = np.r_[out.ids, out.ids.max() + 1 + np.arange(10)]
     return dup
 
-
-def run_sharded(name: str, out: PoolOutputs, budget: int, seed: int, n_shards: int,
-                block: int, device: str = "cpu") -> np.ndarray:
-    strategy = STRATEGIES[name]
-    shards = [strategy.make_shard(out.take(sl), block, sl.start, device=device)
-              for sl in shard_slices(len(out), n_shards, block)]
-    return strategy.drive(shards, budget, seed)
 
 
 def kcenter_reference(out: PoolOutputs, budget: int, seed: int) -> np.ndarray:

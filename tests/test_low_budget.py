@@ -19,7 +19,8 @@ from autoal_dist.outputs import PoolOutputs
 from autoal_dist.seeds import hashed_uniform
 from autoal_dist.strategies import STRATEGIES, probcover, select, typiclust
 from autoal_dist.strategies.kmeans import lloyd
-from autoal_dist.strategies.sharded import shard_slices, stream_seed
+from autoal_dist.strategies.sharded import stream_seed
+from conftest import run_sharded
 
 NAMES = ["typiclust", "probcover"]
 
@@ -56,13 +57,6 @@ def blobs(n: int, k: int, d: int = 8, noise: float = 0.3, labeled: int = 0, seed
                       labeled_embeddings=lab.astype(np.float32) if labeled else None)
     return out, blob
 
-
-def run_sharded(name: str, out: PoolOutputs, budget: int, seed: int, n_shards: int,
-                block: int, device: str = "cpu") -> np.ndarray:
-    s = STRATEGIES[name]
-    shards = [s.make_shard(out.take(sl), block, sl.start, device=device)
-              for sl in shard_slices(len(out), n_shards, block)]
-    return s.drive(shards, budget, seed)
 
 
 # ---- direct versions ------------------------------------------------------------------
