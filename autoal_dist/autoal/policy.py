@@ -202,8 +202,9 @@ def paper_policy(ctx: RoundContext, r: float) -> Selection:
 
 
 def autoal_policy(ctx: RoundContext) -> Selection:
-    """The b candidate-picked samples AutoAL's search prefers (ties: smallest id); adds the
-    search's seconds to ctx.timings['search_s'] and records the round's diagnostics."""
+    """The batch of the candidate a simulated acquisition on L supports (default reward).
+    Adds the search's seconds to ctx.timings['search_s'] and records the round's diagnostics;
+    `autoal.mode`/`reward` pick the search (docs/autoal.md)."""
     r = ctx.cfg.budget / (len(ctx.labeled) + len(ctx.unlabeled))
     a = ctx.cfg.autoal
     if a.mode == "embed" and a.reward == "gain":
