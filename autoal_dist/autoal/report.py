@@ -152,6 +152,13 @@ def plot_autoal_weights(run_dir: Path) -> Path:
     ax = axes[0, 0]
     for name, part in rows.groupby("strategy", sort=False):
         ax.plot(part["round"], part["weight"], "o-", label=name)
+    if gains:  # combine best: ring the candidate whose whole batch was taken
+        taken = read_rounds(run_dir, WEIGHTS_FILE, WEIGHTS_SCHEMA).to_pandas()
+        taken = taken[taken["share"] >= 1.0].merge(search[["round", "strategy", "weight"]],
+                                                   on=["round", "strategy"],
+                                                   suffixes=("_batch", ""))
+        ax.plot(taken["round"], taken["weight"], "o", ms=11, mfc="none", mec="k",
+                label="batch taken")
     ax.set_ylabel("weight")
     ax.set_title("AutoAL: weight of each option per round")
     ax.grid(alpha=0.3)
