@@ -456,6 +456,12 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1,
                    help="campaigns run in this many processes (one torch thread each)")
     args = p.parse_args()
+    unknown = sorted(set(args.pools.split(",")) - set(CAMPAIGNS))
+    if unknown:
+        p.error(f"--pools: unknown {', '.join(unknown)}; allowed: {', '.join(CAMPAIGNS)}")
+    missing = [f for f in (args.merge or "").split(",") if f and not Path(f).is_file()]
+    if missing:
+        p.error(f"--merge: no such file {', '.join(missing)}")
     if args.merge:
         print(write_suite(load_raw(args.merge.split(",")), [int(s) for s in args.seeds.split(",")]))
         return
