@@ -103,7 +103,17 @@ def read_meta(run_dir: Path, flag: str) -> dict[str, Any]:
         if not isinstance(meta, dict) or not isinstance(meta.get(key), typ):
             raise RunDirError(f"{flag}: {where} has no valid {key!r}; not the config.json "
                               "autoal-dist writes (damaged or replaced)")
+    keep_stored_defaults(meta["config"])
     return meta
+
+
+def keep_stored_defaults(config: dict[str, Any]) -> None:
+    """A run keeps the behaviour it started with when a default changes later: a config
+    stored before `autoal.reward` existed ran the loss-rank search (the gain reward became the
+    default in #25), so a resumed campaign goes on with it instead of switching mid-way."""
+    autoal = config.get("autoal")
+    if isinstance(autoal, dict) and "reward" not in autoal:
+        autoal["reward"] = "loss_rank"
 
 
 def require_run(location: str, flag: str) -> None:

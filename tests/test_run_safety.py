@@ -301,3 +301,19 @@ def test_label_studio_empty_choices_and_cancelled_choices_are_no_label(tmp_path,
     assert "imported 1 new labels" in out
     labels = labeling.read_labels(run)
     assert labels.column("id").to_pylist() == [ids[0]]
+
+
+def test_a_run_stored_before_the_gain_reward_resumes_with_the_loss_rank_search(tmp_path):
+    """#25 made `autoal.reward: gain` the default; a config.json written before the key
+    existed ran the loss-rank search, and resuming it must not switch searches mid-campaign."""
+    import json
+
+    run = tmp_path / "old"
+    assert main(["run", "--strategy", "autoal", "--init", "20", "--budget", "10", "--rounds", "1",
+                 "--epochs", "1", "--local", "--quiet", "--out", str(run)]) == 0
+    path = run / rundir.CONFIG_FILE
+    meta = json.loads(path.read_text())
+    assert meta["config"]["autoal"]["reward"] == "gain"  # a new run stores the new default
+    del meta["config"]["autoal"]["reward"]
+    path.write_text(json.dumps(meta))
+    assert rundir.read_meta(run, "--out")["config"]["autoal"]["reward"] == "loss_rank"
