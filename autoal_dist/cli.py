@@ -403,16 +403,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_strategies(args: argparse.Namespace) -> int:
     """Every name `--strategy` takes: the registered strategies, then the round policies
-    that combine the candidates (autoal, albl, vote)."""
+    that combine the candidates (autoal, albl, vote). Imports no torch."""
     from autoal_dist.policies import POLICIES
     from autoal_dist.strategies import STRATEGIES
 
-    for name, s in sorted(STRATEGIES.items()):
-        print(f"{name:<18} {s.kind:<8} needs {','.join(sorted(s.needs)) or '-':<28} "
-              f"{s.doc.splitlines()[0] if s.doc else ''}")
-    for name, policy in sorted(POLICIES.items()):
-        doc = (policy.__doc__ or "").strip().splitlines()
-        print(f"{name:<18} {'policy':<8} {'over --candidates':<34} {doc[0] if doc else ''}")
+    def summary(doc: str | None) -> str:  # the docstring's first paragraph, on one line
+        return " ".join(doc.strip().split("\n\n")[0].split()) if doc else ""
+
+    rows: list[tuple[str, str, str, str]] = [
+        (name, s.kind, ",".join(sorted(s.needs)) or "-", summary(s.doc))
+        for name, s in sorted(STRATEGIES.items())]
+    rows += [(name, "policy", "over --candidates", POLICIES.summaries[name])
+             for name in sorted(POLICIES)]
+    header = ("STRATEGY", "KIND", "NEEDS", "WHAT IT QUERIES")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[3])
     return 0
 
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from autoal_dist.config import Config, ConfigError, build_config
 from autoal_dist.data import DATASETS
-from autoal_dist.models.backbones import MODELS
+from autoal_dist.models import MODELS
 from autoal_dist.policies import POLICIES
 from autoal_dist.remote import check_uri
 from autoal_dist.strategies import STRATEGIES
-from autoal_dist.training.loop import OPTIMIZERS
+from autoal_dist.training import OPTIMIZERS
 
 
 def _check(cond: bool, name: str, problem: str) -> None:

@@ -277,7 +277,8 @@ def suite_report(res: dict[str, dict], seeds: list[int]) -> str:
         cells = []
         for pool in pools:
             v = aucs[pool].get(n)
-            top = max((m for m in aucs[pool] if ranked(m)), key=lambda m: np.mean(aucs[pool][m]))
+            top = max((m for m in aucs[pool] if ranked(m)), default=None,
+                      key=lambda m: np.mean(aucs[pool][m]))
             star = "**" if n == top else ""
             cells.append(f"{star}{mean_std(v)}{star}" if v is not None else "")
         rank = (f"{ranks[n]:.2f}" if n in ranks else "(bound)" if n == ORACLE

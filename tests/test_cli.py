@@ -102,3 +102,17 @@ def test_bench_lists_runs_and_rejects_unknown(capsys):
     assert main(["bench", "no_such_benchmark"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("autoal-dist: error: bench: unknown benchmark") and "\n" not in err
+
+
+QUICK_COMMANDS = [["--help"], ["strategies"], ["bench", "--list"], ["run", "--help"]]
+
+
+@pytest.mark.parametrize("argv", QUICK_COMMANDS, ids=" ".join)
+def test_quick_commands_import_neither_torch_nor_ray(argv):
+    """`--help`, `strategies`, `bench --list` answer without torch and Ray (2-6 s to import):
+    what they print needs names and docstrings only (lazy registries, lazy.py)."""
+    code = ("import sys\nfrom autoal_dist.cli import main\ntry:\n    main(%r)\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))" % argv)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout[-500:]

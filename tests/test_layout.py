@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "autoal_dist"
 
 # Lowest first: a module may import its own layer (without a cycle) and the layers below.
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "config", "seeds", "faults", "outputs", "remote", "ray_cluster",
+    ("__init__", "config", "seeds", "faults", "outputs", "remote", "ray_cluster", "lazy",
      "progress"),  # leaves
     ("store", "data", "models", "strategies"),  # files, datasets, networks, strategy math
     ("rundir", "scoring", "training", "labeling"),  # run directory, one pass, fitting

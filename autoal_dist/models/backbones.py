@@ -7,12 +7,14 @@ not of the process that happens to run it.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from autoal_dist.models import MODELS  # the package's table of the builders below
 
 
 class Classifier(nn.Module):
@@ -95,13 +97,16 @@ class ResNet18(Classifier):
         self.trunk = nn.Sequential(net, nn.Flatten())
 
 
-ModelFactory = Callable[..., Classifier]
-MODELS: dict[str, ModelFactory] = {
-    "smallcnn": lambda shape, k, dropout, **kw: SmallCNN(shape[2], k, dropout),
-    "mlp": lambda shape, k, dropout, **kw: MLP(shape[0], k, dropout),
-    "resnet18": lambda shape, k, dropout, **kw: ResNet18(
-        shape[2], k, dropout, image_size=shape[0], pretrained=kw.get("pretrained")),
-}
+def build_smallcnn(shape: tuple[int, ...], k: int, dropout: float, **kw: Any) -> Classifier:
+    return SmallCNN(shape[2], k, dropout)
+
+
+def build_mlp(shape: tuple[int, ...], k: int, dropout: float, **kw: Any) -> Classifier:
+    return MLP(shape[0], k, dropout)
+
+
+def build_resnet18(shape: tuple[int, ...], k: int, dropout: float, **kw: Any) -> Classifier:
+    return ResNet18(shape[2], k, dropout, image_size=shape[0], pretrained=kw.get("pretrained"))
 
 
 def auto_model_name(input_shape: tuple[int, ...]) -> str:
@@ -115,6 +120,7 @@ def auto_model_name(input_shape: tuple[int, ...]) -> str:
 # a training step and an evaluation: SmallCNN's 2x2 max-pool leaves nothing of a 1-pixel side;
 # ResNet-18's small-image stem (stride 1, no max-pool) pads every strided conv, down to 1x1.
 MIN_IMAGE_SIDE = {"smallcnn": 2, "resnet18": 1}
+
 PRETRAINED_MODELS = ("resnet18",)  # the models that load a `pretrained:` state dict
 
 

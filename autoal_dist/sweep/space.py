@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from autoal_dist.config import Config, ConfigError, check_against_data
+from autoal_dist.policies import POLICIES  # the strategies that combine `candidates`
 from autoal_dist.registry import load_config
-
-CANDIDATE_POLICIES = ("autoal", "albl", "vote")  # the strategies that combine `candidates`
 
 SECTIONS = ("campaign", "tune")
 TUNE_KEYS = ("search_space", "num_samples", "max_concurrent_trials", "resources_per_trial",
@@ -231,8 +230,8 @@ def _space(raw: Any, campaign: dict[str, Any], base: Config) -> dict[str, Dist]:
         _check_key(key, name)
         space[key] = _dist(key, spec, name)
         _probe(campaign, key, space[key])
-    if "candidates" in space and base.strategy not in CANDIDATE_POLICIES:
-        raise ConfigError("tune.search_space.candidates", "only the autoal, albl and vote "
+    if "candidates" in space and base.strategy not in POLICIES:
+        raise ConfigError("tune.search_space.candidates", f"only the {', '.join(POLICIES)} "
                           f"strategies use candidates; campaign.strategy is {base.strategy!r}")
     return space
 

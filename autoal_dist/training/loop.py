@@ -19,12 +19,15 @@ import torch.nn.functional as F
 from autoal_dist.config import TrainConfig
 from autoal_dist.data.transforms import Normalizer, augment
 from autoal_dist.models.backbones import Classifier
+from autoal_dist.training import OPTIMIZERS  # the package's table of adam, sgd below
 
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": lambda params, s: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay),
-    "sgd": lambda params, s: torch.optim.SGD(params, lr=s.lr, momentum=0.9,
-                                             weight_decay=s.weight_decay),
-}
+
+def adam(params: Any, s: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+
+
+def sgd(params: Any, s: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=s.lr, momentum=0.9, weight_decay=s.weight_decay)
 
 
 def num_steps(n: int, s: TrainConfig) -> int:
