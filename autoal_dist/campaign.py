@@ -7,14 +7,15 @@ next starts, so a campaign resumes from whatever its files say, exactly.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from autoal_dist import labeling, rundir
+from autoal_dist import labeling
 from autoal_dist.config import Config, check_against_data
 from autoal_dist.data import Dataset, load_dataset
 from autoal_dist.data.transforms import Normalizer, wants_augmentation
@@ -25,6 +26,8 @@ from autoal_dist.models.inference import predict
 from autoal_dist.policies import policy_for
 from autoal_dist.progress import Progress
 from autoal_dist.rounds import RoundContext
+from autoal_dist.run import Run
+from autoal_dist.run.layout import metrics_row
 from autoal_dist.scoring import Scorer
 from autoal_dist.seeds import derive, hashed_uniform
 from autoal_dist.strategies import top_b
@@ -38,12 +41,12 @@ def initial_ids(pool_size: int, n: int, seed: int) -> np.ndarray:
 
 
 class Campaign:
-    def __init__(self, cfg: Config, run_dir: Path, data: Dataset, *,
+    def __init__(self, cfg: Config, run: Run, data: Dataset, *,
                  execution: Execution = Local(), scorer: Scorer | None = None,
                  show_progress: bool = True):
         """`execution` chooses where scoring and training run (execution.py); `scorer`
         replaces its scorer (benchmarks, tests)."""
-        self.cfg, self.run_dir, self.data = cfg, Path(run_dir), data
+        self.cfg, self.directory, self.data = cfg, run, data
         self.device = "cuda" if cfg.gpu and torch.cuda.is_available() else "cpu"
         self.normalize = Normalizer.for_dataset(data)  # a stored pool's: recorded, no pass
         self.show_progress = show_progress
@@ -53,7 +56,7 @@ class Campaign:
         self.execution = execution
         # in-process steps draw tqdm bars; steps on Ray say what they do instead
         self.progress = Progress(show_progress and execution.name != "local")
-        self.jobs = execution.jobs(cfg, self.run_dir)
+        self.jobs = execution.jobs(cfg, run)
         self.scorer = scorer or execution.scorer(cfg, data, self.normalize, self.spec,
                                                  self.device, show_progress)
 
@@ -69,15 +72,6 @@ class Campaign:
         close = getattr(self.scorer, "close", None)
         if close is not None:
             close()
-
-    # ---- state derived from files -------------------------------------------------
-    def labeled_through(self, round_: int) -> np.ndarray:
-        journal = rundir.read_journal(self.run_dir)
-        rounds = journal.column("round").to_numpy()
-        return np.sort(journal.column("id").to_numpy()[rounds <= round_])
-
-    def completed_rows(self) -> list[dict]:
-        return completed_rows(self.cfg, self.run_dir)
 
     # ---- phases ---------------------------------------------------------------------
     def train(self, labeled: np.ndarray, round_: int) -> Classifier:
@@ -127,12 +121,12 @@ class Campaign:
         False (and `self.awaiting` set) while a batch journaled in rounds 0..round_ still
         lacks labels: the campaign stops there until `autoal-dist import` supplies them.
         """
-        awaiting = labeling.awaiting_round(self.run_dir)
+        awaiting = labeling.awaiting_round(self.directory)
         if awaiting is not None and awaiting <= round_:
             self.awaiting = awaiting
             return False
         self.data = dataclasses.replace(
-            self.data, train_y=labeling.revealed_labels(self.run_dir, len(self.data.train_y)))
+            self.data, train_y=labeling.revealed_labels(self.directory, len(self.data.train_y)))
         return True
 
     # ---- the loop -------------------------------------------------------------------
@@ -141,14 +135,15 @@ class Campaign:
         (a Tune trial reports it, so ASHA can stop the campaign between rounds)."""
         cfg = self.cfg
         n_pool = len(self.data.train_y)
-        rundir.remove_stale_training(self.run_dir)  # a killed round's Ray Train run
-        start_journal(cfg, self.run_dir, n_pool)
-        rows = self.completed_rows()
+        run = self.directory
+        run.remove_stale_training()  # a killed round's Ray Train run
+        start_journal(cfg, run, n_pool)
+        rows = run.completed_rows(cfg.rounds)
         policy = policy_for(cfg.strategy)
         for r in range(len(rows), cfg.rounds + 1):
             if cfg.oracle == "files" and not self.reveal_labels(r):
                 break
-            labeled = self.labeled_through(r)
+            labeled = run.labeled_through(r)
             t0 = time.perf_counter()
             with self.progress.phase(f"round {r}: training on {len(labeled)} labeled samples "
                                      f"({self._where_trained()})", f"round {r}: trained"):
@@ -159,61 +154,37 @@ class Campaign:
             crashpoint("evaluated", r)
             t2 = time.perf_counter()
             ctx = RoundContext(cfg, self.data, self.normalize, model, self.scorer, r, labeled,
-                               np.setdiff1d(np.arange(n_pool), labeled), self.device, self.run_dir,
+                               np.setdiff1d(np.arange(n_pool), labeled), self.device, run,
                                jobs=self.jobs, progress=self.progress, fit=self.fit)
-            if r < cfg.rounds and (r + 1) not in rundir.journal_rounds(self.run_dir):
+            if r < cfg.rounds and (r + 1) not in run.journal_rounds():
                 with self.progress.phase(f"round {r}: choosing {cfg.budget} of "
                                          f"{len(ctx.unlabeled)} samples ({cfg.strategy})",
                                          f"round {r}: chose round {r + 1}'s batch"):
                     sel = policy(ctx)
                 crashpoint("selected", r)
-                rundir.write_round(self.run_dir, r + 1, sel.ids, cfg.strategy, sel.scores)
-            m = rundir.metrics_row(r, len(labeled), acc, cfg.strategy,
-                                   {"train_s": t1 - t0, "eval_s": t2 - t1, **ctx.timings})
+                run.write_round(r + 1, sel.ids, cfg.strategy, sel.scores)
+            m = metrics_row(r, len(labeled), acc, cfg.strategy,
+                            {"train_s": t1 - t0, "eval_s": t2 - t1, **ctx.timings})
             rows.append(m)
-            rundir.write_metrics(self.run_dir, rows)
-            rundir.log_round(m, cfg.rounds)
+            run.write_metrics(rows)
+            log_round(m, cfg.rounds)
             if on_round is not None:
                 on_round(m)
         return rows
 
 
-def completed_rows(cfg: Config, run_dir: Path) -> list[dict]:
-    """Metrics of rounds that need no more work: evaluated and, unless last, queried.
-
-    A round evaluated as the last of a shorter campaign has not queried yet,
-    so raising --rounds on resume redoes it (same seed, same result).
-    """
-    rows = rundir.read_metrics(run_dir)
-    queried = set(rundir.journal_rounds(run_dir))
-    done: list[dict] = []
-    for r in rows:
-        if r["round"] != len(done) or r["round"] > cfg.rounds:
-            break
-        if r["round"] < cfg.rounds and r["round"] + 1 not in queried:
-            break
-        done.append(r)
-    return done
+def log_round(row: dict[str, Any], rounds: int) -> None:
+    """The per-round line on stderr."""
+    print(f"round {row['round']:>3}/{rounds}  labeled {row['n_labeled']:>6}  "
+          f"acc {row['accuracy']:.4f}  train {row['train_s']:.1f}s  score {row['score_s']:.1f}s  "
+          f"search {row['search_s']:.1f}s  select {row['select_s']:.2f}s",
+          file=sys.stderr, flush=True)
 
 
-def start_journal(cfg: Config, run_dir: Path, pool_size: int) -> None:
+def start_journal(cfg: Config, run: Run, pool_size: int) -> None:
     """Journal round 0, the seed set, unless it is there: a pure function of the seed."""
-    if 0 not in rundir.journal_rounds(run_dir):
-        rundir.write_round(run_dir, 0, initial_ids(pool_size, cfg.init,
-                                                   derive(cfg.seed, 0, "init")), "init")
-
-
-def awaiting_labels(cfg: Config, run_dir: Path) -> int | None:
-    """Oracle files: the round whose batch people must finish labeling before the next round
-    can train, else None. Reads files only, so `run` stops on an incomplete batch without
-    starting Ray or building a scorer."""
-    if cfg.oracle != "files":
-        return None
-    awaiting = labeling.awaiting_round(run_dir)
-    next_round = len(completed_rows(cfg, run_dir))
-    if awaiting is None or next_round > cfg.rounds or awaiting > next_round:
-        return None
-    return awaiting
+    if 0 not in run.journal_rounds():
+        run.write_round(0, initial_ids(pool_size, cfg.init, derive(cfg.seed, 0, "init")), "init")
 
 
 def prepare_data(cfg: Config) -> Dataset:

@@ -7,44 +7,34 @@ from __future__ import annotations
 
 import argparse
 import errno
-import itertools
 import os
-import re
 import sys
 from collections.abc import Sequence
-from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoal_dist import __version__, remote, rundir
-from autoal_dist.config import Config, ConfigError, TrainConfig, read_config_file
-from autoal_dist.data import DataError, Dataset
+from autoal_dist import __version__
+from autoal_dist.config import Config, TrainConfig, read_config_file
+from autoal_dist.data import Dataset
 from autoal_dist.data.pool_cli import add_pool_parser, cmd_pool
-from autoal_dist.journal_check import JournalError, check_journal
-from autoal_dist.labeling import LabelError, export_batch, next_steps
+from autoal_dist.errors import UserError
+from autoal_dist.labeling import awaiting_labels, export_batch, next_steps
 from autoal_dist.labeling.importer import import_labels
-from autoal_dist.ray_cluster import ResourceError
+from autoal_dist.labeling.labels import LABELS_DIR
 from autoal_dist.registry import load_config
-from autoal_dist.remote import RemoteError
-from autoal_dist.run_lock import RunLocked, RunLockError, describe, lock_holder, run_lock
-from autoal_dist.rundir import RunDirError
+from autoal_dist.run import Run, default_name, new_meta, open_run, resume_config
+from autoal_dist.run.layout import DEFAULT_MODE, JOURNAL_DIR, MODE_KEY
 
 if TYPE_CHECKING:
     from autoal_dist.execution import Execution
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
-# Settings a resumed campaign may change: they alter how it runs, not what it selects.
-RESUMABLE_OVERRIDES = {"rounds", "shards", "workers", "gpu"}
-# ...and the data's location, as long as the data found there is the campaign's (fingerprint).
-MOVABLE = {"dataset", "data_root"}
-# Config keys whose flag is not `--<key>`.
-FLAG_OF = {"train.epochs": "--epochs", "data_root": "--data-root"}
 _DEFAULTS, _TRAIN_DEFAULTS = Config(), TrainConfig()
 
 
-class UsageError(Exception):
-    """One-line user error for the CLI's own checks (run directory, resume)."""
+class UsageError(UserError):
+    """One-line user error for the CLI's own checks."""
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
@@ -170,77 +160,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def default_name(cfg: Config) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cfg.dataset}-{cfg.strategy}-seed{cfg.seed}")
-
-
-def fresh_location(cfg: Config, held: ExitStack) -> str:
-    """--out as given (must be new or empty); else runs/<name>, suffixed -2, -3... if taken.
-
-    The directory is locked (until `held` closes) *before* it is found empty, so of two fresh
-    runs on one --out one runs and the other is refused naming it; a default runs/<name>
-    candidate that is locked or holds a run moves on to the next suffix. A directory that
-    holds a run is refused before locking it: a refused run adds no lock file to it."""
-    command = "autoal-dist run"
-    if cfg.out:
-        _check_out(cfg.out)
-        held.enter_context(run_lock(cfg.out, command, field="--out"))
-        _check_out(cfg.out, locked=True)  # the check that counts: under the lock
-        return cfg.out
-    base = Path("runs") / (cfg.name or default_name(cfg))
-    for k in itertools.count(1):
-        out = str(base if k == 1 else base.with_name(f"{base.name}-{k}"))
-        if not remote.is_empty(out):
-            continue
-        with ExitStack() as attempt:
-            try:
-                attempt.enter_context(run_lock(out, command, field="--out"))
-            except RunLocked:
-                continue
-            if remote.is_empty(out):
-                held.enter_context(attempt.pop_all())
-                return out
-    raise AssertionError("unreachable")
-
-
-def _holder(location: str) -> dict | None:
-    """Who holds `location`'s run lock now (None: nobody, or it cannot be told)."""
-    try:
-        return lock_holder(location)
-    except (OSError, ValueError):
-        return None
-
-
-def _check_out(out: str, locked: bool = False) -> None:
-    """A fresh run's --out: a local one must be a directory or not exist, and not lie below a
-    regular file; any must hold no run (when another process runs there, it is named). Checked
-    before anything starts, and again once the run lock is held."""
-    if not remote.is_uri(out):
-        path = Path(out)
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"--out: {out} is a file, not a directory")
-        for parent in path.absolute().parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise UsageError(f"--out: {out} lies below {parent}, a file, not a "
-                                     "directory")
-                break
-    if not remote.is_empty(out):
-        holder = None if locked else _holder(out)
-        if holder is not None:  # the run is going on: say who runs it
-            raise UsageError(f"--out: {out} already holds a run, in use by "
-                             f"{describe(holder)}; choose another directory (or --resume it "
-                             "once that has finished)")
-        raise UsageError(f"--out: {out} already holds a run; pass --resume to continue it or "
-                         "choose another directory")
-
-
-def _check_writable(run_dir: Path, flag: str) -> None:
+def _check_writable(run: Run, flag: str) -> None:
     """A local run directory a command will write must be writable (and its journal/ and
     labels/): refused in one line before anything starts, not by a failed write midway."""
-    if remote.is_uri(remote.location_of(run_dir)):
+    if run.is_remote:
         return
-    for d in (run_dir, run_dir / rundir.JOURNAL_DIR, run_dir / rundir.LABELS_DIR):
+    for d in (run.dir, run.path(JOURNAL_DIR), run.path(LABELS_DIR)):
         if d.is_dir() and not os.access(d, os.W_OK | os.X_OK):
             raise UsageError(f"{flag}: {d} is read-only (no permission to write there); "
                              "nothing was changed")
@@ -253,7 +178,7 @@ def stored_data(cfg: Config, meta: dict) -> Dataset:
     from autoal_dist.campaign import prepare_data
 
     data = prepare_data(cfg)
-    if rundir.dataset_fingerprint(data) != meta["dataset_fingerprint"]:
+    if data.fingerprint() != meta["dataset_fingerprint"]:
         stored = meta["config"]
         if (cfg.dataset, cfg.data_root) != (stored.get("dataset"), stored.get("data_root")):
             where = cfg.dataset + (f" under --data-root {cfg.data_root}" if cfg.data_root else "")
@@ -265,84 +190,72 @@ def stored_data(cfg: Config, meta: dict) -> Dataset:
     return data
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def _resume_config(args: argparse.Namespace, meta: dict) -> Config:
-    """The stored config with the flags given on --resume: a flag equal to the stored value
-    is fine; one that changes it is refused (naming the flag) unless it only changes how the
-    campaign runs (RESUMABLE_OVERRIDES) or where its data lies (MOVABLE: checked by
-    fingerprint in `stored_data`)."""
+    """The stored config with the flags given on --resume (run/lifecycle.py says which may
+    change)."""
     if args.config:
         raise UsageError("--config: a resumed campaign keeps its stored config; drop --config")
     overrides = _overrides(args)
     overrides.pop("out", None)
-    stored = load_config(meta["config"])
-    cfg = load_config(meta["config"], overrides)
-    before, after = _flat(stored.to_dict()), _flat(cfg.to_dict())
-    for key, value in after.items():
-        if value != before.get(key) and key not in RESUMABLE_OVERRIDES | MOVABLE:
-            flag = FLAG_OF.get(key, "--" + key.replace("_", "-"))
-            raise UsageError(f"{flag}: {value!r} differs from the campaign's stored value "
-                             f"{before.get(key)!r}; on --resume only "
-                             f"{', '.join('--' + k for k in sorted(RESUMABLE_OVERRIDES))} may "
-                             "change (and --dataset/--data-root, to where the same data moved)")
-    return cfg
+    return resume_config(meta, overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """A new campaign, or (--resume) the one in --out; a URI --out is staged (remote.py)."""
-    from autoal_dist.campaign import prepare_data
-
     if args.resume:
         if not args.out:
             raise UsageError("--resume needs --out DIR, the run directory to continue")
-        rundir.require_run(args.out, "--out")  # before the lock adds .lock to a non-run
-        # The lock first: nothing may be read that decides what to write before it is held.
-        with run_lock(args.out, "autoal-dist run --resume", field="--out", create=False), \
-                remote.opened(args.out) as run_dir:
-            meta = rundir.read_meta(run_dir, "--out")
-            check_journal(run_dir)
+        with open_run(args.out, "resume", command="autoal-dist run --resume") as run:
+            meta = run.meta()
             cfg = _resume_config(args, meta)
-            data = stored_data(cfg, meta)
-            _check_writable(run_dir, "--out")
-            mode = _mode(args, meta.get(rundir.MODE_KEY, rundir.DEFAULT_MODE))  # or switch it
-            if (stop := _awaiting(cfg, meta, run_dir, mode)) is not None:
+            _check_writable(run, "--out")
+            mode = _mode(args, meta.get(MODE_KEY, DEFAULT_MODE))  # or switch it
+            if (stop := _nothing_to_do(cfg, meta, run, mode)) is not None:
                 return stop
+            data = stored_data(cfg, meta)
             execution = _started(mode, cfg)
-            return _run_campaign(args, cfg, data, meta, run_dir, execution)
+            return _run_campaign(args, cfg, data, meta, run, execution)
+    from autoal_dist.campaign import prepare_data
+
     file_values = read_config_file(args.config) if args.config else {}
     cfg = load_config(file_values, _overrides(args))
     data = prepare_data(cfg)
     if cfg.out:
-        _check_out(cfg.out)
-    execution = _started(_mode(args, rundir.DEFAULT_MODE), cfg)
-    with ExitStack() as held:  # the run lock, from before --out is found empty to the end
-        location = fresh_location(cfg, held)
-        with remote.opened(location, download=False) as run_dir:
-            meta = rundir.new_meta(cfg.to_dict(), data, __version__, execution.name)
-            rundir.create(run_dir, meta, data)
-            return _run_campaign(args, cfg, data, meta, run_dir, execution)
+        from autoal_dist.run.lifecycle import check_out
+
+        check_out(cfg.out)
+    execution = _started(_mode(args, DEFAULT_MODE), cfg)
+    with open_run(cfg.out, "new", name=cfg.name or default_name(cfg)) as run:
+        meta = new_meta(cfg.to_dict(), data, __version__, execution.name)
+        run.create(meta, data)
+        return _run_campaign(args, cfg, data, meta, run, execution)
 
 
-def _awaiting(cfg: Config, meta: dict, run_dir: Path, mode: str) -> int | None:
-    """Oracle files: a resume whose next round needs a batch that is not fully labeled stops
-    here, saying so and what to do, before Ray starts or a scorer is built (exit 0). A
-    config.json the flags changed (--rounds, the mode) is still recorded."""
-    from autoal_dist.campaign import awaiting_labels
-
-    awaiting = awaiting_labels(cfg, run_dir)
-    if awaiting is None:
+def _nothing_to_do(cfg: Config, meta: dict, run: Run, mode: str) -> int | None:
+    """A resume that has nothing to run stops here, before the data is loaded or Ray starts
+    (exit 0): a finished campaign says so and prints its table; with oracle files, a next
+    round whose batch is not fully labeled says what to do. A config.json the flags changed
+    (the mode) is still recorded."""
+    complete = run.is_complete(cfg.rounds)
+    awaiting = None if complete else awaiting_labels(run, cfg.oracle, cfg.rounds)
+    if not complete and awaiting is None:
         return None
-    updated = {**meta, "config": cfg.to_dict(), rundir.MODE_KEY: mode}
+    updated = {**meta, "config": cfg.to_dict(), MODE_KEY: mode}
     if updated != meta:
-        rundir.write_meta(run_dir, updated)
-    print(f"run directory: {remote.location_of(run_dir)}", file=sys.stderr)
-    print(next_steps(run_dir, awaiting))
+        run.write_meta(updated)
+    print(f"run directory: {run.location}", file=sys.stderr)
+    if awaiting is not None:
+        print(next_steps(run, awaiting))
+        return 0
+    from autoal_dist.report import format_table
+
+    run.tidy()
+    rows = run.metrics()
+    print(format_table(rows))
+    print(f"\nthe campaign is complete: rounds 0..{cfg.rounds} are evaluated (final accuracy "
+          f"{rows[-1]['accuracy']:.4f} with {rows[-1]['n_labeled']} labels); nothing to run. "
+          f"To query more: autoal-dist run --resume --out {run.location} --rounds "
+          f"{cfg.rounds + 1}")
     return 0
 
 
@@ -357,30 +270,30 @@ def _started(mode: str, cfg: Config) -> Execution:
 
 
 def _run_campaign(args: argparse.Namespace, cfg: Config, data: Dataset, meta: dict,
-                  run_dir: Path, execution: Execution) -> int:
+                  run: Run, execution: Execution) -> int:
     from autoal_dist.campaign import Campaign
     from autoal_dist.report import write_report
 
-    rundir.ensure_pool(run_dir, data)  # absent if a crash came right after config.json
-    where = remote.location_of(run_dir)
-    print(f"run directory: {where}", file=sys.stderr)
+    run.ensure_pool(data)  # absent if a crash came right after config.json
+    print(f"run directory: {run.location}", file=sys.stderr)
     meta["config"] = cfg.to_dict()  # a resume may raise rounds
-    meta[rundir.MODE_KEY] = execution.name
-    rundir.write_meta(run_dir, meta)
-    campaign = Campaign(cfg, run_dir, data, execution=execution, show_progress=not args.quiet)
+    meta[MODE_KEY] = execution.name
+    run.write_meta(meta)
+    campaign = Campaign(cfg, run, data, execution=execution, show_progress=not args.quiet)
     try:
         campaign.run()
     except KeyboardInterrupt:
         print(f"autoal-dist: interrupted; every finished step is saved: continue with "
-              f"autoal-dist run --resume --out {where}", file=sys.stderr)
+              f"autoal-dist run --resume --out {run.location}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         campaign.close()
     if campaign.awaiting is not None:
-        print(next_steps(run_dir, campaign.awaiting))
+        print(next_steps(run, campaign.awaiting))
         return 0
-    print(write_report(run_dir))
-    print(f"\noutputs: {where}/ (metrics.parquet, journal/, curves.png, summary.md)")
+    run.tidy()
+    print(write_report(run))
+    print(f"\noutputs: {run.location}/ (metrics.parquet, journal/, curves.png, summary.md)")
     return 0
 
 
@@ -391,13 +304,14 @@ def _mode(args: argparse.Namespace, kept: str) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from autoal_dist.report import write_report
+    from autoal_dist.run.layout import METRICS_FILE
 
-    with remote.opened(args.dir, field="report") as run_dir:
-        if not (run_dir / rundir.METRICS_FILE).is_file():
-            raise UsageError(f"report: {args.dir} holds no {rundir.METRICS_FILE}")
-        check_journal(run_dir)
-        _check_writable(run_dir, "report")
-        print(write_report(run_dir))
+    with open_run(args.dir, "read", field="report") as run:
+        if not run.path(METRICS_FILE).is_file():
+            raise UsageError(f"report: {args.dir} holds no {METRICS_FILE}")
+        run.check()
+        _check_writable(run, "report")
+        print(write_report(run))
     return 0
 
 
@@ -423,19 +337,21 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    if remote.is_uri(args.to):
+    from autoal_dist.remote import is_uri
+
+    if is_uri(args.to):
         raise UsageError(f"--to: {args.to} is a URI; the export is a local directory of files "
                          "for people (or Label Studio) to open")
-    with remote.opened(args.dir, field="export") as run_dir:
-        meta = rundir.read_meta(run_dir, "export")
-        check_journal(run_dir)
+    with open_run(args.dir, "read", field="export") as run:
+        meta = run.meta("export")
+        run.check()
         moved = {k: v for k, v in (("dataset", args.dataset), ("data_root", args.data_root))
                  if v is not None}
 
         def load_data():  # a moved dataset: the same data (fingerprint) at its new place
             return stored_data(load_config(meta["config"], moved), meta)
 
-        print(export_batch(run_dir, args.round, load_data, Path(args.to),
+        print(export_batch(run, args.round, load_data, Path(args.to),
                            Path(args.ls_root) if args.ls_root else None))
     return 0
 
@@ -443,18 +359,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     """Read, merge and write the labels store under the run lock: two imports (or an import
     and a running campaign) never interleave, so no label is silently lost."""
-    rundir.require_run(args.dir, "import")  # before the lock adds .lock to a non-run
-    with run_lock(args.dir, "autoal-dist import", field="import", create=False), \
-            remote.opened(args.dir, field="import") as run_dir:
-        meta = rundir.read_meta(run_dir, "import")
+    with open_run(args.dir, "resume", command="autoal-dist import", field="import") as run:
+        meta = run.meta("import")
         oracle = meta["config"].get("oracle")
         if oracle != "files":
             raise UsageError(f"import: {args.dir} runs with oracle {oracle!r}, which takes labels "
                              "from the dataset; start the campaign with --oracle files to label "
                              "with people")
-        check_journal(run_dir)
-        _check_writable(run_dir, "import")
-        print(import_labels(run_dir, Path(args.labels), meta["num_classes"], args.relabel))
+        _check_writable(run, "import")
+        print(import_labels(run, Path(args.labels), meta["num_classes"], args.relabel))
     return 0
 
 
@@ -476,8 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_bench(argv[1:])
         args = parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (ConfigError, DataError, JournalError, LabelError, RemoteError, ResourceError,
-            RunDirError, RunLockError, UsageError) as e:
+    except UserError as e:
         print(f"autoal-dist: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

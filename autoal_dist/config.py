@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from autoal_dist.errors import UserError
+
 # The regime suite's pool (benchmarks/results/accuracy-suite.md): one candidate for each kind
 # of regime, each the best or near it on some pool: margin (uncertainty), BADGE (uncertainty
 # and diversity), k-means (diversity), TypiClust (low budget). Least confidence, entropy and
@@ -31,7 +33,7 @@ PAPER_CANDIDATES = ["least_confidence", "margin", "entropy", "kmeans", "bald", "
 DEFAULT_CANDIDATES = ["margin", "badge", "kmeans", "typiclust"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """Bad user input: `str(err)` is one line, `field: problem`."""
 
     def __init__(self, field_name: str, problem: str):

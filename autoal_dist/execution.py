@@ -11,7 +11,6 @@ config.json) and `tune` (`tune.mode` of the sweep file) choose by the same word.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from autoal_dist.config import Config
@@ -22,6 +21,7 @@ from autoal_dist.progress import Progress
 from autoal_dist.scoring import LocalScorer, Scorer
 
 if TYPE_CHECKING:
+    from autoal_dist.run import Run
     from autoal_dist.training.ray_job import JobRunner
 
 
@@ -39,7 +39,7 @@ class Execution(Protocol):
                device: str, show_progress: bool) -> Scorer:
         """The round's scoring pass."""
 
-    def jobs(self, cfg: Config, run_dir: Path) -> JobRunner | None:
+    def jobs(self, cfg: Config, run: Run) -> JobRunner | None:
         """Where networks are fitted: a Ray Train JobRunner, or None for in-process."""
 
 
@@ -55,7 +55,7 @@ class Local:
         return LocalScorer(data.train_x, normalize, cfg.score.batch_size, cfg.score.mc_samples,
                            device, show_progress)
 
-    def jobs(self, cfg: Config, run_dir: Path) -> JobRunner | None:
+    def jobs(self, cfg: Config, run: Run) -> JobRunner | None:
         return None
 
 
@@ -93,11 +93,10 @@ class OnRay:
                          use_gpu=cfg.gpu, persistent=cfg.workers == 0,
                          progress=Progress(show_progress))
 
-    def jobs(self, cfg: Config, run_dir: Path) -> JobRunner | None:
-        from autoal_dist.rundir import train_location
+    def jobs(self, cfg: Config, run: Run) -> JobRunner | None:
         from autoal_dist.training.ray_job import JobRunner
 
-        return JobRunner(cfg.workers, cfg.gpu, str(train_location(run_dir, cfg.workers)))
+        return JobRunner(cfg.workers, cfg.gpu, run.train_location(cfg.workers))
 
 
 MODES: dict[str, Execution] = {"local": Local(), "ray": OnRay()}

@@ -16,11 +16,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoal_dist.errors import UserError
+
 WAIT_REPORT_S = 30.0  # how often a run waiting for an autoscaler says so
 AUTOSCALING_ENV = "AUTOAL_AUTOSCALING"  # 1/0: override the autoscaler detection
 
 
-class ResourceError(ValueError):
+class ResourceError(UserError):
     """A request the cluster can never meet; the message is one line."""
 
 

@@ -8,13 +8,14 @@ shows readers the old object or the whole new one, never a part.
 
 So a remote run is *staged*: the campaign works in a private local copy (the staging
 directory) with the ordinary atomic renames, and each file it commits there is then
-uploaded as one object, synchronously, in commit order (`store.write_atomic` calls
-`after_commit`). The remote directory is therefore always a prefix of the local commit
-sequence: exactly the state a crash just before the next rename leaves on local disk,
-from which `--resume` already continues. Opening an existing remote run always starts
-from a fresh download: the remote copy is the truth, never a staging copy a killed
-process left behind. S3 and GCS are strongly consistent (read-after-write and list),
-so the next process sees every object the last one committed.
+uploaded as one object, synchronously, in commit order (the writer calls
+`Staged.commit`; the run object does for every file of a run). The remote directory is
+therefore always a prefix of the local commit sequence: exactly the state a crash just
+before the next rename leaves on local disk, from which `--resume` already continues.
+Opening an existing remote run always starts from a fresh download: the remote copy is the
+truth, never a staging copy a killed process left behind. S3 and GCS are strongly
+consistent (read-after-write and list), so the next process sees every object the last one
+committed.
 
 Ray Train's own storage (`train/`) is not staged: Train writes there from every worker
 through pyarrow itself (`train_location`).
@@ -32,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from autoal_dist.errors import UserError
+
 # pyarrow filesystems whose object writes are atomic; the others get a temp name + move.
 ATOMIC_PUT = {"s3", "gcs", "abfs"}
 SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
@@ -40,7 +43,7 @@ _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _COPY_CHUNK = 8 << 20
 
 
-class RemoteError(ValueError):
+class RemoteError(UserError):
     """A storage URI that cannot be used: unknown scheme, or the filesystem refuses it."""
 
 
@@ -165,33 +168,31 @@ class RemoteDir:
 
 # ---- staging ---------------------------------------------------------------------------
 
-_MIRRORS: dict[Path, RemoteDir] = {}  # staging directory -> the remote directory it mirrors
+@dataclass
+class Staged:
+    """A directory opened for work as a local path (`opened`): a local directory is itself;
+    a URI's is a private staging copy, and `commit` uploads a file just committed there.
+    Whoever writes into it calls `commit` after each write (the run object does, for every
+    run-directory file): no hidden registry decides what is uploaded."""
 
+    local: Path
+    location: str  # what a user (or another node) calls the directory: its path or URI
+    mirror: RemoteDir | None = None
 
-def _staged(path: str | os.PathLike) -> tuple[RemoteDir, str] | None:
-    """(the remote directory, `path` relative to its staging root) if `path` is staged."""
-    path = Path(os.path.abspath(path))
-    for root, remote in _MIRRORS.items():
-        if path == root or root in path.parents:
-            return remote, path.relative_to(root).as_posix()
-    return None
+    def relative(self, path: str | os.PathLike) -> str:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(self.local)).as_posix()
 
+    def where(self, path: str | os.PathLike) -> str:
+        """What a user calls `path`, a path inside the directory: below its URI if staged."""
+        if self.mirror is None:
+            return str(path)
+        rel = self.relative(path)
+        return self.location if rel == "." else join(self.location, *rel.split("/"))
 
-def after_commit(path: Path) -> None:
-    """Upload a file just committed in a staging directory (no-op for other paths)."""
-    found = _staged(path)
-    if found is not None:
-        remote, rel = found
-        remote.upload(Path(path), rel)
-
-
-def location_of(path: str | os.PathLike) -> str:
-    """What a user (or another node) calls `path`: its URI if it is staged, else the path."""
-    found = _staged(path)
-    if found is None:
-        return str(path)
-    remote, rel = found
-    return remote.uri if rel == "." else join(remote.uri, *rel.split("/"))
+    def commit(self, path: str | os.PathLike) -> None:
+        """Upload `path`, a file just committed in the staging copy (no-op when local)."""
+        if self.mirror is not None:
+            self.mirror.upload(Path(path), self.relative(path))
 
 
 def is_empty(location: str, field: str = "--out") -> bool:
@@ -220,16 +221,16 @@ def remove_tree(location: str) -> None:
 
 @contextmanager
 def opened(location: str | os.PathLike, *, download: bool = True,
-           field: str = "--out") -> Iterator[Path]:
-    """The run directory at `location` as a local directory.
+           field: str = "--out") -> Iterator[Staged]:
+    """The directory at `location` as a local directory (`Staged`).
 
     A local path is itself. A URI gets a private staging directory (under $TMPDIR,
     named like the remote one), filled from the remote copy when `download`, whose
-    committed files are uploaded as they are written, and removed on exit. A URI that
+    committed files the writer uploads (`Staged.commit`), and removed on exit. A URI that
     cannot be opened raises RemoteError naming `field`.
     """
     if not is_uri(location):
-        yield Path(location)
+        yield Staged(Path(location), str(location))
         return
     try:
         remote = RemoteDir.open(str(location))
@@ -239,14 +240,12 @@ def opened(location: str | os.PathLike, *, download: bool = True,
     name = PurePosixPath(remote.root).name or "run"
     staging = Path(tempfile.mkdtemp(prefix="autoal-dist-staging-")) / name
     staging.mkdir()
-    _MIRRORS[staging] = remote
     try:
         if download:
             try:
                 remote.download(staging)
             except OSError as e:
                 raise RemoteError(f"{field}: cannot read {location}: {_first_line(e)}") from None
-        yield staging
+        yield Staged(staging, str(location), remote)
     finally:
-        del _MIRRORS[staging]
         shutil.rmtree(staging.parent, ignore_errors=True)

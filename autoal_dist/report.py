@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from autoal_dist import rundir, store
 from autoal_dist.autoal.report import WEIGHTS_FILE, plot_autoal_weights
+from autoal_dist.run import Run
+from autoal_dist.run.layout import CURVES_FILE, SUMMARY_FILE
 
 
 def learning_curve_auc(n_labeled: np.ndarray, accuracy: np.ndarray) -> float:
@@ -29,7 +30,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(run_dir: Path, rows: list[dict], title: str) -> Path:
+def plot_curves(run: Run, rows: list[dict], title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,17 +45,15 @@ def plot_curves(run_dir: Path, rows: list[dict], title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(run_dir) / rundir.CURVES_FILE
-    store.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    run.write_with(CURVES_FILE, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
-    return path
 
 
-def write_summary(run_dir: Path, rows: list[dict], config: dict) -> Path:
+def write_summary(run: Run, rows: list[dict], config: dict) -> None:
     n = np.array([r["n_labeled"] for r in rows])
     a = np.array([r["accuracy"] for r in rows])
     lines = [
-        f"# Campaign `{Path(run_dir).name}`", "",
+        f"# Campaign `{Path(run.dir).name}`", "",
         f"- dataset: `{config['dataset']}`, strategy: `{config['strategy']}`, "
         f"seed: {config['seed']}",
         f"- init {config['init']}, budget {config['budget']} per round, {config['rounds']} rounds",
@@ -64,19 +63,16 @@ def write_summary(run_dir: Path, rows: list[dict], config: dict) -> Path:
                   f"area under the learning curve: {learning_curve_auc(n, a):.4f}"]
     lines += ["", "```", format_table(rows), "```", "", "## Config", "", "```json",
               json.dumps(config, indent=2, sort_keys=True), "```", ""]
-    path = Path(run_dir) / rundir.SUMMARY_FILE
-    store.write_text(path, "\n".join(lines))
-    return path
+    run.write_text(SUMMARY_FILE, "\n".join(lines))
 
 
-def write_report(run_dir: Path) -> str:
+def write_report(run: Run) -> str:
     """(Re)build curves.png, summary.md (and AutoAL's autoal_weights.png) from the run's
     files; return the table."""
-    run_dir = Path(run_dir)
-    rows = rundir.read_metrics(run_dir)
-    config = rundir.read_meta(run_dir, "report")["config"]
-    plot_curves(run_dir, rows, f"{config['dataset']} / {config['strategy']}")
-    if (run_dir / WEIGHTS_FILE).exists():  # an AutoAL run: its weights per round
-        plot_autoal_weights(run_dir)
-    write_summary(run_dir, rows, config)
+    rows = run.metrics()
+    config = run.meta("report")["config"]
+    plot_curves(run, rows, f"{config['dataset']} / {config['strategy']}")
+    if run.exists(WEIGHTS_FILE):  # an AutoAL run: its weights per round
+        plot_autoal_weights(run)
+    write_summary(run, rows, config)
     return format_table(rows)

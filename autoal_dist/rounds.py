@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +21,7 @@ from autoal_dist.scoring import Scorer, Selection
 from autoal_dist.seeds import derive
 
 if TYPE_CHECKING:
+    from autoal_dist.run import Run
     from autoal_dist.training.ray_job import JobRunner
 
 
@@ -38,7 +38,7 @@ class RoundContext:
     labeled: np.ndarray  # sorted pool ids
     unlabeled: np.ndarray  # sorted pool ids
     device: str
-    run_dir: Path
+    run: Run  # the run directory: a policy's own files (run/directory.py)
     timings: dict[str, float] = field(default_factory=dict)
     jobs: JobRunner | None = None  # Ray Train jobs (execution `ray`); None: in-process
     progress: Progress = QUIET  # lines about steps that run on Ray

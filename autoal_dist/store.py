@@ -2,8 +2,9 @@
 
 A file is written to a temp file in the same directory, fsynced, renamed over the
 target and the directory fsynced, so a crash leaves either the old file or the new one,
-never half of one; in a run staged for a remote URI the committed file is then uploaded
-as one object (`remote.py`). What the files are is `rundir.py`'s business.
+never half of one; `on_commit` then sees the committed file (a staged directory uploads it
+as one object: `remote.Staged.commit`). What the files are is the run object's business
+(`run/`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from autoal_dist import remote
 from autoal_dist.faults import crashpoint
 
 _ROUND_FILE = re.compile(r"^round_(\d{3,})\.parquet$")
@@ -59,8 +59,12 @@ def dir_mode() -> int:
     return 0o777 & ~current_umask()
 
 
-def write_atomic(path: Path, write: Callable[[str], object]) -> None:
-    """Call write(tmp_path), fsync it, rename it over `path`; upload it if `path` is staged.
+OnCommit = Callable[[Path], None]
+
+
+def write_atomic(path: Path, write: Callable[[str], object],
+                 on_commit: OnCommit | None = None) -> None:
+    """Call write(tmp_path), fsync it, rename it over `path`, then `on_commit(path)`.
 
     The file gets the mode the umask gives new files (mkstemp's temp file is 0600: a run
     directory shared by a group must stay readable by it)."""
@@ -88,7 +92,8 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> None:
         raise
     crashpoint("post_rename", path.name)
     fsync_path(path.parent)
-    remote.after_commit(path)
+    if on_commit is not None:
+        on_commit(path)
 
 
 class WriteError(OSError):
@@ -113,16 +118,16 @@ def is_temp(path: Path) -> bool:
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
-def write_table(path: Path, table: pa.Table) -> None:
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+def write_table(path: Path, table: pa.Table, on_commit: OnCommit | None = None) -> None:
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp), on_commit)
 
 
-def write_text(path: Path, text: str) -> None:
-    write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+def write_text(path: Path, text: str, on_commit: OnCommit | None = None) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), on_commit)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def write_json(path: Path, obj: Any, on_commit: OnCommit | None = None) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", on_commit)
 
 
 # ---- per-round files (journal/, labels/) ------------------------------------

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoal_dist.albl.policy import STATE_FILE
+from autoal_dist.albl.state import STATE_FILE
 from autoal_dist.config import DEFAULT_CANDIDATES, Config
 from autoal_dist.report import learning_curve_auc
 from common import PHASES, RESULTS, command, machine, mean_std, run_campaign, write_result

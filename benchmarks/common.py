@@ -5,6 +5,8 @@ import os
 import platform
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,24 +64,42 @@ def write_result(name: str, text: str) -> Path:
 PHASES = ("train_s", "eval_s", "score_s", "search_s", "select_s")
 
 
-def campaign_for(overrides: dict, run_dir: Path):
+@contextmanager
+def opened_campaign(overrides: dict, run_dir: Path) -> Iterator:
     """An in-process Campaign (LocalScorer, in-process training) for config overrides:
-    benchmarks time the algorithm, not Ray's startup, unless they measure Ray itself."""
+    benchmarks time the algorithm, not Ray's startup, unless they measure Ray itself.
+
+    The run directory is opened as `autoal-dist run` opens one (`open_run`: the lock, the
+    checks): a directory that holds the campaign resumes it exactly (a benchmark restarted
+    with the same --workdir only runs what is missing), one that holds another campaign is
+    refused (the stored config differs).
+    """
+    from autoal_dist import __version__, remote
     from autoal_dist.campaign import Campaign, prepare_data
     from autoal_dist.registry import load_config
+    from autoal_dist.run import new_meta, open_run, resume_config
 
-    cfg = load_config({}, overrides)
-    return Campaign(cfg, Path(run_dir), prepare_data(cfg), show_progress=False)
+    how = "new" if remote.is_empty(str(run_dir)) else "resume"
+    with open_run(str(run_dir), how, command="autoal-dist bench") as run:
+        if how == "new":
+            cfg = load_config({}, overrides)
+            data = prepare_data(cfg)
+            run.create(new_meta(cfg.to_dict(), data, __version__, "local"), data)
+        else:
+            cfg = resume_config(run.meta(), overrides)
+            data = prepare_data(cfg)
+        camp = Campaign(cfg, run, data, show_progress=False)
+        try:
+            yield camp
+        finally:
+            camp.close()
 
 
 def run_campaign(overrides: dict, run_dir: Path) -> list[dict]:
-    """One in-process campaign's metric rows.
-
-    A run_dir that already holds the campaign is resumed by `Campaign.run` itself
-    (exactly), so a benchmark restarted with the same --workdir only runs what is
-    missing; the rows keep each phase's seconds (PHASES) from the run that measured them.
-    """
-    return campaign_for(overrides, run_dir).run()
+    """One in-process campaign's metric rows; the rows keep each phase's seconds (PHASES)
+    from the run that measured them."""
+    with opened_campaign(overrides, run_dir) as camp:
+        return camp.run()
 
 
 def mean_std(values) -> str:

@@ -152,7 +152,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     from autoal_dist.data import load_dataset
     from autoal_dist.data.transforms import Normalizer
     from autoal_dist.models.inference import predict
-    from autoal_dist.rundir import pool_table
+    from autoal_dist.run.layout import pool_table
     from autoal_dist.scoring.ray_scorer import RayScorer
 
     torch.set_num_threads(1)

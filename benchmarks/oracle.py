@@ -90,7 +90,7 @@ def with_oracle(policy: Policy) -> Policy:
     def annotated(ctx: RoundContext) -> Selection:
         sel = policy(ctx)
         round_ = ctx.round + 1
-        table = report.read_rounds(ctx.run_dir, report.SEARCH_FILE, report.SEARCH_SCHEMA)
+        table = report.read_rounds(ctx.run, report.SEARCH_FILE, report.SEARCH_SCHEMA)
         rows = table.filter(pc.equal(table.column("round"), round_))
         names = rows.column("strategy").to_pylist()
         gains = true_gains(ctx, {n: b for n, b in candidate_batches(ctx).items() if n in names})
@@ -104,7 +104,7 @@ def with_oracle(policy: Policy) -> Policy:
                                pa.array(oracle, pa.float64()))
         rows = rows.set_column(rows.schema.get_field_index("oracle_corr"), "oracle_corr",
                                pa.array(np.full(len(names), corr), pa.float64()))
-        report.record(ctx.run_dir, report.SEARCH_FILE, rows)
+        report.record(ctx.run, report.SEARCH_FILE, rows)
         return sel
 
     return annotated

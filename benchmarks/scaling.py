@@ -30,7 +30,7 @@ from autoal_dist.campaign import initial_ids
 from autoal_dist.config import DEFAULT_CANDIDATES
 from autoal_dist.seeds import derive
 from autoal_dist.strategies.sharded import shard_slices
-from common import campaign_for, command, load_average, machine, write_result
+from common import command, load_average, machine, opened_campaign, write_result
 
 TARGET_N = 100_000
 
@@ -61,16 +61,16 @@ def main() -> None:
     load_before = load_average()
     print(machine() + f"command: {command()}\nload average before: {load_before}", flush=True)
 
-    camp = campaign_for({"dataset": f"synthetic:{args.shape},n={args.n},test=10",
-                         "init": args.init, "budget": args.budget, "rounds": 1, "gpu": args.gpu,
-                         "train": {"epochs": args.epochs, "min_steps": 0}},
-                        Path(tempfile.mkdtemp(prefix="scaling-")))
-    cfg, data = camp.cfg, camp.data
-    labeled = initial_ids(len(data.train_y), cfg.init, derive(cfg.seed, 0, "init"))
-    unlabeled = np.setdiff1d(np.arange(len(data.train_y)), labeled)
-    t0 = time.perf_counter()
-    model = camp.train(labeled, 0)
-    t_train = time.perf_counter() - t0
+    with opened_campaign({"dataset": f"synthetic:{args.shape},n={args.n},test=10",
+                          "init": args.init, "budget": args.budget, "rounds": 1,
+                          "gpu": args.gpu, "train": {"epochs": args.epochs, "min_steps": 0}},
+                         Path(tempfile.mkdtemp(prefix="scaling-"))) as camp:
+        cfg, data = camp.cfg, camp.data
+        labeled = initial_ids(len(data.train_y), cfg.init, derive(cfg.seed, 0, "init"))
+        unlabeled = np.setdiff1d(np.arange(len(data.train_y)), labeled)
+        t0 = time.perf_counter()
+        model = camp.train(labeled, 0)
+        t_train = time.perf_counter() - t0
     seed = derive(cfg.seed, 0, "select")
     print(f"pool {data.train_x.shape}, {camp.spec.name}, |U| = {len(unlabeled)}, "
           f"b = {cfg.budget}; train {t_train:.1f} s", flush=True)

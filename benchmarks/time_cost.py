@@ -42,11 +42,12 @@ from autoal_dist.campaign import Campaign, initial_ids, start_journal
 from autoal_dist.config import DEFAULT_CANDIDATES, Config
 from autoal_dist.data import Dataset
 from autoal_dist.rounds import RoundContext
+from autoal_dist.run import Run
 from autoal_dist.scoring import selection_from_outputs
 from autoal_dist.seeds import derive
 from autoal_dist.strategies import needs_of
 from autoal_dist.training.loop import num_steps
-from common import campaign_for, command, load_average, machine, write_result
+from common import command, load_average, machine, opened_campaign, write_result
 
 COLUMNS = ("train_s", "score_s", "search_s", "select_s")
 TARGET_N = 100_000  # TinyImageNet's train pool
@@ -89,10 +90,11 @@ def round_costs(camp: Campaign, labeled: np.ndarray, round_: int) -> dict[str, d
     for name, policy, pcfg in (("autoal", autoal_policy, cfg),
                                ("autoal-paper", autoal_policy, paper),
                                ("vote", vote_policy, cfg), ("albl", albl_policy, cfg)):
+        scratch = Run.at(camp.directory.dir / name)  # the policy's own files, inside the run
+        scratch.dir.mkdir(parents=True, exist_ok=True)
         ctx = RoundContext(pcfg, data, camp.normalize, model, camp.scorer, round_, labeled,
-                           unlabeled, camp.device, camp.run_dir / name, fit=timed_fit)
-        ctx.run_dir.mkdir(parents=True, exist_ok=True)
-        start_journal(pcfg, ctx.run_dir, len(data.train_y))  # the gain reward reads round 0
+                           unlabeled, camp.device, scratch, fit=timed_fit)
+        start_journal(pcfg, scratch, len(data.train_y))  # the gain reward reads round 0
         policy(ctx)
         costs[name] = {"train_s": train_s, **{c: ctx.timings.get(c, 0.0) for c in COLUMNS[1:]}}
     passes: dict[frozenset, tuple] = {}
@@ -112,16 +114,16 @@ def round_costs(camp: Campaign, labeled: np.ndarray, round_: int) -> dict[str, d
 
 def measure(setting: Setting, workdir: Path) -> tuple[Campaign, dict[str, np.ndarray]]:
     """strategy -> [rounds, 4] seconds (COLUMNS), rounds r = 0..R-1 at |L| = init + r b."""
-    camp = campaign_for(setting.overrides, workdir)
-    cfg, data = camp.cfg, camp.data
     per_round = []
-    for r in range(setting.rounds):
-        labeled = initial_ids(len(data.train_y), cfg.init + r * cfg.budget,
-                              derive(cfg.seed, 0, "init"))
-        costs = round_costs(camp, labeled, r)
-        per_round.append(costs)
-        print(f"{setting.title} round {r}: " + ", ".join(
-            f"{n} {sum(c.values()):.1f}s" for n, c in costs.items()), flush=True)
+    with opened_campaign(setting.overrides, workdir) as camp:
+        cfg, data = camp.cfg, camp.data
+        for r in range(setting.rounds):
+            labeled = initial_ids(len(data.train_y), cfg.init + r * cfg.budget,
+                                  derive(cfg.seed, 0, "init"))
+            costs = round_costs(camp, labeled, r)
+            per_round.append(costs)
+            print(f"{setting.title} round {r}: " + ", ".join(
+                f"{n} {sum(c.values()):.1f}s" for n, c in costs.items()), flush=True)
     return camp, {n: np.array([[c[n][k] for k in COLUMNS] for c in per_round])
                        for n in per_round[0]}
 

@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from autoal_dist import rundir
 from autoal_dist.albl import bandit
-from autoal_dist.albl.policy import STATE_FILE, UNIFORM
+from autoal_dist.albl.state import STATE_FILE, UNIFORM
 from autoal_dist.cli import main
+from autoal_dist.run import Run
 
 POOL = np.arange(40, dtype=np.int64) * 3 + 7  # sorted ids, not 0..n-1
 
@@ -128,17 +128,17 @@ def test_albl_campaign_is_deterministic_and_resumes_exactly(tmp_path):
     assert state["experts"] == ["entropy", "margin", "kmeans", UNIFORM]
     assert [e["round"] for e in state["rounds"]] == [0, 1]
     assert state["rounds"][0]["reward"] is None and state["rounds"][1]["reward"] > 0
-    assert rundir.journal_rounds(a) == [0, 1, 2]
-    batch = rundir.read_journal(a).to_pandas().query("round == 2")
+    assert Run.at(a).journal_rounds() == [0, 1, 2]
+    batch = Run.at(a).journal().to_pandas().query("round == 2")
     assert len(batch) == 10 and batch.id.tolist() == state["rounds"][1]["ids"]
     assert np.allclose(batch.score, state["rounds"][1]["q"])
 
     # crash after the bandit state was written, before round 2's batch was journaled: the
     # journal ends at round 1 and metrics at round 0 (round 1's row follows round 2's batch)
     shutil.copytree(a, b)
-    rundir.journal_path(b, 2).unlink()
-    rundir.write_metrics(b, [r for r in rundir.read_metrics(b) if r["round"] < 1])
+    Run.at(b).round_path(2).unlink()
+    Run.at(b).write_metrics([r for r in Run.at(b).metrics() if r["round"] < 1])
     assert main(["run", "--local", "--out", str(b), "--resume", "--quiet"]) == 0
     assert (b / STATE_FILE).read_text() == (a / STATE_FILE).read_text()
-    ja, jb = (rundir.read_journal(d).to_pandas() for d in (a, b))
+    ja, jb = (Run.at(d).journal().to_pandas() for d in (a, b))
     assert np.array_equal(ja.id, jb.id) and np.array_equal(ja.score, jb.score, equal_nan=True)

@@ -10,7 +10,6 @@ import pytest
 import torch
 from scipy.special import ndtri
 
-from autoal_dist import rundir
 from autoal_dist.autoal import memberships as memberships_mod
 from autoal_dist.autoal import policy as policy_mod
 from autoal_dist.autoal.memberships import membership_matrix, pick_count
@@ -24,6 +23,7 @@ from autoal_dist.data import load_dataset
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models import SearchNet, build_model
 from autoal_dist.rounds import RoundContext
+from autoal_dist.run import Run
 from autoal_dist.scoring import LocalScorer
 from autoal_dist.strategies import top_b
 from autoal_dist.training.loop import train_classifier
@@ -177,7 +177,7 @@ def round_context(digits, tmp_path, **autoal) -> RoundContext:
     labeled = np.arange(0, 600, 15, dtype=np.int64)  # 40 labeled
     unlabeled = np.setdiff1d(np.arange(len(data.train_y)), labeled)
     scorer = CountingScorer(LocalScorer(data.train_x, normalize, show_progress=False))
-    rundir.write_round(tmp_path, 0, labeled[:20], "init")  # the randomly drawn labels
+    Run.at(tmp_path).write_round(0, labeled[:20], "init")  # the randomly drawn labels
     quick = dataclasses.replace(cfg.train, epochs=1, min_steps=5)
 
     def fit(ids, seed, name):

@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import labeling, rundir
+from autoal_dist import labeling
 from autoal_dist.cli import main
+from autoal_dist.run import Run
 from conftest import fails_cleanly, snapshot
 
 # oracle files: a case wrongly accepted stops after choosing the seed set instead of training
@@ -224,8 +225,8 @@ def awaiting_run(tmp_path_factory) -> Path:
     """An oracle-files campaign whose seed set (round 0) is half labeled, from the truth."""
     d = tmp_path_factory.mktemp("labeling") / "run"
     assert main([*CAMPAIGN, "--out", str(d)]) == 0
-    ids = rundir.read_journal(d).column("id").to_numpy()[:10]
-    truth = rundir.read_pool(d).column("label").to_numpy()
+    ids = Run.at(d).journal().column("id").to_numpy()[:10]
+    truth = Run.at(d).pool().column("label").to_numpy()
     labels = d.parent / "half.csv"
     labels.write_text("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in ids))
     assert main(["import", str(d), "--labels", str(labels)]) == 0
@@ -242,15 +243,15 @@ def run_copy(awaiting_run, tmp_path) -> Path:
 
 def ids_of(run_dir: Path) -> dict[str, int]:
     """Ids in each role: labeled (truth label known), unlabeled (queried), unqueried, test."""
-    journal = rundir.read_journal(run_dir).column("id").to_numpy()
-    split = rundir.read_pool(run_dir).column("split").to_pylist()
+    journal = Run.at(run_dir).journal().column("id").to_numpy()
+    split = Run.at(run_dir).pool().column("split").to_pylist()
     return {"labeled": int(journal[0]), "unlabeled": int(journal[-1]),
             "unqueried": int(np.setdiff1d(np.arange(len(journal) + 1), journal)[0]),
             "test": split.index("test"), "pool": len(split)}
 
 
 def truth(run_dir: Path, i: int) -> int:
-    return int(rundir.read_pool(run_dir).column("label")[i].as_py())
+    return int(Run.at(run_dir).pool().column("label")[i].as_py())
 
 
 # (case, label file content as a function of the ids and truth, names)
@@ -368,14 +369,14 @@ def trained_run(tmp_path_factory) -> Path:
     fast.write_text("oracle: files\ntrain: {min_steps: 2, epochs: 1}\nscore: {mc_samples: 2}\n")
     args = [*RUN, "--init", "20", "--budget", "10", "--rounds", "2", "--config", str(fast)]
     assert main([*args, "--out", str(d)]) == 0
-    ids = rundir.read_journal(d).column("id").to_numpy()
-    truth = rundir.read_pool(d).column("label").to_numpy()
+    ids = Run.at(d).journal().column("id").to_numpy()
+    truth = Run.at(d).pool().column("label").to_numpy()
     labels = d.parent / "round0.csv"
     labels.write_text("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in ids))
     assert main(["import", str(d), "--labels", str(labels)]) == 0
     assert main(["run", "--resume", "--out", str(d), "--quiet"]) == 0
-    assert rundir.journal_rounds(d) == [0, 1] and len(rundir.read_metrics(d)) == 1
-    ids1 = rundir.read_journal(d).column("id").to_numpy()[20:25]
+    assert Run.at(d).journal_rounds() == [0, 1] and len(Run.at(d).metrics()) == 1
+    ids1 = Run.at(d).journal().column("id").to_numpy()[20:25]
     (d.parent / "round1.csv").write_text("id,label\n" + "".join(f"{i},{truth[i]}\n"
                                                                for i in ids1))
     return d
@@ -386,9 +387,9 @@ def truncate(p: Path) -> None:
 
 
 def rewrite_metrics(run: Path) -> None:
-    rows = rundir.read_metrics(run)
+    rows = Run.at(run).metrics()
     rows[0]["n_labeled"] += 3
-    rundir.write_metrics(run, rows)
+    Run.at(run).write_metrics(rows)
 
 
 DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
@@ -506,8 +507,8 @@ def test_a_full_disk_is_one_line_and_leaves_the_last_complete_state(trained_run,
     shutil.copytree(trained_run, run)
     shutil.copy(trained_run.parent / "round1.csv", tmp_path / "round1.csv")
     if command == "resume":  # label round 1 completely, so the resume trains and writes
-        ids = rundir.read_journal(run).column("id").to_numpy()[20:]
-        truth = rundir.read_pool(run).column("label").to_numpy()
+        ids = Run.at(run).journal().column("id").to_numpy()[20:]
+        truth = Run.at(run).pool().column("label").to_numpy()
         (tmp_path / "all1.csv").write_text("id,label\n" + "".join(f"{i},{truth[i]}\n"
                                                                   for i in ids))
         assert main(["import", str(run), "--labels", str(tmp_path / "all1.csv")]) == 0

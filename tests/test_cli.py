@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import rundir
 from autoal_dist.cli import main
+from autoal_dist.run import Run
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")  # `run` scores on Ray actors
 
@@ -29,7 +29,7 @@ def test_run_writes_the_run_directory(tmp_path, capsys):
     assert run_cli("--out", str(out), "--strategy", "entropy") == 0
     for name in ("config.json", "pool.parquet", "metrics.parquet", "curves.png", "summary.md"):
         assert (out / name).is_file(), name
-    assert rundir.journal_rounds(out) == [0, 1, 2]
+    assert Run.at(out).journal_rounds() == [0, 1, 2]
     m = pq.read_table(out / "metrics.parquet").to_pylist()
     assert [r["round"] for r in m] == [0, 1, 2]
     assert [r["n_labeled"] for r in m] == [10, 20, 30]
@@ -43,7 +43,7 @@ def test_run_writes_the_run_directory(tmp_path, capsys):
 def test_same_seed_same_journal(tmp_path):
     for name in ("a", "b"):
         assert run_cli("--out", str(tmp_path / name), "--strategy", "margin", "--seed", "3") == 0
-    a, b = (rundir.read_journal(tmp_path / n).to_pandas() for n in "ab")
+    a, b = (Run.at(tmp_path / n).journal().to_pandas() for n in "ab")
     assert np.array_equal(a.id, b.id) and np.array_equal(a.score, b.score, equal_nan=True)
 
 
@@ -80,11 +80,11 @@ def test_resume_extends_a_finished_campaign(tmp_path):
     out = tmp_path / "run"
     assert run_cli("--out", str(out), "--strategy", "entropy") == 0
     assert main(["run", "--out", str(out), "--resume", "--rounds", "3", "--quiet"]) == 0
-    assert rundir.journal_rounds(out) == [0, 1, 2, 3]
+    assert Run.at(out).journal_rounds() == [0, 1, 2, 3]
     ref = tmp_path / "ref"
     assert main(["run", *FAST[:4], "--rounds", "3", *FAST[6:], "--out", str(ref),
                  "--strategy", "entropy"]) == 0
-    assert np.array_equal(rundir.labeled_ids(out), rundir.labeled_ids(ref))
+    assert np.array_equal(Run.at(out).labeled_ids(), Run.at(ref).labeled_ids())
 
 
 def test_console_script_runs_and_errors_cleanly(tmp_path):
@@ -111,8 +111,8 @@ QUICK_COMMANDS = [["--help"], ["strategies"], ["bench", "--list"], ["run", "--he
 def test_quick_commands_import_neither_torch_nor_ray(argv):
     """`--help`, `strategies`, `bench --list` answer without torch and Ray (2-6 s to import):
     what they print needs names and docstrings only (lazy registries, lazy.py)."""
-    code = ("import sys\nfrom autoal_dist.cli import main\ntry:\n    main(%r)\n"
+    code = (f"import sys\nfrom autoal_dist.cli import main\ntry:\n    main({argv!r})\n"
             "except SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))" % argv)
+            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout[-500:]

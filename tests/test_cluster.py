@@ -23,10 +23,11 @@ import ray
 import torch
 import yaml
 
-from autoal_dist import remote, rundir
+from autoal_dist import remote
 from autoal_dist.cli import main
 from autoal_dist.config import read_config_file
 from autoal_dist.registry import load_config
+from autoal_dist.run import Run
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -283,14 +284,14 @@ def test_job_submit_to_a_loopback_head_node_matches_a_local_run(tmp_path, ray_cl
         assert main(["run", *CAMPAIGN, "--out", str(local_out)]) == 0
     finally:
         torch.set_num_threads(threads)
-    local = rundir.read_journal(local_out)
+    local = Run.at(local_out).journal()
     files = remote.RemoteDir.open(s3_out).files()
     assert "summary.md" in files and not any(f.startswith("train/") for f in files)
     s3_copy = tmp_path / "s3_copy"
     s3_copy.mkdir()
     remote.RemoteDir.open(s3_out).download(s3_copy)
     for run in (job_out, s3_copy):
-        job = rundir.read_journal(run)
+        job = Run.at(run).journal()
         for column in ("round", "id"):
             assert np.array_equal(job.column(column).to_numpy(),
                                   local.column(column).to_numpy()), (run, column)

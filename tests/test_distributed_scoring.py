@@ -6,12 +6,12 @@ import pytest
 import ray
 import torch
 
-from autoal_dist import rundir
 from autoal_dist.cli import main
 from autoal_dist.data import load_dataset
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models import build_model
 from autoal_dist.models.backbones import ModelSpec
+from autoal_dist.run import Run
 from autoal_dist.scoring import LocalScorer
 from autoal_dist.scoring.ray_scorer import RayScorer, ShardProxy
 from autoal_dist.strategies import STRATEGIES, get
@@ -106,7 +106,7 @@ def test_campaign_journal_same_for_1_and_3_shards(ray_cluster, tmp_path, strateg
               "--epochs", "1", "--seed", "4", "--quiet", "--candidates", "entropy"]
     for k in (1, 3):
         assert main([*common, "--shards", str(k), "--out", str(tmp_path / f"k{k}")]) == 0
-    a, b = (rundir.read_journal(tmp_path / f"k{k}").to_pandas() for k in (1, 3))
+    a, b = (Run.at(tmp_path / f"k{k}").journal().to_pandas() for k in (1, 3))
     assert len(a) == 10 + 2 * 15
     assert np.array_equal(a.id, b.id) and np.array_equal(a["round"], b["round"])
     assert np.array_equal(a.score, b.score, equal_nan=True)

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import rundir, store
-from autoal_dist.journal_check import JournalError, check_journal
+from autoal_dist import store
+from autoal_dist.run import JournalError, Run, layout
 
 POOL, TEST, INIT, BUDGET = 300, 40, 20, 10
 METRICS = pa.schema([("round", pa.int32()), ("n_labeled", pa.int64()),
@@ -33,12 +33,12 @@ def make_run(run: Path, rounds: int = 3, metrics_through: int | None = None,
     run.mkdir(parents=True, exist_ok=True)
     store.write_json(run / "config.json", {"config": {"init": INIT, "budget": batch}})
     y = np.arange(POOL + TEST) % 3
-    store.write_table(run / "pool.parquet", rundir.pool_table(y[:POOL], y[POOL:]))
+    store.write_table(run / "pool.parquet", layout.pool_table(y[:POOL], y[POOL:]))
     order = np.random.default_rng(0).permutation(POOL)
-    rundir.write_round(run, 0, np.sort(order[:INIT]), "init")
+    Run.at(run).write_round(0, np.sort(order[:INIT]), "init")
     for r in range(1, rounds + 1):
         lo = INIT + batch * (r - 1)
-        rundir.write_round(run, r, order[lo:lo + batch], "margin", np.linspace(1, 0, batch))
+        Run.at(run).write_round(r, order[lo:lo + batch], "margin", np.linspace(1, 0, batch))
     through = rounds if metrics_through is None else metrics_through
     if through >= 0:
         write_metrics(run, through, [INIT + batch * r for r in range(through + 1)])
@@ -47,7 +47,7 @@ def make_run(run: Path, rounds: int = 3, metrics_through: int | None = None,
 
 def refused(run: Path, *words: str, pool_size: int | None = None) -> str:
     with pytest.raises(JournalError) as e:
-        check_journal(run, pool_size)
+        Run.at(run).check(pool_size)
     msg = str(e.value)
     assert "\n" not in msg and isinstance(e.value, ValueError)
     for w in words:
@@ -56,7 +56,7 @@ def refused(run: Path, *words: str, pool_size: int | None = None) -> str:
 
 
 def journal_file(run: Path, r: int) -> Path:
-    return rundir.journal_path(run, r)
+    return Run.at(run).round_path(r)
 
 
 def rewrite(path: Path, **columns) -> None:
@@ -81,14 +81,14 @@ def test_states_the_program_leaves_pass(tmp_path, rounds, metrics_through):
     (run / "journal" / ".round_005.parquet.x1y2.tmp").write_bytes(b"garbage of a killed write")
     (run / "journal" / ".nfs000000000001").write_bytes(b"NFS silly rename")
     (run / ".lock").write_text("{}")
-    check_journal(run)
-    check_journal(run, pool_size=POOL)
+    Run.at(run).check()
+    Run.at(run).check(pool_size=POOL)
 
 
 def test_an_empty_or_new_directory_passes(tmp_path):
-    check_journal(tmp_path / "nothing-here")
+    Run.at(tmp_path / "nothing-here").check()
     (tmp_path / "empty").mkdir()
-    check_journal(tmp_path / "empty")
+    Run.at(tmp_path / "empty").check()
 
 
 def test_labels_of_journaled_rounds_pass(tmp_path):
@@ -96,10 +96,10 @@ def test_labels_of_journaled_rounds_pass(tmp_path):
     labels = run / "labels"
     for r in (0, 1, 2):
         ids = np.sort(pq.read_table(journal_file(run, r)).column("id").to_numpy())[:5]
-        store.write_table(store.round_path(labels, r), pa.table(
+        store.write_table(labels / f"round_{r:03d}.parquet", pa.table(
             {"id": pa.array(ids, pa.int64()), "label": pa.array(ids % 3, pa.int64())}))
     pq.write_table(pa.table({"id": pa.array([1], pa.int64())}), labels / "history.parquet")
-    check_journal(run)
+    Run.at(run).check()
 
 
 def test_a_real_run_killed_between_journal_and_metrics_passes(tmp_path):
@@ -115,9 +115,9 @@ def test_a_real_run_killed_between_journal_and_metrics_passes(tmp_path):
                         str(config), "--out", str(out)], check=False, env=env,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode != 0, p.stderr
-    assert rundir.journal_rounds(out) == [0, 1, 2], p.stderr
+    assert Run.at(out).journal_rounds() == [0, 1, 2], p.stderr
     assert pq.read_table(out / "metrics.parquet").column("round").to_pylist() == [0]
-    check_journal(out)
+    Run.at(out).check()
 
 
 # ---- journal file names and rounds ----------------------------------------------------------
@@ -212,7 +212,7 @@ def test_a_missing_or_corrupt_pool_is_refused(tmp_path):
     refused(run, "pool.parquet", "not a readable parquet file")
     (run / "pool.parquet").unlink()
     refused(run, "pool.parquet", "missing")
-    check_journal(run, pool_size=POOL)  # given explicitly, pool.parquet is not needed
+    Run.at(run).check(pool_size=POOL)  # given explicitly, pool.parquet is not needed
 
 
 def test_a_corrupt_config_is_refused(tmp_path):
@@ -264,7 +264,7 @@ def test_corrupt_metrics_are_one_line(tmp_path):
 # ---- labels/ --------------------------------------------------------------------------------
 
 def write_labels(run: Path, r: int, ids) -> Path:
-    path = store.round_path(run / "labels", r)
+    path = run / "labels" / f"round_{r:03d}.parquet"
     store.write_table(path, pa.table({"id": pa.array(ids, pa.int64()),
                                       "label": pa.array([0] * len(ids), pa.int64())}))
     return path
@@ -299,18 +299,18 @@ def test_100_rounds_check_fast(tmp_path):
     run = tmp_path / "run"
     (run / "journal").mkdir(parents=True)
     y = np.zeros(20_000, np.int64)
-    store.write_table(run / "pool.parquet", rundir.pool_table(y, y[:100]))
+    store.write_table(run / "pool.parquet", layout.pool_table(y, y[:100]))
     order = np.random.default_rng(1).permutation(20_000)
     for r in range(101):
         pq.write_table(pa.table({"id": pa.array(order[r * 100:(r + 1) * 100], pa.int64()),
                                  "round": pa.array([r] * 100, pa.int32()),
                                  "strategy": ["margin"] * 100,
-                                 "score": np.zeros(100)}), rundir.journal_path(run, r))
+                                 "score": np.zeros(100)}), Run.at(run).round_path(r))
     pq.write_table(pa.Table.from_pylist(
         [{"round": r, "n_labeled": 100 * (r + 1), "accuracy": 0.5, "strategy": "margin"}
          for r in range(100)], schema=METRICS), run / "metrics.parquet")
-    check_journal(run)  # warm imports
+    Run.at(run).check()  # warm imports
     t0 = time.perf_counter()
-    check_journal(run)
+    Run.at(run).check()
     elapsed = time.perf_counter() - t0
     assert elapsed < 1.0, elapsed

@@ -16,9 +16,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import labeling, rundir
+from autoal_dist import labeling
 from autoal_dist.cli import main, parser
 from autoal_dist.labeling import importer as label_import
+from autoal_dist.run import Run
 from test_bad_inputs import fails_cleanly, snapshot, write
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -151,13 +152,13 @@ def test_one_project_for_the_whole_campaign(tmp_path, capsys):
     assert pq.read_table(run / "metrics.parquet").column("round").to_pylist() == [0, 1]
     chosen[b] = 0
     assert recorded(run) == chosen
-    assert sorted(chosen) == rundir.labeled_ids(run).tolist()
+    assert sorted(chosen) == Run.at(run).labeled_ids().tolist()
 
 
 def test_csv_relabel_is_recorded_and_repeats_as_a_no_op(tmp_path, capsys):
     run = tmp_path / "run"
     assert main([*campaign(tmp_path, "--local"), "--out", str(run)]) == 0
-    ids = rundir.read_journal(run).column("id").to_pylist()
+    ids = Run.at(run).journal().column("id").to_pylist()
     first = write(tmp_path, "a.csv", "id,label\n" + "".join(f"{i},1\n" for i in ids))
     assert main(["import", str(run), "--labels", first]) == 0
     fix = write(tmp_path, "fix.csv", f"id,label\n{ids[0]},2\n{ids[1]},1\n")

@@ -28,9 +28,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import labeling, rundir
+from autoal_dist import labeling
 from autoal_dist.cli import main
 from autoal_dist.labeling import importer as label_import
+from autoal_dist.run import Run
 from test_bad_inputs import fails_cleanly, snapshot, write
 
 LABEL_STUDIO_VERSION = "1.23.2"
@@ -256,7 +257,7 @@ def test_a_campaign_labeled_in_one_label_studio_project(lab, tmp_path, capsys):
     assert (run / "summary.md").is_file()
 
     assert _recorded(run) == chosen  # the labels chosen, nothing else
-    assert sorted(chosen) == rundir.labeled_ids(run).tolist()
+    assert sorted(chosen) == Run.at(run).labeled_ids().tolist()
 
     # the export of a project made from another labeling config: refused, nothing recorded
     other = server.call("POST", "/api/projects", {"title": "another project", "label_config": (

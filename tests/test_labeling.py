@@ -13,10 +13,11 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from autoal_dist import labeling, rundir
+from autoal_dist import labeling
 from autoal_dist.campaign import Campaign, prepare_data
 from autoal_dist.cli import main
 from autoal_dist.registry import load_config
+from autoal_dist.run import Run
 
 
 def fast_config(tmp_path: Path) -> str:
@@ -45,7 +46,7 @@ def label_rows(path: Path, truth: np.ndarray, rows: list[dict]) -> None:
 
 def check_export(out: Path, run: Path, round_: int, images: np.ndarray, root: Path) -> list[dict]:
     rows = read_csv(out / "batch.csv")
-    ids = pq.read_table(rundir.journal_path(run, round_)).column("id").to_pylist()
+    ids = pq.read_table(Run.at(run).round_path(round_)).column("id").to_pylist()
     assert [int(r["id"]) for r in rows] == ids  # selection order
     assert all(r["label"] == "" and r["image"] == f"images/{r['id']}.png" for r in rows)
     for r in rows[:3]:
@@ -73,7 +74,7 @@ def test_people_with_true_labels_reproduce_the_simulated_campaign(tmp_path, caps
     assert f"autoal-dist run --resume --out {run}" in printed
     assert not (run / "metrics.parquet").exists()  # nothing trained without labels
 
-    truth = rundir.read_pool(run).column("label").to_numpy()
+    truth = Run.at(run).pool().column("label").to_numpy()
     images = prepare_data(load_config(json.loads((run / "config.json").read_text())["config"]))
     for r in range(3):
         out = tmp_path / "exports" / f"round_{r:03d}"
@@ -95,15 +96,15 @@ def test_people_with_true_labels_reproduce_the_simulated_campaign(tmp_path, caps
         assert main(["run", "--resume", "--out", str(run), "--local", "--quiet"]) == 0
 
     assert labeling.awaiting_round(run) is None
-    assert rundir.journal_rounds(run) == rundir.journal_rounds(sim) == [0, 1, 2]
-    got, want = rundir.read_journal(run).to_pandas(), rundir.read_journal(sim).to_pandas()
+    assert Run.at(run).journal_rounds() == Run.at(sim).journal_rounds() == [0, 1, 2]
+    got, want = Run.at(run).journal().to_pandas(), Run.at(sim).journal().to_pandas()
     assert got.id.tolist() == want.id.tolist()
     assert np.array_equal(got.score, want.score, equal_nan=True)
     m_got, m_want = (pq.read_table(d / "metrics.parquet").to_pylist() for d in (run, sim))
     assert [(m["round"], m["n_labeled"], m["accuracy"]) for m in m_got] == \
         [(m["round"], m["n_labeled"], m["accuracy"]) for m in m_want]
     people = labeling.read_labels(run)
-    assert sorted(people.column("id").to_pylist()) == rundir.labeled_ids(run).tolist()
+    assert sorted(people.column("id").to_pylist()) == Run.at(run).labeled_ids().tolist()
     assert np.array_equal(people.column("label").to_numpy(), truth[people.column("id").to_numpy()])
     assert (run / "summary.md").is_file()
 
@@ -115,8 +116,8 @@ def test_training_sees_only_the_labels_people_gave(tmp_path):
     campaign = Campaign(cfg, run, prepare_data(cfg), show_progress=False)
     assert not campaign.reveal_labels(0) and campaign.awaiting == 0
 
-    ids = rundir.read_journal(run).column("id").to_numpy()
-    wrong = (rundir.read_pool(run).column("label").to_numpy()[ids] + 1) % 10  # people disagree
+    ids = Run.at(run).journal().column("id").to_numpy()
+    wrong = (Run.at(run).pool().column("label").to_numpy()[ids] + 1) % 10  # people disagree
     path = tmp_path / "labels.csv"
     path.write_text("id,label\n" + "".join(f"{i},{y}\n" for i, y in zip(ids, wrong)))
     assert main(["import", str(run), "--labels", str(path)]) == 0
@@ -138,7 +139,7 @@ def test_flat_features_export_a_csv_of_features(tmp_path, capsys):
     rows = read_csv(out / "batch.csv")
     assert list(rows[0]) == ["id", "label", "f0", "f1", "f2", "f3", "f4"] and len(rows) == 6
     # a filled-in features batch.csv imports as it is (extra columns are ignored)
-    truth = rundir.read_pool(run).column("label").to_numpy()
+    truth = Run.at(run).pool().column("label").to_numpy()
     with open(out / "batch.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(list(rows[0]))

@@ -18,13 +18,13 @@ import pytest
 import ray
 import torch
 
-from autoal_dist import rundir
 from autoal_dist.cli import main
 from autoal_dist.data import DataError, load_dataset
 from autoal_dist.data.pool_read import StoredArray
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models import build_model
 from autoal_dist.models.backbones import ModelSpec
+from autoal_dist.run import Run
 from autoal_dist.scoring import LocalScorer
 from autoal_dist.scoring.actors import (
     KEEP_FLOOR_BYTES,
@@ -200,7 +200,7 @@ def fast(tmp_path) -> str:
 
 
 def journal(run_dir: Path):
-    return rundir.read_journal(run_dir).to_pandas()
+    return Run.at(run_dir).journal().to_pandas()
 
 
 def assert_same_campaign(a: Path, b: Path) -> None:
@@ -234,17 +234,17 @@ def test_resume_of_a_pool_campaign_checks_the_recorded_fingerprint(pool_dir, fas
             "--budget", "10", "--epochs", "1", "--quiet", "--local", "--config", fast,
             "--out", str(out)]
     assert main([*args, "--rounds", "1"]) == 0
-    meta = rundir.read_meta(out, "--out")
+    meta = Run.at(out).meta("--out")
     assert meta["dataset_fingerprint"] == load_dataset("digits").fingerprint()
     assert main(["run", "--resume", "--out", str(out), "--rounds", "2", "--quiet"]) == 0
-    assert rundir.journal_rounds(out) == [0, 1, 2]
+    assert Run.at(out).journal_rounds() == [0, 1, 2]
     other = write_pool_cli(tmp_path / "other", "synthetic:n=400,test=40,hw=8,c=1,classes=10")
     meta["config"]["dataset"] = f"pool:{other}"
-    rundir.write_meta(out, meta)
+    Run.at(out).write_meta(meta)
     capsys.readouterr()
     assert main(["run", "--resume", "--out", str(out), "--rounds", "3", "--quiet"]) == 2
     assert "fingerprint differs" in capsys.readouterr().err
-    assert rundir.journal_rounds(out) == [0, 1, 2]
+    assert Run.at(out).journal_rounds() == [0, 1, 2]
 
 
 def test_people_label_a_pool_campaign(pool_dir, fast, tmp_path, capsys):
@@ -271,7 +271,7 @@ def test_people_label_a_pool_campaign(pool_dir, fast, tmp_path, capsys):
         assert main(["import", str(out), "--labels", str(labels)]) == 0
         assert main(["run", "--resume", "--out", str(out), "--quiet"]) == 0
         if r == 0:
-            assert rundir.journal_rounds(out) == [0, 1]
+            assert Run.at(out).journal_rounds() == [0, 1]
             assert main(["export", str(out), "--to", str(tmp_path / "batch1")]) == 0
             check_images(journal(out).query("round == 1").id.tolist(), tmp_path / "batch1")
     assert len(pq.read_table(out / "metrics.parquet")) == 2

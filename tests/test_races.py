@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from autoal_dist import rundir
 from autoal_dist.cli import main
 from autoal_dist.labeling import read_labels
+from autoal_dist.run import Run, layout
 
 # Says it is ready (the package imported), waits for the barrier file, then runs the CLI.
 AT_BARRIER = """
@@ -68,8 +68,8 @@ def test_two_imports_at_once_lose_no_label(tmp_path):
     run = tmp_path / "run"
     assert main(["run", "--local", "--quiet", "--oracle", "files", "--init", "20", "--budget",
                  "10", "--rounds", "2", "--out", str(run)]) == 0
-    ids = rundir.read_journal(run).column("id").to_numpy()
-    truth = rundir.read_pool(run).column("label").to_numpy()
+    ids = Run.at(run).journal().column("id").to_numpy()
+    truth = Run.at(run).pool().column("label").to_numpy()
     files = []
     for k, half in enumerate((ids[:10], ids[10:])):
         path = tmp_path / f"half{k}.csv"
@@ -120,8 +120,8 @@ def test_two_processes_importing_label_by_label_lose_no_label(tmp_path):
     run = tmp_path / "run"
     assert main(["run", "--local", "--quiet", "--oracle", "files", "--init", "20", "--budget",
                  "10", "--rounds", "2", "--out", str(run)]) == 0
-    ids = rundir.read_journal(run).column("id").to_numpy()
-    truth = rundir.read_pool(run).column("label").to_numpy()
+    ids = Run.at(run).journal().column("id").to_numpy()
+    truth = Run.at(run).pool().column("label").to_numpy()
     barrier = tmp_path / "go"
     procs = []
     for k, half in enumerate((ids[:10], ids[10:])):
@@ -158,13 +158,13 @@ def test_two_fresh_runs_on_one_out_one_runs_the_other_is_refused(tmp_path):
     loser = results[1 - winner]
     assert lock_error(loser[2]), loser[2]
     strategy = ("entropy", "margin")[winner]
-    config = json.loads((out / rundir.CONFIG_FILE).read_text())["config"]
+    config = json.loads((out / layout.CONFIG_FILE).read_text())["config"]
     assert config["strategy"] == strategy
-    journal = rundir.read_journal(out)
+    journal = Run.at(out).journal()
     rounds = journal.column("round").to_numpy()
     assert set(journal.column("strategy").to_numpy(zero_copy_only=False)[rounds > 0]) == \
         {strategy}
-    assert rundir.journal_rounds(out) == [0, 1, 2, 3]
+    assert Run.at(out).journal_rounds() == [0, 1, 2, 3]
     assert len(np.unique(journal.column("id").to_numpy())) == len(journal)
 
 
@@ -181,4 +181,4 @@ def test_two_fresh_runs_on_the_default_path_take_name_and_name_2(tmp_path):
     runs = tmp_path / "runs"
     assert sorted(p.name for p in runs.iterdir()) == ["same", "same-2"]
     for d in runs.iterdir():
-        assert rundir.journal_rounds(d) == [0, 1] and len(rundir.read_metrics(d)) == 2
+        assert Run.at(d).journal_rounds() == [0, 1] and len(Run.at(d).metrics()) == 2

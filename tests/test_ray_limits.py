@@ -16,8 +16,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import ray_cluster, rundir
+from autoal_dist import ray_cluster
 from autoal_dist.cli import main
+from autoal_dist.run import Run
 
 CAMPAIGN = ["run", "--dataset", "digits", "--init", "20", "--budget", "10", "--rounds", "1",
             "--epochs", "1", "--quiet"]
@@ -122,13 +123,13 @@ def test_ctrl_c_ends_a_ray_run_promptly_and_resume_is_exact(tmp_path):
             "--quiet", "--ray", "--shards", "2"]
     # interrupted inside round 1's work: its batch is journaled once round 1 is done
     code, seconds, err = _interrupt([*args, "--out", str(out)],
-                                    rundir.journal_path(out, 1))
+                                    Run.at(out).round_path(1))
     assert code == 130, err
     assert seconds < 10, f"took {seconds:.1f} s to stop"
     assert err.strip().splitlines()[-1].startswith("autoal-dist: interrupted; ")
     assert main(["run", "--resume", "--out", str(out), "--quiet"]) == 0
     assert main([*args, "--out", str(ref)]) == 0
-    a, b = (rundir.read_journal(d).to_pandas() for d in (out, ref))
+    a, b = (Run.at(d).journal().to_pandas() for d in (out, ref))
     assert a.equals(b)
 
 

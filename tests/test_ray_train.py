@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from autoal_dist import rundir
 from autoal_dist.cli import main
 from autoal_dist.config import TrainConfig
 from autoal_dist.data import load_dataset
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models import ModelSpec
 from autoal_dist.models.inference import predict
+from autoal_dist.run import Run
 from autoal_dist.training.loop import train_classifier
 from autoal_dist.training.ray_job import JobRunner, TrainJob, fit_classifier
 
@@ -78,7 +78,7 @@ def test_run_with_two_workers_end_to_end(ray_cluster, tmp_path):
     out = tmp_path / "run"
     assert main(["run", "--workers", "2", "--init", "20", "--budget", "10", "--rounds", "1",
                  "--epochs", "2", "--quiet", "--candidates", "entropy", "--out", str(out)]) == 0
-    assert rundir.journal_rounds(out) == [0, 1]
+    assert Run.at(out).journal_rounds() == [0, 1]
 
 
 # ---- the AutoAL bi-level search as a Ray Train job ----------------------------------

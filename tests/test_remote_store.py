@@ -19,8 +19,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import faults, remote, rundir, store
+from autoal_dist import faults, remote, store
 from autoal_dist.cli import main
+from autoal_dist.run import Run
 
 CAMPAIGN = ["--quiet", "--dataset", "digits", "--strategy", "margin", "--init", "20",
             "--budget", "10", "--rounds", "2", "--epochs", "1", "--seed", "5"]
@@ -42,8 +43,8 @@ def pulled(uri: str, dest: Path) -> Path:
 
 
 def assert_same_campaign(got: Path, want: Path) -> None:
-    assert rundir.journal_rounds(got) == rundir.journal_rounds(want)
-    a, b = rundir.read_journal(got).to_pandas(), rundir.read_journal(want).to_pandas()
+    assert Run.at(got).journal_rounds() == Run.at(want).journal_rounds()
+    a, b = Run.at(got).journal().to_pandas(), Run.at(want).journal().to_pandas()
     assert a.id.tolist() == b.id.tolist() and a.strategy.tolist() == b.strategy.tolist()
     assert np.array_equal(a.score, b.score, equal_nan=True)
     ma = pq.read_table(got / "metrics.parquet").to_pylist()
@@ -73,12 +74,13 @@ def test_join_keeps_query_parameters_last():
 
 def test_file_uri_upload_is_a_rename_and_listing_skips_hidden_and_train(tmp_path):
     uri = (tmp_path / "remote" / "run").as_uri()
-    with remote.opened(uri, download=False) as staging:
-        store.write_json(staging / "config.json", {"a": 1})
-        store.write_text(staging / "journal" / "note.txt", "x")
+    with remote.opened(uri, download=False) as staged:
+        staging = staged.local
+        store.write_json(staging / "config.json", {"a": 1}, staged.commit)
+        store.write_text(staging / "journal" / "note.txt", "x", staged.commit)
         (staging / "train").mkdir()
         (staging / "train" / "ckpt").write_text("not staged")  # Train's own: never uploaded
-        assert remote.location_of(staging / "journal") == f"{uri}/journal"
+        assert staged.where(staging / "journal") == f"{uri}/journal"
     assert not staging.exists()  # the staging copy is private to the process
     d = remote.RemoteDir.open(uri)
     assert d.files() == ["config.json", "journal/note.txt"]
@@ -87,7 +89,8 @@ def test_file_uri_upload_is_a_rename_and_listing_skips_hidden_and_train(tmp_path
     (tmp_path / "remote" / "run" / "train" / "ckpt").write_text("...")
     assert d.files() == ["config.json", "journal/note.txt", "train/ckpt"]
     assert d.files(skip=("train",)) == ["config.json", "journal/note.txt"]
-    with remote.opened(uri) as staging:
+    with remote.opened(uri) as staged:
+        staging = staged.local
         assert json.loads((staging / "config.json").read_text()) == {"a": 1}
         assert not (staging / "train").exists() and not (staging / ".x.tmp").exists()
 
@@ -96,10 +99,11 @@ def test_s3_each_commit_is_uploaded_before_the_next(s3_bucket, tmp_path):
     uri = f"{s3_bucket}/runs/r1"
     d = remote.RemoteDir.open(uri)
     assert d.fs.type_name == "s3" and d.is_empty()
-    with remote.opened(uri, download=False) as staging:
-        store.write_json(staging / "config.json", {"round": 0})
+    with remote.opened(uri, download=False) as staged:
+        run = Run(staged)
+        run.write_json("config.json", {"round": 0})
         assert d.files() == ["config.json"]  # synchronous: visible before the next write
-        store.write_json(staging / "config.json", {"round": 1})  # an overwrite is one PUT
+        run.write_json("config.json", {"round": 1})  # an overwrite is one PUT
         with d.fs.open_input_stream(f"{d.root}/config.json") as f:
             assert json.loads(f.read()) == {"round": 1}
     assert not remote.is_empty(uri) and remote.is_empty(f"{s3_bucket}/runs/other")
@@ -130,7 +134,7 @@ def test_run_on_s3_equals_a_local_run_and_report_works_there(s3_bucket, fast, tm
     assert "already holds a run; pass --resume" in capsys.readouterr().err
     # --resume with more rounds continues from the objects alone
     assert main(["run", "--local", "--resume", "--quiet", "--rounds", "3", "--out", uri]) == 0
-    assert rundir.journal_rounds(pulled(uri, tmp_path / "again")) == [0, 1, 2, 3]
+    assert Run.at(pulled(uri, tmp_path / "again")).journal_rounds() == [0, 1, 2, 3]
 
 
 def test_run_on_s3_with_ray_scorer_actors(ray_cluster, s3_bucket, fast, tmp_path):

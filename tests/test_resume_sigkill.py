@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from autoal_dist import faults, rundir, store
+from autoal_dist import faults, store
+from autoal_dist.run import Run
 
 ARGS = ["--local", "--quiet", "--dataset", "digits", "--strategy", "entropy", "--init", "20",
         "--budget", "10", "--rounds", "4", "--epochs", "1"]
@@ -74,14 +75,14 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_campaign(tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert seen_temps >= 4  # the pre_rename kills left temp files, and resumes ignored them
 
-    assert rundir.journal_rounds(out) == rundir.journal_rounds(ref) == [0, 1, 2, 3, 4]
-    got, want = rundir.read_journal(out).to_pandas(), rundir.read_journal(ref).to_pandas()
+    assert Run.at(out).journal_rounds() == Run.at(ref).journal_rounds() == [0, 1, 2, 3, 4]
+    got, want = Run.at(out).journal().to_pandas(), Run.at(ref).journal().to_pandas()
     for column in ("id", "round", "strategy"):
         assert got[column].tolist() == want[column].tolist()
     assert np.array_equal(got.score, want.score, equal_nan=True)  # NaN: the seed set's scores
-    ids = rundir.labeled_ids(out)  # raises on an id labeled twice
+    ids = Run.at(out).labeled_ids()  # raises on an id labeled twice
     assert len(np.unique(ids)) == len(ids) == 60
-    assert np.array_equal(ids, rundir.labeled_ids(ref))
+    assert np.array_equal(ids, Run.at(ref).labeled_ids())
     metrics = pq.read_table(out / "metrics.parquet").to_pylist()
     assert [m["round"] for m in metrics] == [0, 1, 2, 3, 4]
     ref_metrics = pq.read_table(ref / "metrics.parquet").to_pylist()

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoal_dist import cli, labeling, rundir, store
+from autoal_dist import cli, labeling, store
 from autoal_dist.cli import main
+from autoal_dist.run import Run, layout
 from conftest import fails_cleanly, snapshot
 
 FAST = "train: {min_steps: 2, epochs: 1}\nscore: {mc_samples: 2}\n"
@@ -39,7 +40,7 @@ def npz(path: Path, flip: bool = False) -> str:
 
 
 def label(run: Path, ids) -> Path:
-    truth = rundir.read_pool(run).column("label").to_numpy()
+    truth = Run.at(run).pool().column("label").to_numpy()
     path = run.parent / f"labels-{len(list(run.parent.glob('labels-*')))}.csv"
     path.write_text("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in ids))
     return path
@@ -58,8 +59,8 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask_027):
     assert store.current_umask() == 0o027
     store.write_text(tmp_path / "a.txt", "x")
     store.write_json(tmp_path / "sub" / "b.json", {"a": 1})
-    rundir.write_round(tmp_path, 0, [1, 2], "init")
-    for p in (tmp_path / "a.txt", tmp_path / "sub" / "b.json", rundir.journal_path(tmp_path, 0)):
+    Run.at(tmp_path).write_round(0, [1, 2], "init")
+    for p in (tmp_path / "a.txt", tmp_path / "sub" / "b.json", Run.at(tmp_path).round_path(0)):
         assert stat.S_IMODE(p.stat().st_mode) == 0o640, p  # not mkstemp's 0600
     os.umask(0o002)
     store.write_text(tmp_path / "a.txt", "y")  # a rewrite takes the umask of now
@@ -88,13 +89,13 @@ def test_resume_removes_a_killed_rounds_train_directory(tmp_path, capsys):
     sim = ["run", "--local", "--quiet", "--init", "20", "--budget", "10", "--config",
            fast(tmp_path)]
     assert main([*sim, "--rounds", "1", "--out", str(run)]) == 0
-    train = run / rundir.TRAIN_DIR
+    train = run / layout.TRAIN
     for name in ("round002/checkpoint_000000", "round002-3f2a/local", "notes"):
         (train / name).mkdir(parents=True)
         (train / name / "state.pt").write_bytes(b"x" * 10)
     assert main(["run", "--resume", "--out", str(run), "--rounds", "2", "--quiet"]) == 0
     assert sorted(p.name for p in train.iterdir()) == ["notes"]  # only Train's run names go
-    assert [r["round"] for r in rundir.read_metrics(run)] == [0, 1, 2]
+    assert [r["round"] for r in Run.at(run).metrics()] == [0, 1, 2]
 
 
 def test_remove_stale_training_on_an_object_store(s3_bucket, tmp_path):
@@ -107,7 +108,7 @@ def test_remove_stale_training_on_an_object_store(s3_bucket, tmp_path):
         with d.fs.open_output_stream(f"{d.root}/{rel}") as f:
             f.write(b"x")
     with remote.opened(uri) as staged:
-        removed = rundir.remove_stale_training(staged)
+        removed = Run(staged).remove_stale_training()
     assert sorted(removed) == [f"{uri}/train/round004", f"{uri}/train/round004-x"]
     assert d.files() == ["config.json", "train/keep/b"]
 
@@ -137,7 +138,7 @@ def test_resume_of_an_unlabeled_batch_stops_before_ray(tmp_path, capsys, monkeyp
     run = tmp_path / "run"
     assert main([*FILES, "--out", str(run)]) == 0
     assert main(["import", str(run), "--labels",
-                 str(label(run, rundir.read_journal(run).column("id").to_numpy()[:5]))]) == 0
+                 str(label(run, Run.at(run).journal().column("id").to_numpy()[:5]))]) == 0
 
     from autoal_dist.execution import OnRay
 
@@ -150,7 +151,7 @@ def test_resume_of_an_unlabeled_batch_stops_before_ray(tmp_path, capsys, monkeyp
     assert main(["run", "--resume", "--out", str(run), "--ray"]) == 0  # --ray: would start Ray
     out = capsys.readouterr().out
     assert "round 0 awaits labels: 5 of 20" in out and "batch incomplete" in out
-    assert not (run / rundir.METRICS_FILE).exists()
+    assert not (run / layout.METRICS_FILE).exists()
 
 
 def test_resume_and_export_accept_a_moved_dataset_with_the_same_data(tmp_path, capsys):
@@ -171,7 +172,7 @@ def test_resume_and_export_accept_a_moved_dataset_with_the_same_data(tmp_path, c
     assert snapshot(run) == before
     # resume accepts it and records where the data is now
     assert main(["run", "--resume", "--out", str(run), "--dataset", f"npz:{new}"]) == 0
-    assert rundir.read_meta(run, "t")["config"]["dataset"] == f"npz:{new}"
+    assert Run.at(run).meta("t")["config"]["dataset"] == f"npz:{new}"
     assert main(["export", str(run), "--to", str(tmp_path / "y")]) == 0  # the stored spec
 
 
@@ -201,7 +202,7 @@ def test_resume_accepts_a_moved_data_root(tmp_path, capsys):
                    "is not the campaign's")
     assert snapshot(run) == before
     assert main(["run", "--resume", "--out", str(run), "--data-root", str(new)]) == 0
-    assert rundir.read_meta(run, "t")["config"]["data_root"] == str(new)
+    assert Run.at(run).meta("t")["config"]["data_root"] == str(new)
 
 
 # ---- the labeling loop ---------------------------------------------------------------------
@@ -216,7 +217,7 @@ def test_partial_imports_count_and_the_next_steps_work_literally(tmp_path, capsy
     assert main(shlex.split(export)[1:]) == 0  # the export command, as printed
     batch = tmp_path / "cells-export" / "round_000" / "batch.csv"
     rows = batch.read_text().splitlines()
-    truth = rundir.read_pool(Path("cells")).column("label").to_numpy()
+    truth = Run.at(Path("cells")).pool().column("label").to_numpy()
 
     def fill(n: int) -> None:  # an annotator fills the first n rows of batch.csv
         head, body = rows[0], rows[1:]
@@ -252,7 +253,7 @@ def test_partial_imports_count_and_the_next_steps_work_literally(tmp_path, capsy
 def test_next_steps_of_a_run_in_the_working_directory_are_not_options(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "-odd"
-    rundir.write_round(run, 0, [1, 2], "init")
+    Run.at(run).write_round(0, [1, 2], "init")
     steps = labeling.next_steps(Path("-odd"), 0)
     assert "--to ./-odd-export/round_000" in steps and "import ./-odd " in steps
     assert labeling.default_export_dir(Path("."), 0) == tmp_path.parent / \
@@ -275,8 +276,8 @@ def test_label_studio_empty_choices_and_cancelled_choices_are_no_label(tmp_path,
 
     run = tmp_path / "run"
     assert main([*FILES, "--out", str(run)]) == 0
-    ids = rundir.read_journal(run).column("id").to_numpy()[:4].tolist()
-    truth = rundir.read_pool(run).column("label").to_numpy()
+    ids = Run.at(run).journal().column("id").to_numpy()[:4].tolist()
+    truth = Run.at(run).pool().column("label").to_numpy()
 
     def ann(k: int, choices, cancelled=False, when="2025-01-01T00:00:00Z") -> dict:
         result = [{"from_name": "label", "to_name": "image", "type": "choices",
@@ -311,9 +312,9 @@ def test_a_run_stored_before_the_gain_reward_resumes_with_the_loss_rank_search(t
     run = tmp_path / "old"
     assert main(["run", "--strategy", "autoal", "--init", "20", "--budget", "10", "--rounds", "1",
                  "--epochs", "1", "--local", "--quiet", "--out", str(run)]) == 0
-    path = run / rundir.CONFIG_FILE
+    path = run / layout.CONFIG_FILE
     meta = json.loads(path.read_text())
     assert meta["config"]["autoal"]["reward"] == "gain"  # a new run stores the new default
     del meta["config"]["autoal"]["reward"]
     path.write_text(json.dumps(meta))
-    assert rundir.read_meta(run, "--out")["config"]["autoal"]["reward"] == "loss_rank"
+    assert Run.at(run).meta("--out")["config"]["autoal"]["reward"] == "loss_rank"

@@ -6,7 +6,6 @@ features, on a local directory and on S3 (moto's server).
 """
 from __future__ import annotations
 
-import importlib
 import json
 import pickle
 import shutil
@@ -27,12 +26,8 @@ PER_FILE = 300
 
 
 def project_fingerprint(data) -> str:
-    """The campaign's own dataset fingerprint (its module moves during the reorganisation)."""
-    for mod in ("autoal_dist.rundir", "autoal_dist.store"):
-        fn = getattr(importlib.import_module(mod), "dataset_fingerprint", None)
-        if fn is not None:
-            return fn(data)
-    pytest.fail("no dataset_fingerprint in autoal_dist.rundir or autoal_dist.store")
+    """The campaign's own dataset fingerprint (what config.json records)."""
+    return data.fingerprint()
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autoal_dist import rundir
 from autoal_dist.cli import main
 from autoal_dist.data import load_dataset
 from autoal_dist.outputs import OPTIONAL_NEEDS, PoolOutputs
 from autoal_dist.policies import POLICIES
+from autoal_dist.run import Run
 from autoal_dist.scoring.base import selection_from_outputs
 from autoal_dist.strategies import STRATEGIES, get
 
@@ -236,7 +236,7 @@ def test_policy_budget_met_distinct_pool_ids_deterministic(tmp_path, pool_size, 
         assert main(["run", "--local", "--dataset", "digits", "--strategy", policy,
                      "--rounds", "1", "--budget", "10", "--epochs", "1", "--out", str(out),
                      "--quiet"]) == 0
-        journals.append(rundir.read_journal(out).to_pandas())
+        journals.append(Run.at(out).journal().to_pandas())
     a, b = journals
     batch = a[a["round"] == 1]
     assert len(batch) == 10 and set(batch.strategy) == {policy}

@@ -19,45 +19,16 @@ seed and the same (deterministically trained) classifier, so resume is exact.
 """
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
-from autoal_dist import store
 from autoal_dist.albl import bandit
+from autoal_dist.albl.state import load_state, save_state
 from autoal_dist.models.inference import predict
 from autoal_dist.rounds import RoundContext
-from autoal_dist.rundir import ALBL_STATE_FILE as STATE_FILE
 from autoal_dist.scoring.base import Selection
 from autoal_dist.seeds import derive
-
-UNIFORM = "uniform"  # the uniform sampler arm (not the hashed `random` strategy)
-DELTA = 0.1  # EXP4.P's confidence parameter (libact's default)
-
-
-def new_state(candidates: list[str], horizon: int) -> dict:
-    """Bandit parameters fixed at the campaign's start: T = rounds * budget queries.
-
-    Raising --rounds on resume keeps this T (and p_min): the bandit is not restarted.
-    """
-    experts = [*candidates, UNIFORM]
-    return {"experts": experts, "horizon": horizon, "delta": DELTA,
-            "pmin": bandit.default_pmin(len(experts), horizon), "rounds": []}
-
-
-def load_state(run_dir: Path, candidates: list[str], horizon: int, round_: int) -> dict:
-    """The state as it was before `round_` queried (later entries of a crashed run dropped)."""
-    path = Path(run_dir) / STATE_FILE
-    if not path.exists():
-        return new_state(candidates, horizon)
-    state = json.loads(path.read_text(encoding="utf-8"))
-    if state["experts"] != [*candidates, UNIFORM]:
-        raise ValueError(f"{path}: experts {state['experts']} differ from the campaign's "
-                         f"candidates {candidates} + {UNIFORM}")
-    state["rounds"] = [e for e in state["rounds"] if e["round"] < round_]
-    return state
 
 
 def reward(ctx: RoundContext, entries: list[dict], horizon: int) -> float:
@@ -73,7 +44,7 @@ def reward(ctx: RoundContext, entries: list[dict], horizon: int) -> float:
 def albl_policy(ctx: RoundContext) -> Selection:
     """The round's batch by EXP4.P draws; selection scores are the query probabilities q."""
     cfg = ctx.cfg
-    state = load_state(ctx.run_dir, cfg.candidates, cfg.rounds * cfg.budget, ctx.round)
+    state = load_state(ctx.run, cfg.candidates, cfg.rounds * cfg.budget, ctx.round)
     seed = derive(cfg.seed, ctx.round, "select")
     # An expert needs at most 2b - 1 ranked ids: others take at most b - 1 of them.
     depth = min(len(ctx.unlabeled), 2 * cfg.budget - 1)
@@ -94,7 +65,7 @@ def albl_policy(ctx: RoundContext) -> Selection:
     entries.append({"round": ctx.round, "reward": r, "log_weights": log_w.tolist(),
                     "p": p.tolist(), "ids": draws.ids.tolist(), "q": draws.q.tolist(),
                     "experts": draws.experts.tolist(), "ratios": draws.ratios.tolist()})
-    store.write_json(Path(ctx.run_dir) / STATE_FILE, state)
+    save_state(ctx.run, state)
     ctx.timings["select_s"] = ctx.timings.get("select_s", 0.0) + time.perf_counter() - t0
     return Selection(draws.ids, draws.q)
 

@@ -89,12 +89,12 @@ def search(ctx: RoundContext, r: float, seed: int,
     a = ctx.cfg.autoal
     current, emb, loss_on = round_evidence(ctx, r, seed)
     earlier = [Evidence(k, m, rw, q) for k, m, rw, q in
-               report.earlier_evidence(ctx.run_dir, current.round)]
+               report.earlier_evidence(ctx.run, current.round)]
     active = np.r_[np.ones(len(ctx.cfg.candidates), bool),
                    [loss_on] if a.use_loss_head else []].astype(bool)
     evidence = [*earlier, current]
     fit = fit_weights_with(evidence, active, a)
-    report.record(ctx.run_dir, report.EVIDENCE_FILE,
+    report.record(ctx.run, report.EVIDENCE_FILE,
                   report.evidence_table(current.round, ctx.labeled, current.reward, current.q,
                                         current.memberships))
     return EmbedSearch(fit, active, loss_on, emb, current.reward,

@@ -14,7 +14,6 @@ from functools import partial
 import numpy as np
 import torch
 
-from autoal_dist import rundir
 from autoal_dist.autoal import embed_search, gain, report
 from autoal_dist.autoal.crossfit import HeadSettings
 from autoal_dist.autoal.memberships import union_memberships
@@ -96,10 +95,10 @@ def embed_policy(ctx: RoundContext, r: float) -> Selection:
     rows = np.searchsorted(ids, chosen)
     add_search_seconds(ctx, search_s + time.perf_counter() - t1)
     names, round_ = column_names(ctx), ctx.round + 1
-    report.record_weights(ctx.run_dir, report.weights_table(
+    report.record_weights(ctx.run, report.weights_table(
         round_, names, np.broadcast_to(w, (len(rows), len(w))), member[rows]))
     fit = found.fit
-    report.record(ctx.run_dir, report.SEARCH_FILE, report.search_table(
+    report.record(ctx.run, report.SEARCH_FILE, report.search_table(
         round_, "embed", names, w, found.active, iterations=fit.iterations,
         soft_count=fit.soft_count, target_count=fit.target, grad_norm=fit.grad_norm,
         rank_corr=fit.rank_corr, evidence_rows=found.evidence_rows))
@@ -113,7 +112,7 @@ def gain_problem(ctx: RoundContext, seed: int) -> gain.GainProblem:
     if ctx.fit is None:
         raise ValueError("autoal.reward 'gain' trains a model of its own: the round context "
                          "needs a trainer (fit)")
-    journal = rundir.read_journal(ctx.run_dir)
+    journal = ctx.run.journal()
     initial = journal.column("id").to_numpy()[journal.column("round").to_numpy() == 0]
     base = gain.base_rows(len(ctx.labeled), seed)
     f_b = ctx.fit(ctx.labeled[base], seed, f"simulate{ctx.round:03d}")
@@ -150,7 +149,7 @@ def gain_policy(ctx: RoundContext) -> Selection:
     current = gain.estimate(gains)
     options = list(problem.options)
     earlier = [gain.GainEstimate(m, se) for m, se in
-               report.earlier_gains(ctx.run_dir, ctx.round + 1, options)]
+               report.earlier_gains(ctx.run, ctx.round + 1, options)]
     est = gain.pooled([*earlier, current], a.evidence_decay)
     option_w = gain.option_weights(est, a.gain_temperature)
     w = gain.candidate_weights(option_w, problem.with_mix)
@@ -168,9 +167,9 @@ def gain_policy(ctx: RoundContext) -> Selection:
     rows = np.searchsorted(ids, chosen)
     add_search_seconds(ctx, search_s + time.perf_counter() - t1)
     round_ = ctx.round + 1
-    report.record_weights(ctx.run_dir, report.weights_table(
+    report.record_weights(ctx.run, report.weights_table(
         round_, list(cfg.candidates), np.broadcast_to(w, (len(rows), len(w))), member[rows]))
-    report.record(ctx.run_dir, report.SEARCH_FILE, report.search_table(
+    report.record(ctx.run, report.SEARCH_FILE, report.search_table(
         round_, "embed", options, option_w, np.ones(len(options), bool), iterations=0,
         soft_count=np.nan, target_count=np.nan, grad_norm=np.nan, rank_corr=np.nan,
         evidence_rows=len(ctx.labeled) * (len(earlier) + 1), reward=current.mean,
@@ -193,9 +192,9 @@ def paper_policy(ctx: RoundContext, r: float) -> Selection:
     rows = np.searchsorted(ids, chosen)
     add_search_seconds(ctx, search_s + time.perf_counter() - t1)
     names, round_ = column_names(ctx), ctx.round + 1
-    report.record_weights(ctx.run_dir, report.weights_table(round_, names, scores.weights[rows],
+    report.record_weights(ctx.run, report.weights_table(round_, names, scores.weights[rows],
                                                             scores.columns[rows]))
-    report.record(ctx.run_dir, report.SEARCH_FILE, report.search_table(
+    report.record(ctx.run, report.SEARCH_FILE, report.search_table(
         round_, "paper", names, scores.weights.mean(axis=0), np.ones(len(names), bool),
         **diag))
     return Selection(chosen, p[rows])

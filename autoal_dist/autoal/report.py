@@ -14,19 +14,20 @@ duplicates (the search is deterministic: a redone round writes the same rows).
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from autoal_dist import store
-from autoal_dist.rundir import AUTOAL_EVIDENCE_FILE as EVIDENCE_FILE
-from autoal_dist.rundir import AUTOAL_PLOT_FILE as PLOT_FILE
-from autoal_dist.rundir import AUTOAL_SEARCH_FILE as SEARCH_FILE
-from autoal_dist.rundir import AUTOAL_WEIGHTS_FILE as WEIGHTS_FILE
+if TYPE_CHECKING:
+    from autoal_dist.run import Run
+
+WEIGHTS_FILE = "autoal_weights.parquet"
+SEARCH_FILE = "autoal_search.parquet"
+EVIDENCE_FILE = "autoal_evidence.parquet"
+PLOT_FILE = "autoal_weights.png"
 
 WEIGHTS_SCHEMA = pa.schema([
     ("round", pa.int32()), ("strategy", pa.string()), ("weight", pa.float64()),
@@ -85,29 +86,42 @@ def evidence_table(round_: int, ids: np.ndarray, reward: np.ndarray, q: int,
     }, schema=EVIDENCE_SCHEMA)
 
 
-def read_rounds(run_dir: Path, name: str, schema: pa.Schema) -> pa.Table:
-    path = Path(run_dir) / name
-    return pq.read_table(path, schema=schema) if path.exists() else schema.empty_table()
+def check_table(run: Run, name: str) -> None:
+    """A resumed round reads these tables (`policies.POLICY_FILES`): ValueError unless `name`
+    is readable parquet with a round column."""
+    try:
+        names = pq.ParquetFile(run.path(name)).schema_arrow.names
+    except Exception as e:  # noqa: BLE001 - truncated/corrupt parquet raises by cause
+        text = str(e).strip()
+        raise ValueError(f"not a readable parquet file "
+                         f"({text.splitlines()[0] if text else type(e).__name__})") from None
+    if "round" not in names:
+        raise ValueError(f"no column 'round' (columns: {', '.join(names)})")
 
 
-def record(run_dir: Path, name: str, table: pa.Table) -> Path:
+FILES = {WEIGHTS_FILE: check_table, SEARCH_FILE: check_table, EVIDENCE_FILE: check_table}
+
+
+def read_rounds(run: Run, name: str, schema: pa.Schema) -> pa.Table:
+    return run.read_table(name, schema=schema) if run.exists(name) else schema.empty_table()
+
+
+def record(run: Run, name: str, table: pa.Table) -> None:
     """Replace this round's rows of the run's table `name` with `table`."""
-    path = Path(run_dir) / name
-    old = read_rounds(run_dir, name, table.schema)
+    old = read_rounds(run, name, table.schema)
     kept = old.filter(pc.not_equal(old.column("round"), table.column("round")[0]))
-    store.write_table(path, pa.concat_tables([kept, table]).sort_by("round"))
-    return path
+    run.write_table(name, pa.concat_tables([kept, table]).sort_by("round"))
 
 
-def record_weights(run_dir: Path, table: pa.Table) -> Path:
-    return record(run_dir, WEIGHTS_FILE, table)
+def record_weights(run: Run, table: pa.Table) -> None:
+    record(run, WEIGHTS_FILE, table)
 
 
-def earlier_gains(run_dir: Path, round_: int, options: list[str]
+def earlier_gains(run: Run, round_: int, options: list[str]
                   ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(reward, reward_se) per option of every earlier round with the same options, in order:
     the gain reward's evidence pooled over rounds."""
-    t = read_rounds(run_dir, SEARCH_FILE, SEARCH_SCHEMA)
+    t = read_rounds(run, SEARCH_FILE, SEARCH_SCHEMA)
     t = t.filter(pc.less(t.column("round"), round_))
     out = []
     for k in sorted(set(t.column("round").to_pylist())):
@@ -121,9 +135,9 @@ def earlier_gains(run_dir: Path, round_: int, options: list[str]
     return out
 
 
-def earlier_evidence(run_dir: Path, round_: int) -> list[tuple[int, np.ndarray, np.ndarray, int]]:
+def earlier_evidence(run: Run, round_: int) -> list[tuple[int, np.ndarray, np.ndarray, int]]:
     """(round, memberships, reward, q) of every recorded round before `round_`, in order."""
-    t = read_rounds(run_dir, EVIDENCE_FILE, EVIDENCE_SCHEMA)
+    t = read_rounds(run, EVIDENCE_FILE, EVIDENCE_SCHEMA)
     t = t.filter(pc.less(t.column("round"), round_))
     out = []
     for k in sorted(set(t.column("round").to_pylist())):
@@ -134,7 +148,7 @@ def earlier_evidence(run_dir: Path, round_: int) -> list[tuple[int, np.ndarray, 
     return out
 
 
-def plot_autoal_weights(run_dir: Path) -> Path:
+def plot_autoal_weights(run: Run) -> str:
     """Per round: each column's weight (the search's final weights when recorded, else
     the mean over the batch) and, below, what the weights were fitted on: the simulated
     gains (reward `gain`) or the soft count against its target (the relaxed searches)."""
@@ -143,8 +157,8 @@ def plot_autoal_weights(run_dir: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    search = read_rounds(run_dir, SEARCH_FILE, SEARCH_SCHEMA).to_pandas()
-    rows = search if len(search) else read_rounds(run_dir, WEIGHTS_FILE,
+    search = read_rounds(run, SEARCH_FILE, SEARCH_SCHEMA).to_pandas()
+    rows = search if len(search) else read_rounds(run, WEIGHTS_FILE,
                                                   WEIGHTS_SCHEMA).to_pandas()
     gains = len(search) and search["reward"].notna().any()
     fig, axes = plt.subplots(2 if len(search) else 1, 1, figsize=(6.5, 6 if len(search) else 4),
@@ -153,7 +167,7 @@ def plot_autoal_weights(run_dir: Path) -> Path:
     for name, part in rows.groupby("strategy", sort=False):
         ax.plot(part["round"], part["weight"], "o-", label=name)
     if gains:  # combine best: ring the candidate whose whole batch was taken
-        taken = read_rounds(run_dir, WEIGHTS_FILE, WEIGHTS_SCHEMA).to_pandas()
+        taken = read_rounds(run, WEIGHTS_FILE, WEIGHTS_SCHEMA).to_pandas()
         taken = taken[taken["share"] >= 1.0].merge(search[["round", "strategy", "weight"]],
                                                    on=["round", "strategy"],
                                                    suffixes=("_batch", ""))
@@ -184,7 +198,6 @@ def plot_autoal_weights(run_dir: Path) -> Path:
     axes[-1, 0].set_xlabel("round (journal round of the queried batch)")
     axes[-1, 0].xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
-    path = Path(run_dir) / PLOT_FILE
-    store.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    run.write_with(PLOT_FILE, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
-    return path
+    return run.where(PLOT_FILE)

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autoal_dist.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """A dataset that cannot be used; the message is one line for the user."""
 
 

@@ -7,7 +7,7 @@ dataset (evaluation needs a labeled test set).
 
 Labels store: `labels/round_XXX.parquet` (id int64, label int64) holds the labels imported so
 far for the ids journaled in round XXX. An import validates the whole file before writing
-anything, then rewrites the touched rounds' files atomically (`store.write_table`): a bad file
+anything, then rewrites the touched rounds' files atomically (through the run object): a bad file
 or a crash changes nothing, importing the same labels twice is a no-op, and a batch may be
 labeled over several imports. A round trains only once every id journaled up to it is labeled;
 until then `run` stops and says what to do (`next_steps`).
@@ -24,23 +24,19 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow.parquet as pq
 from PIL import Image
 
-from autoal_dist import rundir, store
+from autoal_dist import store
 from autoal_dist.data import Dataset
 from autoal_dist.labeling import label_studio
 from autoal_dist.labeling.files import LabelError
 from autoal_dist.labeling.labels import UNLABELED, awaiting_round, progress, revealed_labels
-from autoal_dist.remote import is_uri, location_of
 
-
-def _round_ids(run_dir: Path, round_: int) -> np.ndarray:
-    """The batch journaled in `round_`, in selection order (most wanted first)."""
-    t = pq.read_table(rundir.journal_path(run_dir, round_), schema=rundir.JOURNAL_SCHEMA)
-    return t.column("id").to_numpy()
+if TYPE_CHECKING:
+    from autoal_dist.run import Run
 
 
 def shell_arg(path: str | Path) -> str:
@@ -49,31 +45,31 @@ def shell_arg(path: str | Path) -> str:
     return shlex.quote("./" + text if text.startswith("-") else text)
 
 
-def shown_location(run_dir: Path) -> str:
+def shown_location(run: Run) -> str:
     """The run directory as the user named it (its URI when staged), shell-quoted."""
-    return shell_arg(location_of(run_dir))
+    return shell_arg(run.location)
 
 
-def default_export_dir(run_dir: Path, round_: int) -> Path:
+def default_export_dir(run: Run, round_: int) -> Path:
     """Where the printed next steps export to: beside the run (in the working directory for a
     run on a URI: people label local files), one folder per round."""
-    run_dir = Path(run_dir)
-    if run_dir.name in ("", ".", ".."):  # `--out .`: name the folder beside it, not in it
-        run_dir = run_dir.resolve()
-    base = Path() if is_uri(location_of(run_dir)) else run_dir.parent
-    return base / f"{run_dir.name}-export" / f"round_{round_:03d}"
+    directory = run.dir
+    if directory.name in ("", ".", ".."):  # `--out .`: name the folder beside it, not in it
+        directory = directory.resolve()
+    base = Path() if run.is_remote else directory.parent
+    return base / f"{directory.name}-export" / f"round_{round_:03d}"
 
 
-def next_steps(run_dir: Path, round_: int) -> str:
+def next_steps(run: Run, round_: int) -> str:
     """What `run` prints when it stops for labels: the state and the exact commands, which
     work when followed literally (in the venv the README activates, from the directory `run`
     ran in). The export names Label Studio's document root (the folder above `<run>-export/`),
     so one local-files storage, `<run>-export/`, serves every round of the campaign. When the
     round was exported there already (a partial import), the export would be refused: the
     next step is then to finish labeling that export."""
-    p = next(p for p in progress(run_dir) if p.round == round_)
-    out = default_export_dir(run_dir, round_)
-    run, csv_path = shown_location(run_dir), shell_arg(out / "batch.csv")
+    p = next(p for p in progress(run) if p.round == round_)
+    out = default_export_dir(run, round_)
+    where, csv_path = shown_location(run), shell_arg(out / "batch.csv")
     head = [f"round {round_} awaits labels: {p.labeled} of {p.batch} queried samples are "
             "labeled (batch incomplete: nothing trains until every one is).", "Next:"]
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -82,18 +78,18 @@ def next_steps(run_dir: Path, round_: int) -> str:
                 f"  #   (the label column of {csv_path}, or in Label Studio and export the "
                 "project as JSON: docs/labeling.md)"]
     else:
-        todo = [f"  autoal-dist export {run} --round {round_} --to {shell_arg(out)} "
+        todo = [f"  autoal-dist export {where} --round {round_} --to {shell_arg(out)} "
                 f"--ls-root {shell_arg(out.parent.parent)}",
                 f"  # fill the label column of {csv_path}\n"
                 "  #   (or label in Label Studio and export the project as JSON: "
                 "docs/labeling.md)"]
-    return "\n".join([*head, *todo, f"  autoal-dist import {run} --labels {csv_path}",
-                      f"  autoal-dist run --resume --out {run}"])
+    return "\n".join([*head, *todo, f"  autoal-dist import {where} --labels {csv_path}",
+                      f"  autoal-dist run --resume --out {where}"])
 
 
 # ---- export ---------------------------------------------------------------------------
 
-def export_batch(run_dir: Path, round_: int | None, load_data: Callable[[], Dataset],
+def export_batch(run: Run, round_: int | None, load_data: Callable[[], Dataset],
                  out: Path, ls_root: Path | None = None) -> str:
     """Write round `round_`'s batch (default: the round awaiting labels) to the new directory
     `out`; returns what was written. Arguments are checked before `load_data()` runs, and the
@@ -105,14 +101,14 @@ def export_batch(run_dir: Path, round_: int | None, load_data: Callable[[], Data
     Flat features have nothing to look at in an image tool: `batch.csv` is then
     id,label,f0,f1,... Labels already imported are filled in; the rest are empty.
     """
-    rounds = rundir.journal_rounds(run_dir)
+    rounds = run.journal_rounds()
     if round_ is None:
-        round_ = awaiting_round(run_dir)
+        round_ = awaiting_round(run)
         if round_ is None:
-            raise LabelError(f"--round: no batch of {location_of(run_dir)} awaits labels; pass "
+            raise LabelError(f"--round: no batch of {run.location} awaits labels; pass "
                              f"--round R (journaled rounds: {_span(rounds)})")
     if round_ not in rounds:
-        raise LabelError(f"--round: round {round_} has no batch in {location_of(run_dir)}'s "
+        raise LabelError(f"--round: round {round_} has no batch in {run.location}'s "
                          f"journal; journaled rounds: {_span(rounds)}")
     out = Path(out).absolute()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -123,8 +119,8 @@ def export_batch(run_dir: Path, round_: int | None, load_data: Callable[[], Data
         raise LabelError(f"--ls-root: {out} is not under {root}; Label Studio serves local files "
                          "only below its LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
     data = load_data()
-    ids = _round_ids(run_dir, round_)
-    known = revealed_labels(run_dir, len(data.train_y))[ids]
+    ids = run.round_ids(round_)  # in selection order (most wanted first)
+    known = revealed_labels(run, len(data.train_y))[ids]
     labels = ["" if y == UNLABELED else str(y) for y in known]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -141,7 +137,7 @@ def export_batch(run_dir: Path, round_: int | None, load_data: Callable[[], Data
     lines = [f"exported round {round_}: {len(ids)} samples to {out} ({', '.join(written)})"]
     if data.is_image:
         lines.append(_storage_note(out, root))
-    lines.append(f"label them, then: autoal-dist import {shown_location(run_dir)} --labels "
+    lines.append(f"label them, then: autoal-dist import {shown_location(run)} --labels "
                  f"{shlex.quote(str(out / 'batch.csv'))}"
                  + (" (or the Label Studio project's JSON export)" if data.is_image else ""))
     return "\n".join(lines)

@@ -12,13 +12,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autoal_dist.errors import UserError
 from autoal_dist.labeling import label_studio
 from autoal_dist.labeling.label_studio import ExportError, ExportSummary
 
 _INT = re.compile(r"[+-]?\d+")
 
 
-class LabelError(ValueError):
+class LabelError(UserError):
     """A label file or labeling step that cannot be used; `str(err)` is one line for the user."""
 
 

@@ -13,25 +13,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from autoal_dist import rundir, store
 from autoal_dist.labeling.export import shown_location
 from autoal_dist.labeling.files import LabelError, read_label_file
 from autoal_dist.labeling.label_studio import ExportSummary
 from autoal_dist.labeling.labels import (
+    HISTORY_FILE,
     LABELS_DIR,
     LABELS_SCHEMA,
     awaiting_round,
+    labels_file,
     progress,
     read_labels,
 )
-from autoal_dist.remote import location_of
-from autoal_dist.rundir import LABEL_HISTORY_FILE as HISTORY_FILE
-from autoal_dist.rundir import METRICS_FILE
+
+if TYPE_CHECKING:
+    from autoal_dist.run import Run
+
+HISTORY = f"{LABELS_DIR}/{HISTORY_FILE}"
 
 HISTORY_SCHEMA = pa.schema([
     ("id", pa.int64()), ("round", pa.int32()), ("old_label", pa.int64()),
@@ -40,10 +43,9 @@ HISTORY_SCHEMA = pa.schema([
 ])
 
 
-def read_history(run_dir: Path) -> pa.Table:
+def read_history(run: Run) -> pa.Table:
     """Every recorded label a correction replaced, oldest first (HISTORY_SCHEMA)."""
-    path = Path(run_dir) / LABELS_DIR / HISTORY_FILE
-    return pq.read_table(path, schema=HISTORY_SCHEMA) if path.is_file() \
+    return run.read_table(HISTORY, schema=HISTORY_SCHEMA) if run.exists(HISTORY) \
         else HISTORY_SCHEMA.empty_table()
 
 
@@ -59,7 +61,7 @@ class _Plan:
     ignored_differ: int = 0  # ... whose choice differs from the recorded label
 
 
-def import_labels(run_dir: Path, path: Path, num_classes: int, relabel: bool = False) -> str:
+def import_labels(run: Run, path: Path, num_classes: int, relabel: bool = False) -> str:
     """Validate the whole label file (CSV or Label Studio JSON export) against the run, then
     record its labels atomically; returns a summary.
 
@@ -69,18 +71,17 @@ def import_labels(run_dir: Path, path: Path, num_classes: int, relabel: bool = F
     rounds whose batch is fully labeled are ignored (and counted), so the export of a long
     campaign imports as it is.
     """
-    run_dir = Path(run_dir)
-    if not rundir.journal_rounds(run_dir):
-        raise LabelError(f"import: {location_of(run_dir)} has queried no batch yet; run "
-                         f"`autoal-dist run --resume --out {shown_location(run_dir)}` first")
+    if not run.journal_rounds():
+        raise LabelError(f"import: {run.location} has queried no batch yet; run "
+                         f"`autoal-dist run --resume --out {shown_location(run)}` first")
     file = read_label_file(path, num_classes)
     where = f"--labels: {path}"
-    split = rundir.read_pool(run_dir).column("split").to_numpy(zero_copy_only=False)
-    journal = rundir.read_journal(run_dir)
+    split = run.pool().column("split").to_numpy(zero_copy_only=False)
+    journal = run.journal()
     round_of = dict(zip(journal.column("id").to_pylist(), journal.column("round").to_pylist()))
-    old = read_labels(run_dir)
+    old = read_labels(run)
     known = dict(zip(old.column("id").to_pylist(), old.column("label").to_pylist()))
-    open_rounds = {p.round for p in progress(run_dir) if not p.complete}
+    open_rounds = {p.round for p in progress(run) if not p.complete}
     for at, id_, round_ in file.unlabeled:  # a foreign task is refused even if unlabeled
         _check_id(id_, round_, f"{where} {at}", split, round_of)
     plan = _Plan()
@@ -106,8 +107,8 @@ def import_labels(run_dir: Path, path: Path, num_classes: int, relabel: bool = F
         else:
             plan.added += 1
         plan.new.setdefault(r, {})[row.id] = row.label
-    retrained = _record(run_dir, plan, known, round_of, path)
-    return _summary(run_dir, file.export, plan, retrained)
+    retrained = _record(run, plan, known, round_of, path)
+    return _summary(run, file.export, plan, retrained)
 
 
 def _check_id(id_: int, round_: int | None, at: str, split: np.ndarray,
@@ -128,7 +129,7 @@ def _check_id(id_: int, round_: int | None, at: str, split: np.ndarray,
                          "campaign")
 
 
-def _record(run_dir: Path, plan: _Plan, known: dict[int, int], round_of: dict[int, int],
+def _record(run: Run, plan: _Plan, known: dict[int, int], round_of: dict[int, int],
             path: Path) -> int | None:
     """Write the plan; returns the round whose metrics were dropped for retraining, if any.
 
@@ -138,40 +139,36 @@ def _record(run_dir: Path, plan: _Plan, known: dict[int, int], round_of: dict[in
     """
     retrained = None
     if plan.changes:
-        trained = _trained_rounds(run_dir)
-        retrained = _drop_unqueried_round(run_dir)
-        _append_history(run_dir, plan.changes, round_of, trained, path)
+        trained = _trained_rounds(run)
+        retrained = _drop_unqueried_round(run)
+        _append_history(run, plan.changes, round_of, trained, path)
     for r, labels in sorted(plan.new.items()):
         labels = {i: y for i, y in known.items() if round_of[i] == r} | labels
         ids = np.array(sorted(labels), np.int64)
-        store.write_table(store.round_path(run_dir / LABELS_DIR, r), pa.table(
+        run.write_table(labels_file(r), pa.table(
             {"id": ids, "label": np.array([labels[i] for i in ids], np.int64)},
             schema=LABELS_SCHEMA))
     return retrained
 
 
-def _trained_rounds(run_dir: Path) -> list[int]:
+def _trained_rounds(run: Run) -> list[int]:
     """Rounds with a metrics row: their models trained on the labels recorded so far."""
-    path = Path(run_dir) / METRICS_FILE
-    return pq.read_table(path, columns=["round"]).column("round").to_pylist() \
-        if path.is_file() else []
+    return [r["round"] for r in run.metrics()]
 
 
-def _drop_unqueried_round(run_dir: Path) -> int | None:
+def _drop_unqueried_round(run: Run) -> int | None:
     """Drop the last metrics row if its round chose no batch (a finished campaign's final
     round), so resume retrains it with the corrected labels; returns that round."""
-    rounds = _trained_rounds(run_dir)
-    if not rounds or rounds[-1] + 1 in rundir.journal_rounds(run_dir):
+    rows = run.metrics()
+    if not rows or rows[-1]["round"] + 1 in run.journal_rounds():
         return None
-    path = Path(run_dir) / METRICS_FILE
-    table = pq.read_table(path)
-    store.write_table(path, table.slice(0, len(table) - 1))
-    return rounds[-1]
+    run.write_metrics(rows[:-1])
+    return rows[-1]["round"]
 
 
-def _append_history(run_dir: Path, changes: list[tuple[int, int, int]],
+def _append_history(run: Run, changes: list[tuple[int, int, int]],
                     round_of: dict[int, int], trained: list[int], path: Path) -> None:
-    history = read_history(run_dir)
+    history = read_history(run)
     last = {i: (o, n) for i, o, n in zip(*(history.column(c).to_pylist()
                                             for c in ("id", "old_label", "new_label")))}
     rows = [(i, o, n) for i, o, n in changes if last.get(i) != (o, n)]  # not after a crash
@@ -185,10 +182,10 @@ def _append_history(run_dir: Path, changes: list[tuple[int, int, int]],
         "trained_through": [max((t for t in trained if t >= round_of[i]), default=-1)
                             for i, _, _ in rows],
         "changed_at": [at] * len(rows), "source": [source] * len(rows)}, schema=HISTORY_SCHEMA)
-    store.write_table(run_dir / LABELS_DIR / HISTORY_FILE, pa.concat_tables([history, added]))
+    run.write_table(HISTORY, pa.concat_tables([history, added]))
 
 
-def _summary(run_dir: Path, export: ExportSummary | None, plan: _Plan,
+def _summary(run: Run, export: ExportSummary | None, plan: _Plan,
              retrained: int | None) -> str:
     lines = []
     if export is not None:
@@ -209,8 +206,8 @@ def _summary(run_dir: Path, export: ExportSummary | None, plan: _Plan,
                         if retrained is not None else ""))
     lines += [f"round {p.round}: {p.labeled} of {p.batch} labeled"
               + ("" if p.complete else f"; {p.batch - p.labeled} still missing")
-              for p in progress(run_dir) if p.round in plan.new or not p.complete]
-    if awaiting_round(run_dir) is None:
+              for p in progress(run) if p.round in plan.new or not p.complete]
+    if awaiting_round(run) is None:
         lines.append(f"every queried sample is labeled; continue: autoal-dist run --resume "
-                     f"--out {shown_location(run_dir)}")
+                     f"--out {shown_location(run)}")
     return "\n".join(lines)

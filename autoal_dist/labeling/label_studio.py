@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
 
+from autoal_dist.errors import UserError
+
 LOCAL_FILES_URL = "/data/local-files/?d="  # Label Studio's URL prefix for served local files
 IMAGE = "image"  # the <Image name> (and task data key) of the config export writes
 CHOICES = "label"  # the <Choices name>: results of this from_name carry the class
@@ -21,7 +23,7 @@ _CONFIG_HINT = (f'a <Choices name="{CHOICES}"> on <Image name="{IMAGE}">, from t
                 "label_studio_config.xml that autoal-dist export wrote")
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """A file that is not a usable Label Studio export of this campaign (one line, for the user)."""
 
 

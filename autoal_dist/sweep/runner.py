@@ -36,12 +36,14 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from autoal_dist import __version__, remote, rundir, store
+from autoal_dist import __version__, remote, store
 from autoal_dist.campaign import Campaign, prepare_data
 from autoal_dist.config import Config, ConfigError, read_config_file
 from autoal_dist.data import Dataset
 from autoal_dist.execution import execution_for
 from autoal_dist.report import learning_curve_auc
+from autoal_dist.run import Run, new_meta, open_run
+from autoal_dist.run.lifecycle import How
 from autoal_dist.sweep.space import Dist, Sweep, check_samples, parse_sweep, prefixed, trial_config
 
 RESULTS_FILE = "tune_results.parquet"
@@ -97,18 +99,22 @@ def _trial(sample: dict[str, Any], *, campaign: dict[str, Any], data: Dataset,
     from ray import tune
 
     cfg = trial_config(campaign, sample)
-    location = remote.join(trials_dir, tune.get_context().get_trial_id())
-    fresh = remote.is_empty(location)  # else a resumed sweep restarted this trial: continue it
-    with remote.opened(location, download=not fresh) as run_dir:
-        if fresh or not (run_dir / rundir.CONFIG_FILE).is_file():
-            rundir.create(run_dir, {**meta, "config": cfg.to_dict()}, data)
-        _run_trial(cfg, data, run_dir, mode)
+    trial = tune.get_context().get_trial_id()
+    location = remote.join(trials_dir, trial)
+    # the run lock and checks of `run`: a resumed sweep restarts an unfinished trial, which
+    # continues its campaign (a new trial's directory is empty)
+    how: How = "new" if remote.is_empty(location, field="trial") else "resume"
+    with open_run(location, how, command=f"autoal-dist tune (trial {trial})",
+                  field="trial") as run:
+        if how == "new":
+            run.create({**meta, "config": cfg.to_dict()}, data)
+        _run_trial(cfg, data, run, mode)
 
 
-def _run_trial(cfg: Config, data: Dataset, run_dir: Path, mode: str) -> None:
+def _run_trial(cfg: Config, data: Dataset, run: Run, mode: str) -> None:
     from ray import tune
 
-    done = rundir.read_metrics(run_dir)  # rounds a restarted trial finished before
+    done = run.metrics()  # rounds a restarted trial finished before
     n_labeled: list[int] = [r["n_labeled"] for r in done]
     accuracy: list[float] = [r["accuracy"] for r in done]
 
@@ -119,7 +125,7 @@ def _run_trial(cfg: Config, data: Dataset, run_dir: Path, mode: str) -> None:
                      "auc": learning_curve_auc(np.array(n_labeled), np.array(accuracy)),
                      "n_labeled": row["n_labeled"]})
 
-    camp = Campaign(cfg, run_dir, data, execution=execution_for(mode), show_progress=False)
+    camp = Campaign(cfg, run, data, execution=execution_for(mode), show_progress=False)
     try:
         camp.run(on_round=report)
     finally:
@@ -173,7 +179,7 @@ def _fit(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    meta = rundir.new_meta({}, data, __version__, mode=sweep.mode)
+    meta = new_meta({}, data, __version__, mode=sweep.mode)
     trainable = tune.with_parameters(_trial, campaign=campaign, data=data, meta=meta,
                                      trials_dir=remote.join(out, "trials"), mode=sweep.mode)
     trainable = tune.with_resources(trainable, _trial_resources(sweep.base, sweep.cpu,
@@ -292,15 +298,16 @@ def ranked_table(rows: list[dict[str, Any]], sweep: Sweep) -> str:
     return "\n".join(lines)
 
 
-def write_best_config(path: Path, campaign: dict[str, Any], sample: dict[str, Any],
+def write_best_config(out_dir: remote.Staged, campaign: dict[str, Any], sample: dict[str, Any],
                       note: str) -> None:
     """The full campaign config of the best trial, for `autoal-dist run --config` (a fresh run:
     no out, no name)."""
     cfg = trial_config(campaign, sample).to_dict()
     cfg.pop("out")
     cfg.pop("name")
-    store.write_text(path, f"# {note}\n# autoal-dist run --config {path}\n"
-                     + yaml.safe_dump(cfg, sort_keys=False))
+    path = out_dir.local / BEST_FILE
+    store.write_text(path, f"# {note}\n# autoal-dist run --config {out_dir.where(path)}\n"
+                     + yaml.safe_dump(cfg, sort_keys=False), out_dir.commit)
 
 
 # ---- the command --------------------------------------------------------------------
@@ -336,11 +343,12 @@ def run_tune(config: Path | None, out: str | None, num_samples: int | None, quie
         out = str(Path(out).absolute())
     if resume:
         with remote.opened(out, field="--out") as out_dir:
-            if not (out_dir / SWEEP_FILE).is_file():
+            local = out_dir.local
+            if not (local / SWEEP_FILE).is_file():
                 raise ConfigError("--out", f"{out} holds no {SWEEP_FILE}; not a sweep directory")
-            text = (out_dir / SWEEP_FILE).read_text(encoding="utf-8")
-            args = json.loads((out_dir / ARGS_FILE).read_text()) \
-                if (out_dir / ARGS_FILE).is_file() else {}
+            text = (local / SWEEP_FILE).read_text(encoding="utf-8")
+            args = json.loads((local / ARGS_FILE).read_text()) \
+                if (local / ARGS_FILE).is_file() else {}
             values = yaml.safe_load(text) or {}
             sweep, data, domains, samples, campaign = _prepare(values, args.get("num_samples"))
             _start_ray(sweep)
@@ -354,9 +362,10 @@ def run_tune(config: Path | None, out: str | None, num_samples: int | None, quie
     sweep, data, domains, samples, campaign = _prepare(values, num_samples)
     _start_ray(sweep)
     with remote.opened(out, download=False) as out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        store.write_text(out_dir / SWEEP_FILE, config.read_text(encoding="utf-8"))
-        store.write_json(out_dir / ARGS_FILE, {"num_samples": num_samples})
+        out_dir.local.mkdir(parents=True, exist_ok=True)
+        store.write_text(out_dir.local / SWEEP_FILE, config.read_text(encoding="utf-8"),
+                         out_dir.commit)
+        store.write_json(out_dir.local / ARGS_FILE, {"num_samples": num_samples}, out_dir.commit)
         return _sweep(sweep, campaign, domains, samples, data, out, out_dir, quiet)
 
 
@@ -398,14 +407,15 @@ def _start_ray(sweep: Sweep) -> None:
 
 
 def _sweep(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
-           samples: list[dict[str, Any]], data: Dataset, out: str, out_dir: Path,
+           samples: list[dict[str, Any]], data: Dataset, out: str, out_dir: remote.Staged,
            quiet: bool, restore: bool = False) -> int:
     grid = _fit(sweep, campaign, domains, samples, data, out, quiet, restore)
     ranked = result_rows(grid, sweep)
     rows = [row for row, _ in ranked]
     table = pa.Table.from_pylist(rows)
-    store.write_table(out_dir / RESULTS_FILE, table.cast(pa.schema(
-        [pa.field(f.name, RESULT_TYPES.get(f.name, f.type)) for f in table.schema])))
+    store.write_table(out_dir.local / RESULTS_FILE, table.cast(pa.schema(
+        [pa.field(f.name, RESULT_TYPES.get(f.name, f.type)) for f in table.schema])),
+        out_dir.commit)
     print(ranked_table(rows, sweep))
     for row in rows:
         if row["error"]:
@@ -422,7 +432,7 @@ def _sweep(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
         print(f"autoal-dist: error: every trial failed; see the errors above and "
               f"{remote.join(out, EXPERIMENT_DIR)}", file=sys.stderr)
         return 1
-    write_best_config(out_dir / BEST_FILE, campaign, best_sample,
+    write_best_config(out_dir, campaign, best_sample,
                       f"best of the sweep {PurePosixPath(out).name}: trial {best['trial_id']}, "
                       f"{sweep.metric} {best[sweep.metric]:.4f}")
     print(f"\noutputs: {out}/ ({RESULTS_FILE}, {BEST_FILE}, trials/<trial id>/)")

@@ -2,7 +2,8 @@
 
 Two processes writing one run directory lose labels: two imports each read the labels
 store, merge their file, and rewrite it, so the second drops the first's labels; two
-campaigns on one --out interleave their journals. `run_lock(location, command)` makes the
+campaigns on one --out interleave their journals. `run_lock(location, command)` (taken by
+`open_run`, the one way into a run directory) makes the
 second writer fail at once with one line naming the holder (command, pid, host, since when):
 
     with run_lock(args.out, "autoal-dist run --resume"):
@@ -78,12 +79,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from autoal_dist.errors import UserError
+
 LOCK_NAME = ".lock"  # <run>/.lock: a file (local, NFS) or a prefix of lease entries (stores)
 DEFAULT_TTL = 60.0  # seconds an object-store lease lives without renewal
 _READ_TRIES = 20  # a holder writes its record just after locking: reread an empty one briefly
 
 
-class RunLockError(ValueError):
+class RunLockError(UserError):
     """The run directory cannot be locked (a filesystem error), or the lock was lost."""
 
 

@@ -1,9 +1,9 @@
 """Check a run directory's journal before anything builds on it: one line on what is wrong.
 
-The labeled set is derived from `journal/round_XXX.parquet` alone (store.py), so a journal
+The labeled set is derived from `journal/round_XXX.parquet` alone (run/directory.py), so a journal
 that is damaged (a truncated file, a round file under a second name, a lost round, an id
 journaled twice) silently changes what a resumed campaign trains on, and a label import
-checked against it accepts or refuses the wrong ids. `check_journal(run_dir)` reads the
+checked against it accepts or refuses the wrong ids. `check_run(run)` (`Run.check`) reads the
 footers and id columns (fast: 100 rounds take a few tens of milliseconds) and raises
 JournalError, one line naming the file or round, when:
 
@@ -19,8 +19,8 @@ JournalError, one line naming the file or round, when:
   * labels/ (oracle `files`): a label file is not canonical or readable, is not of a journaled
     round, holds an id twice or an id that round did not journal;
   * config.json or pool.parquet is unreadable;
-  * a round policy's file is damaged: albl_state.json not a JSON object of ALBL's state,
-    an autoal_*.parquet file unreadable.
+  * a round policy's file is damaged, as the policy's own check says (`policies.POLICY_FILES`:
+    albl_state.json must be ALBL's bandit state, AutoAL's parquet files readable).
 
 How far metrics.parquet may lag the journal (campaign.py): round r trains on rounds 0..r,
 evaluates, journals round r+1's batch and only then rewrites metrics.parquet with row r. A
@@ -35,47 +35,26 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from autoal_dist.rundir import (
-    ALBL_STATE_FILE,
-    AUTOAL_EVIDENCE_FILE,
-    AUTOAL_SEARCH_FILE,
-    AUTOAL_WEIGHTS_FILE,
-    CONFIG_FILE,
-    JOURNAL_DIR,
-    JOURNAL_SCHEMA,
-    LABEL_HISTORY_FILE,
-    LABELS_DIR,
-    METRICS_FILE,
-    POOL_FILE,
-)
+from autoal_dist.errors import UserError
+from autoal_dist.labeling.labels import HISTORY_FILE, LABELS_DIR, LABELS_SCHEMA
+from autoal_dist.run.layout import CONFIG_FILE, JOURNAL_DIR, JOURNAL_SCHEMA, METRICS_FILE, POOL_FILE
 
-AUTOAL_FILES = (AUTOAL_WEIGHTS_FILE, AUTOAL_SEARCH_FILE, AUTOAL_EVIDENCE_FILE)
-_ALBL_KEYS = ("experts", "horizon", "delta", "pmin", "rounds")
-_ALBL_ENTRY_KEYS = ("round", "reward", "log_weights", "p", "ids", "q", "ratios")
+if TYPE_CHECKING:
+    from autoal_dist.run.directory import Run
+
 MAX_METRICS_LAG = 2  # journal rounds past the last metrics row in a state the program leaves
 _ROUND_NAME = re.compile(r"^round_(\d+)\.parquet$")
 _LOOSE_ROUND = re.compile(r"^round_?(\d+)", re.IGNORECASE)
 
 
-class JournalError(ValueError):
+class JournalError(UserError):
     """A run directory whose journal (or what must agree with it) is damaged."""
-
-
-def _where(run_dir: Path, rel: str) -> str:
-    """`rel` as the user names it: below the run's URI when the run is staged."""
-    try:
-        from autoal_dist.remote import location_of
-
-        return location_of(Path(run_dir) / rel)
-    except Exception:  # noqa: BLE001 - a message must never fail
-        return str(Path(run_dir) / rel)
 
 
 def _first_line(e: BaseException) -> str:
@@ -87,36 +66,36 @@ def _schema_text(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name}: {f.type}" for f in schema)
 
 
-def _read(run_dir: Path, rel: str, columns: list[str] | None = None,
-          schema: pa.Schema | None = None) -> pa.Table:
+def read_checked(run: Run, rel: str, columns: list[str] | None = None,
+                 schema: pa.Schema | None = None) -> pa.Table:
     """The parquet file `rel`, or JournalError naming it (unreadable, or not `schema`)."""
     try:
-        f = pq.ParquetFile(Path(run_dir) / rel)
+        f = pq.ParquetFile(run.path(rel))
         got = f.schema_arrow
         if schema is not None and not got.remove_metadata().equals(schema.remove_metadata()):
-            raise JournalError(f"{_where(run_dir, rel)}: schema ({_schema_text(got)}) is not "
+            raise JournalError(f"{run.where(rel)}: schema ({_schema_text(got)}) is not "
                                f"the expected ({_schema_text(schema)})")
         if columns is not None:
             missing = [c for c in columns if c not in got.names]
             if missing:
-                raise JournalError(f"{_where(run_dir, rel)}: no column {missing[0]!r} "
+                raise JournalError(f"{run.where(rel)}: no column {missing[0]!r} "
                                    f"(columns: {', '.join(got.names)})")
         return f.read(columns=columns)
     except JournalError:
         raise
     except Exception as e:  # noqa: BLE001 - truncated/corrupt parquet raises by cause
-        raise JournalError(f"{_where(run_dir, rel)}: not a readable parquet file "
+        raise JournalError(f"{run.where(rel)}: not a readable parquet file "
                            f"({_first_line(e)})") from None
 
 
-def _round_files(run_dir: Path, sub: str, allowed: tuple[str, ...] = ()) -> dict[int, str]:
+def _round_files(run: Run, sub: str, allowed: tuple[str, ...] = ()) -> dict[int, str]:
     """{round: relative path} of the canonical round files in `sub`; JournalError on any other
     visible name (a second name for one round, a non-canonical name, a stray file)."""
-    d = Path(run_dir) / sub
+    d = run.path(sub)
     if not d.exists():
         return {}
     if not d.is_dir():
-        raise JournalError(f"{_where(run_dir, sub)}: is a file, not a directory")
+        raise JournalError(f"{run.where(sub)}: is a file, not a directory")
     found: dict[int, str] = {}
     odd: list[tuple[str, int | None]] = []
     for p in sorted(d.iterdir()):
@@ -132,13 +111,13 @@ def _round_files(run_dir: Path, sub: str, allowed: tuple[str, ...] = ()) -> dict
     for name, r in odd:
         rel = f"{sub}/{name}"
         if r is None:
-            raise JournalError(f"{_where(run_dir, rel)}: unexpected file in {sub}/ (only "
+            raise JournalError(f"{run.where(rel)}: unexpected file in {sub}/ (only "
                                "round_XXX.parquet files belong there)")
         canonical = f"round_{r:03d}.parquet"
         if r in found:
-            raise JournalError(f"{_where(run_dir, rel)}: a second file for round {r} beside "
+            raise JournalError(f"{run.where(rel)}: a second file for round {r} beside "
                                f"{canonical}; which one is the round is ambiguous")
-        raise JournalError(f"{_where(run_dir, rel)}: not a canonical round file name (round "
+        raise JournalError(f"{run.where(rel)}: not a canonical round file name (round "
                            f"{r}'s file is {canonical})")
     return found
 
@@ -148,54 +127,54 @@ def _span(rounds) -> str:
     return f"{rounds[0]}..{rounds[-1]}" if rounds else "none"
 
 
-def _train_pool_size(run_dir: Path) -> int | None:
-    if not (Path(run_dir) / POOL_FILE).is_file():
+def _train_pool_size(run: Run) -> int | None:
+    if not run.path(POOL_FILE).is_file():
         return None
-    split = _read(run_dir, POOL_FILE, columns=["split"]).column("split")
-    return int(pc.sum(pc.equal(split, "train")).as_py() or 0)
+    split = read_checked(run, POOL_FILE, columns=["split"]).column("split").to_numpy(
+        zero_copy_only=False)
+    return int((split == "train").sum())
 
 
-def check_journal(run_dir: Path, pool_size: int | None = None) -> None:
+def check_run(run: Run, pool_size: int | None = None) -> None:
     """Raise JournalError (one line) if the run directory's journal is damaged or disagrees
     with metrics.parquet or labels/; return None when it is sound.
 
     `pool_size` is the number of pool (train split) samples, ids 0..pool_size-1; by default
     it is read from pool.parquet (no range check when neither is there).
     """
-    run_dir = Path(run_dir)
-    config = run_dir / CONFIG_FILE
+    config = run.path(CONFIG_FILE)
     if config.is_file():
         try:
             json.loads(config.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
-            raise JournalError(f"{_where(run_dir, CONFIG_FILE)}: not readable JSON "
+            raise JournalError(f"{run.where(CONFIG_FILE)}: not readable JSON "
                                f"({_first_line(e)})") from None
-    files = _round_files(run_dir, JOURNAL_DIR)
+    files = _round_files(run, JOURNAL_DIR)
     if pool_size is None:
-        pool_size = _train_pool_size(run_dir)
+        pool_size = _train_pool_size(run)
         if pool_size is None and files:
-            raise JournalError(f"{_where(run_dir, POOL_FILE)}: missing, but the journal "
+            raise JournalError(f"{run.where(POOL_FILE)}: missing, but the journal "
                                f"holds rounds {_span(files)}")
     rounds = sorted(files)
     if rounds and rounds != list(range(len(rounds))):
         gap = next(r for r in range(rounds[-1] + 1) if r not in files)
-        raise JournalError(f"{_where(run_dir, JOURNAL_DIR)}: round {gap} is missing "
+        raise JournalError(f"{run.where(JOURNAL_DIR)}: round {gap} is missing "
                            f"(round_{gap:03d}.parquet) but the journal reaches round "
                            f"{rounds[-1]}; rounds must be 0..R without a gap")
 
     ids_of: list[np.ndarray] = []
     for r in rounds:
         rel = files[r]
-        t = _read(run_dir, rel, columns=["id", "round"], schema=JOURNAL_SCHEMA)
+        t = read_checked(run, rel, columns=["id", "round"], schema=JOURNAL_SCHEMA)
         ids = t.column("id").to_numpy()
         rcol = t.column("round").to_numpy()
         if len(rcol) and not (rcol == r).all():
             bad = int(rcol[rcol != r][0])
-            raise JournalError(f"{_where(run_dir, rel)}: holds rows of round {bad}, not {r}")
+            raise JournalError(f"{run.where(rel)}: holds rows of round {bad}, not {r}")
         outside = (ids < 0) | (ids >= pool_size) if pool_size is not None else ids < 0
         if outside.any():
             span = f"0..{pool_size - 1}" if pool_size is not None else "non-negative"
-            raise JournalError(f"{_where(run_dir, rel)}: id {int(ids[outside][0])} is not a "
+            raise JournalError(f"{run.where(rel)}: id {int(ids[outside][0])} is not a "
                                f"pool id (pool ids are {span})")
         ids_of.append(ids)
 
@@ -206,52 +185,39 @@ def check_journal(run_dir: Path, pool_size: int | None = None) -> None:
             dup = int(uniq[counts > 1][0])
             where = [r for r, ids in zip(rounds, ids_of) for _ in range(int((ids == dup).sum()))]
             if len(set(where)) == 1:
-                raise JournalError(f"{_where(run_dir, files[where[0]])}: id {dup} is journaled "
+                raise JournalError(f"{run.where(files[where[0]])}: id {dup} is journaled "
                                    f"{len(where)} times in round {where[0]}")
-            raise JournalError(f"{_where(run_dir, files[where[1]])}: id {dup} is journaled in "
+            raise JournalError(f"{run.where(files[where[1]])}: id {dup} is journaled in "
                                f"round {where[0]} and again in round {where[1]}")
     cumulative = np.cumsum([len(ids) for ids in ids_of])  # n_labeled of each round
-    _check_metrics(run_dir, rounds, cumulative)
-    _check_labels(run_dir, rounds, ids_of)
-    _check_policy_state(run_dir)
+    _check_metrics(run, rounds, cumulative)
+    _check_labels(run, rounds, ids_of)
+    _check_policy_files(run)
 
 
-def _check_policy_state(run_dir: Path) -> None:
-    """The round policies' own files, which a resumed round reads: albl_state.json (ALBL's
-    bandit) must be a JSON object of the shape albl/policy.py reads, AutoAL's parquet files
-    readable."""
-    for name in AUTOAL_FILES:
-        if (run_dir / name).is_file():
-            _read(run_dir, name, columns=["round"])
-    path = run_dir / ALBL_STATE_FILE
-    if not path.is_file():
-        return
-    where = _where(run_dir, ALBL_STATE_FILE)
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise JournalError(f"{where}: not readable JSON ({_first_line(e)})") from None
-    missing = ([k for k in _ALBL_KEYS if k not in state] if isinstance(state, dict)
-               else list(_ALBL_KEYS))
-    if missing or not isinstance(state["experts"], list) or not isinstance(state["rounds"],
-                                                                           list):
-        raise JournalError(f"{where}: not ALBL's bandit state (expected an object with "
-                           f"{', '.join(_ALBL_KEYS)}); it was damaged or replaced")
-    for k, entry in enumerate(state["rounds"]):
-        if not isinstance(entry, dict) or any(key not in entry for key in _ALBL_ENTRY_KEYS) \
-                or not isinstance(entry["round"], int):
-            raise JournalError(f"{where}: entry {k} of rounds is not a bandit round (expected "
-                               f"{', '.join(_ALBL_ENTRY_KEYS)})")
+def _check_policy_files(run: Run) -> None:
+    """The round policies' own files, which a resumed round reads, each by its policy's check
+    (`policies.policy_files`): a ValueError it raises becomes a JournalError naming the file."""
+    from autoal_dist.policies import policy_files
+
+    for name, check in sorted(policy_files().items()):
+        if run.path(name).is_file():
+            try:
+                check(run, name)
+            except JournalError:
+                raise
+            except ValueError as e:
+                raise JournalError(f"{run.where(name)}: {e}") from None
 
 
-def _check_metrics(run_dir: Path, rounds: list[int], cumulative: np.ndarray) -> None:
-    if not (run_dir / METRICS_FILE).is_file():
+def _check_metrics(run: Run, rounds: list[int], cumulative: np.ndarray) -> None:
+    if not run.path(METRICS_FILE).is_file():
         if len(rounds) > MAX_METRICS_LAG:
-            raise JournalError(f"{_where(run_dir, METRICS_FILE)}: missing, but the journal "
+            raise JournalError(f"{run.where(METRICS_FILE)}: missing, but the journal "
                                f"reaches round {rounds[-1]}")
         return
-    t = _read(run_dir, METRICS_FILE, columns=["round", "n_labeled"])
-    where = _where(run_dir, METRICS_FILE)
+    t = read_checked(run, METRICS_FILE, columns=["round", "n_labeled"])
+    where = run.where(METRICS_FILE)
     m_rounds = t.column("round").to_numpy(zero_copy_only=False)
     n_labeled = t.column("n_labeled").to_numpy(zero_copy_only=False)
     if len(m_rounds) and not np.array_equal(m_rounds, np.arange(len(m_rounds))):
@@ -275,25 +241,23 @@ def _check_metrics(run_dir: Path, rounds: list[int], cumulative: np.ndarray) -> 
                            "one?)")
 
 
-def _check_labels(run_dir: Path, rounds: list[int], ids_of: list[np.ndarray]) -> None:
-    files = _round_files(run_dir, LABELS_DIR, allowed=(LABEL_HISTORY_FILE,))
-    if (run_dir / LABELS_DIR / LABEL_HISTORY_FILE).is_file():
-        _read(run_dir, f"{LABELS_DIR}/{LABEL_HISTORY_FILE}", columns=["id"])
+def _check_labels(run: Run, rounds: list[int], ids_of: list[np.ndarray]) -> None:
+    files = _round_files(run, LABELS_DIR, allowed=(HISTORY_FILE,))
+    if run.path(f"{LABELS_DIR}/{HISTORY_FILE}").is_file():
+        read_checked(run, f"{LABELS_DIR}/{HISTORY_FILE}", columns=["id"])
     if not files:
         return
-    from autoal_dist.labeling.labels import LABELS_SCHEMA
-
     journaled = set(rounds)
     for r, rel in sorted(files.items()):
         if r not in journaled:
-            raise JournalError(f"{_where(run_dir, rel)}: labels for round {r}, which the "
+            raise JournalError(f"{run.where(rel)}: labels for round {r}, which the "
                                f"journal does not hold (journaled rounds: {_span(rounds)})")
-        ids = _read(run_dir, rel, columns=["id"], schema=LABELS_SCHEMA).column("id").to_numpy()
+        ids = read_checked(run, rel, columns=["id"], schema=LABELS_SCHEMA).column("id").to_numpy()
         uniq, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
-            raise JournalError(f"{_where(run_dir, rel)}: id {int(uniq[counts > 1][0])} is "
+            raise JournalError(f"{run.where(rel)}: id {int(uniq[counts > 1][0])} is "
                                "labeled twice")
         foreign = np.setdiff1d(uniq, ids_of[r], assume_unique=False)
         if len(foreign):
-            raise JournalError(f"{_where(run_dir, rel)}: id {int(foreign[0])} is labeled but "
+            raise JournalError(f"{run.where(rel)}: id {int(foreign[0])} is labeled but "
                                f"was not journaled in round {r}")
