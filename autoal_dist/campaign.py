@@ -188,9 +188,15 @@ def start_journal(cfg: Config, run: Run, pool_size: int) -> None:
 
 
 def prepare_data(cfg: Config) -> Dataset:
-    """The campaign's dataset, with every check that needs it (sizes against the pool, the
-    model against the inputs, a pretrained file) done before anything is written."""
+    """The campaign's dataset, with every check that needs it done before anything is
+    written (`check_data`)."""
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.seed)
+    check_data(cfg, data)
+    return data
+
+
+def check_data(cfg: Config, data: Dataset) -> None:
+    """The config against the data: sizes against the pool, the model against the inputs, a
+    pretrained file."""
     check_against_data(cfg, data.num_classes, len(data.train_y))
     check_model(cfg.model, data.input_shape, cfg.pretrained)
-    return data

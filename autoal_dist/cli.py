@@ -174,10 +174,11 @@ def _check_writable(run: Run, flag: str) -> None:
 def stored_data(cfg: Config, meta: dict) -> Dataset:
     """The campaign's dataset, refused if it changed since the campaign started. `cfg` may
     name the data elsewhere than config.json does (a moved dataset): accepted when what is
-    found there has the campaign's fingerprint."""
-    from autoal_dist.campaign import prepare_data
+    found there has the campaign's fingerprint. Imports no torch (a finished campaign's
+    --resume checks its data and answers at once)."""
+    from autoal_dist.data import load_dataset
 
-    data = prepare_data(cfg)
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg.seed)
     if data.fingerprint() != meta["dataset_fingerprint"]:
         stored = meta["config"]
         if (cfg.dataset, cfg.data_root) != (stored.get("dataset"), stored.get("data_root")):
@@ -210,9 +211,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg = _resume_config(args, meta)
             _check_writable(run, "--out")
             mode = _mode(args, meta.get(MODE_KEY, DEFAULT_MODE))  # or switch it
+            data = stored_data(cfg, meta)
             if (stop := _nothing_to_do(cfg, meta, run, mode)) is not None:
                 return stop
-            data = stored_data(cfg, meta)
+            from autoal_dist.campaign import check_data
+
+            check_data(cfg, data)
             execution = _started(mode, cfg)
             return _run_campaign(args, cfg, data, meta, run, execution)
     from autoal_dist.campaign import prepare_data
@@ -232,10 +236,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _nothing_to_do(cfg: Config, meta: dict, run: Run, mode: str) -> int | None:
-    """A resume that has nothing to run stops here, before the data is loaded or Ray starts
-    (exit 0): a finished campaign says so and prints its table; with oracle files, a next
-    round whose batch is not fully labeled says what to do. A config.json the flags changed
-    (the mode) is still recorded."""
+    """A resume that has nothing to run stops here, before torch is imported or Ray starts
+    (exit 0): a finished campaign says so and prints its table (rebuilding the report if a
+    crash left it older than metrics.parquet); with oracle files, a next round whose batch is
+    not fully labeled says what to do. A config.json the flags changed (the mode, where the
+    data lies) is still recorded."""
     complete = run.is_complete(cfg.rounds)
     awaiting = None if complete else awaiting_labels(run, cfg.oracle, cfg.rounds)
     if not complete and awaiting is None:
@@ -247,11 +252,11 @@ def _nothing_to_do(cfg: Config, meta: dict, run: Run, mode: str) -> int | None:
     if awaiting is not None:
         print(next_steps(run, awaiting))
         return 0
-    from autoal_dist.report import format_table
+    from autoal_dist.report import format_table, write_report
 
     run.tidy()
     rows = run.metrics()
-    print(format_table(rows))
+    print(write_report(run) if run.report_is_stale() else format_table(rows))
     print(f"\nthe campaign is complete: rounds 0..{cfg.rounds} are evaluated (final accuracy "
           f"{rows[-1]['accuracy']:.4f} with {rows[-1]['n_labeled']} labels); nothing to run. "
           f"To query more: autoal-dist run --resume --out {run.location} --rounds "

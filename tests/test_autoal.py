@@ -3,6 +3,7 @@ candidates computed once per round, the query rule, and an end-to-end CLI run.""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -186,7 +187,7 @@ def round_context(digits, tmp_path, **autoal) -> RoundContext:
                                 data.train_x[ids], data.train_y[ids], normalize, quick, seed)
 
     return RoundContext(cfg, data, normalize, model, scorer, 3, labeled, unlabeled, "cpu",
-                        tmp_path, fit=fit)
+                        Run.at(tmp_path), fit=fit)
 
 
 # embed = the loss-rank reward's search; gain = the default reward
@@ -217,7 +218,7 @@ def test_candidates_are_computed_once_per_round(digits, tmp_path, monkeypatch, m
     assert [row["strategy"] for row in table] == [*ctx.cfg.candidates, *loss_column]
     assert {row["round"] for row in table} == {ctx.round + 1}
     assert sum(row["weight"] for row in table) == pytest.approx(1.0, abs=1e-5)
-    assert plot_autoal_weights(tmp_path).is_file()  # drawn by the run's report
+    assert Path(plot_autoal_weights(Run.at(tmp_path))).is_file()  # drawn by the run's report
 
 
 def test_query_takes_only_candidate_picks_ties_by_smallest_id(digits, tmp_path, monkeypatch):

@@ -230,7 +230,7 @@ def awaiting_run(tmp_path_factory) -> Path:
     labels = d.parent / "half.csv"
     labels.write_text("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in ids))
     assert main(["import", str(d), "--labels", str(labels)]) == 0
-    assert labeling.awaiting_round(d) == 0
+    assert labeling.awaiting_round(Run.at(d)) == 0
     return d
 
 

@@ -72,7 +72,7 @@ def export_round(run: Path, out: Path, root: Path) -> list[int]:
 
 
 def recorded(run: Path) -> dict[int, int]:
-    t = labeling.read_labels(run)
+    t = labeling.read_labels(Run.at(run))
     return dict(zip(t.column("id").to_pylist(), t.column("label").to_pylist()))
 
 
@@ -128,13 +128,13 @@ def test_one_project_for_the_whole_campaign(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "imported 4 new labels" in out
     assert "10 of rounds already labeled ignored (1 differ" in out
-    assert recorded(run) == chosen and not label_import.read_history(run).num_rows
+    assert recorded(run) == chosen and not label_import.read_history(Run.at(run)).num_rows
     before = (run / "metrics.parquet").read_bytes()
     assert main(["import", str(run), "--labels", e3, "--relabel"]) == 0
     assert f"id {a}: 1 -> 8" in capsys.readouterr().out
     chosen[a] = 8
     assert recorded(run) == chosen
-    history = label_import.read_history(run).to_pylist()
+    history = label_import.read_history(Run.at(run)).to_pylist()
     assert [(h["id"], h["round"], h["old_label"], h["new_label"], h["trained_through"],
              h["source"]) for h in history] == [(a, 0, 1, 8, 0, e3)]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", history[0]["changed_at"])
@@ -147,7 +147,7 @@ def test_one_project_for_the_whole_campaign(tmp_path, capsys):
                  "--relabel"]) == 0
     assert "run --resume retrains final round 1" in capsys.readouterr().out
     assert pq.read_table(run / "metrics.parquet").column("round").to_pylist() == [0]
-    assert label_import.read_history(run).column("trained_through").to_pylist() == [0, 1]
+    assert label_import.read_history(Run.at(run)).column("trained_through").to_pylist() == [0, 1]
     assert main(["run", "--resume", "--out", str(run), "--quiet"]) == 0
     assert pq.read_table(run / "metrics.parquet").column("round").to_pylist() == [0, 1]
     chosen[b] = 0
@@ -168,7 +168,7 @@ def test_csv_relabel_is_recorded_and_repeats_as_a_no_op(tmp_path, capsys):
     for _ in range(2):  # the second time nothing differs: no new history row
         assert main(["import", str(run), "--labels", fix, "--relabel"]) == 0
     assert recorded(run)[ids[0]] == 2
-    assert label_import.read_history(run).select(["id", "old_label", "new_label",
+    assert label_import.read_history(Run.at(run)).select(["id", "old_label", "new_label",
                                               "trained_through"]).to_pylist() == \
         [{"id": ids[0], "old_label": 1, "new_label": 2, "trained_through": -1}]
 

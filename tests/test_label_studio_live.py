@@ -177,7 +177,7 @@ def _serves_png(server: LabelStudio, export_dir: Path, task: dict) -> bool:
 
 
 def _recorded(run: Path) -> dict[int, int]:
-    t = labeling.read_labels(run)
+    t = labeling.read_labels(Run.at(run))
     return dict(zip(t.column("id").to_pylist(), t.column("label").to_pylist()))
 
 
@@ -249,8 +249,9 @@ def test_a_campaign_labeled_in_one_label_studio_project(lab, tmp_path, capsys):
     assert _recorded(run) == chosen
     assert main(["import", str(run), "--labels", e3, "--relabel"]) == 0
     chosen[a] = 8
-    assert label_import.read_history(run).select(["id", "old_label", "new_label", "trained_through",
-                                              "source"]).to_pylist() == \
+    history = label_import.read_history(Run.at(run))
+    assert history.select(["id", "old_label", "new_label", "trained_through",
+                           "source"]).to_pylist() == \
         [{"id": a, "old_label": 1, "new_label": 8, "trained_through": 0, "source": e3}]
     assert main(["run", "--resume", "--out", str(run), "--quiet"]) == 0
     assert pq.read_table(run / "metrics.parquet").column("round").to_pylist() == [0, 1]

@@ -69,8 +69,8 @@ def test_people_with_true_labels_reproduce_the_simulated_campaign(tmp_path, caps
     assert main(["run", *args, "--oracle", "files", "--out", str(run)]) == 0
     printed = capsys.readouterr().out
     assert "round 0 awaits labels: 0 of 20" in printed
-    assert f"autoal-dist export {run} --round 0 --to {labeling.default_export_dir(run, 0)}" \
-        in printed
+    out = labeling.default_export_dir(Run.at(run), 0)
+    assert f"autoal-dist export {run} --round 0 --to {out}" in printed
     assert f"autoal-dist run --resume --out {run}" in printed
     assert not (run / "metrics.parquet").exists()  # nothing trained without labels
 
@@ -95,7 +95,7 @@ def test_people_with_true_labels_reproduce_the_simulated_campaign(tmp_path, caps
         assert main(["import", str(run), "--labels", str(out / "batch.csv")]) == 0  # no-op
         assert main(["run", "--resume", "--out", str(run), "--local", "--quiet"]) == 0
 
-    assert labeling.awaiting_round(run) is None
+    assert labeling.awaiting_round(Run.at(run)) is None
     assert Run.at(run).journal_rounds() == Run.at(sim).journal_rounds() == [0, 1, 2]
     got, want = Run.at(run).journal().to_pandas(), Run.at(sim).journal().to_pandas()
     assert got.id.tolist() == want.id.tolist()
@@ -103,7 +103,7 @@ def test_people_with_true_labels_reproduce_the_simulated_campaign(tmp_path, caps
     m_got, m_want = (pq.read_table(d / "metrics.parquet").to_pylist() for d in (run, sim))
     assert [(m["round"], m["n_labeled"], m["accuracy"]) for m in m_got] == \
         [(m["round"], m["n_labeled"], m["accuracy"]) for m in m_want]
-    people = labeling.read_labels(run)
+    people = labeling.read_labels(Run.at(run))
     assert sorted(people.column("id").to_pylist()) == Run.at(run).labeled_ids().tolist()
     assert np.array_equal(people.column("label").to_numpy(), truth[people.column("id").to_numpy()])
     assert (run / "summary.md").is_file()
@@ -113,7 +113,7 @@ def test_training_sees_only_the_labels_people_gave(tmp_path):
     run = tmp_path / "run"
     assert main(["run", *campaign_args(tmp_path), "--oracle", "files", "--out", str(run)]) == 0
     cfg = load_config(json.loads((run / "config.json").read_text())["config"])
-    campaign = Campaign(cfg, run, prepare_data(cfg), show_progress=False)
+    campaign = Campaign(cfg, Run.at(run), prepare_data(cfg), show_progress=False)
     assert not campaign.reveal_labels(0) and campaign.awaiting == 0
 
     ids = Run.at(run).journal().column("id").to_numpy()
@@ -145,4 +145,4 @@ def test_flat_features_export_a_csv_of_features(tmp_path, capsys):
         w.writerow(list(rows[0]))
         w.writerows([[r["id"], truth[int(r["id"])], *list(r.values())[2:]] for r in rows])
     assert main(["import", str(run), "--labels", str(out / "batch.csv")]) == 0
-    assert labeling.awaiting_round(run) is None
+    assert labeling.awaiting_round(Run.at(run)) is None

@@ -121,3 +121,56 @@ def test_the_graph_is_walked():
     assert "autoal_dist.run" in GRAPH["autoal_dist.campaign"]
     assert "autoal_dist.autoal.ray_job" in GRAPH["autoal_dist.autoal.policy"]
     assert "autoal_dist.rounds" in GRAPH["autoal_dist.policies"]
+
+
+# ---- the run directory is one object ----------------------------------------------------------
+
+RUN_PACKAGE = "autoal_dist.run"
+# Modules that read or write files of their own directories, never a run directory's: the
+# user's config and dataset files, stored pools, label files, the export folder, the sweep
+# directory, and the write machinery itself.
+OTHER_DIRECTORIES = ("autoal_dist.config", "autoal_dist.data", "autoal_dist.labeling.export",
+                     "autoal_dist.labeling.files", "autoal_dist.sweep.runner",
+                     "autoal_dist.remote", "autoal_dist.store", "autoal_dist.ray_cluster",
+                     "autoal_dist.scoring.actors")
+FILE_CALLS = {"read_table", "write_table", "ParquetFile", "write_atomic", "write_json",
+              "write_text", "read_text", "read_bytes", "write_bytes", "read_json"}
+
+
+def _file_access(name: str) -> list[str]:
+    """Calls in module `name` that open a file other than through a `Run` (a receiver named
+    `run`: `run.write_table(...)`), as "line: call"."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Name) and f.id == "open":
+            found.append(f"{node.lineno}: open(...)")
+        elif isinstance(f, ast.Attribute) and f.attr in FILE_CALLS and not (
+                isinstance(f.value, ast.Name) and f.value.id == "run"):
+            found.append(f"{node.lineno}: {ast.unparse(f)}(...)")
+    return found
+
+
+def test_only_the_run_object_opens_run_directory_files():
+    """Every read and write of a run directory's files goes through `Run` (run/): atomic
+    writes, the upload of a staged run, the checks. A module that opened them itself would
+    write around all three (a staged run's file never uploaded)."""
+    bad = {name: calls for name in MODULES
+           if not name.startswith(RUN_PACKAGE) and not name.startswith(OTHER_DIRECTORIES)
+           and (calls := _file_access(name))}
+    assert not bad, f"file access outside the run object: {bad}"
+
+
+def test_the_run_directory_travels_as_a_run_object():
+    """No module outside run/ passes a run directory around as a path (`run_dir`)."""
+    bad = [name for name in MODULES if not name.startswith(RUN_PACKAGE)
+           and any(isinstance(n, (ast.Name, ast.arg)) and getattr(n, "id", getattr(n, "arg", ""))
+                   == "run_dir" for n in ast.walk(ast.parse(MODULES[name].read_text())))]
+    assert not bad, f"run directories as paths in: {bad}"
+
+
+def test_the_file_access_check_sees_calls():
+    assert _file_access("autoal_dist.store") and _file_access("autoal_dist.data.pool_read")

@@ -85,7 +85,7 @@ def test_two_imports_at_once_lose_no_label(tmp_path):
             continue
         assert code == 2 and lock_error(stderr), (code, stderr)
         assert main(["import", str(run), "--labels", str(f)]) == 0  # retrying succeeds
-    labels = read_labels(run)
+    labels = read_labels(Run.at(run))
     got = dict(zip(labels.column("id").to_pylist(), labels.column("label").to_pylist()))
     assert got == {int(i): int(truth[i]) for i in ids}  # all 20, none lost
 
@@ -137,7 +137,7 @@ def test_two_processes_importing_label_by_label_lose_no_label(tmp_path):
     release(barrier, procs)
     for code, _, stderr in finish(procs):
         assert code == 0, stderr
-    labels = read_labels(run)
+    labels = read_labels(Run.at(run))
     got = dict(zip(labels.column("id").to_pylist(), labels.column("label").to_pylist()))
     assert got == {int(i): int(truth[i]) for i in ids}  # all 20, none lost
 

@@ -254,9 +254,9 @@ def test_next_steps_of_a_run_in_the_working_directory_are_not_options(tmp_path, 
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "-odd"
     Run.at(run).write_round(0, [1, 2], "init")
-    steps = labeling.next_steps(Path("-odd"), 0)
+    steps = labeling.next_steps(Run.at(Path("-odd")), 0)
     assert "--to ./-odd-export/round_000" in steps and "import ./-odd " in steps
-    assert labeling.default_export_dir(Path("."), 0) == tmp_path.parent / \
+    assert labeling.default_export_dir(Run.at(Path(".")), 0) == tmp_path.parent / \
         f"{tmp_path.name}-export" / "round_000"
 
 
@@ -300,7 +300,7 @@ def test_label_studio_empty_choices_and_cancelled_choices_are_no_label(tmp_path,
     out = capsys.readouterr().out
     assert "4 tasks, 1 labeled, 1 skipped, 2 without a choice" in out, out
     assert "imported 1 new labels" in out
-    labels = labeling.read_labels(run)
+    labels = labeling.read_labels(Run.at(run))
     assert labels.column("id").to_pylist() == [ids[0]]
 
 

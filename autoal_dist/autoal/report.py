@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
     from autoal_dist.run import Run
@@ -90,7 +89,7 @@ def check_table(run: Run, name: str) -> None:
     """A resumed round reads these tables (`policies.POLICY_FILES`): ValueError unless `name`
     is readable parquet with a round column."""
     try:
-        names = pq.ParquetFile(run.path(name)).schema_arrow.names
+        names = run.read_table(name).schema.names
     except Exception as e:  # noqa: BLE001 - truncated/corrupt parquet raises by cause
         text = str(e).strip()
         raise ValueError(f"not a readable parquet file "

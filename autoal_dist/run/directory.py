@@ -25,11 +25,13 @@ from autoal_dist import remote, store
 from autoal_dist.errors import UserError
 from autoal_dist.run.layout import (
     CONFIG_FILE,
+    CURVES_FILE,
     JOURNAL_DIR,
     JOURNAL_SCHEMA,
     METRICS_FILE,
     METRICS_SCHEMA,
     POOL_FILE,
+    SUMMARY_FILE,
     TRAIN,
     pool_table,
     round_file,
@@ -217,6 +219,16 @@ class Run:
                 break
             done.append(r)
         return done
+
+    def report_is_stale(self) -> bool:
+        """curves.png or summary.md missing, or older than metrics.parquet (a run killed
+        between its last metrics row and its report)."""
+        metrics = self.dir / METRICS_FILE
+        if not metrics.is_file():
+            return False
+        reports = [self.dir / CURVES_FILE, self.dir / SUMMARY_FILE]
+        return any(not p.is_file() or p.stat().st_mtime_ns < metrics.stat().st_mtime_ns
+                   for p in reports)
 
     def is_complete(self, rounds: int) -> bool:
         """Every round 0..rounds evaluated: a resume has nothing to do."""

@@ -1,0 +1,94 @@
+"""How fast the tool answers: commands that need neither torch nor Ray, a finished campaign's
+--resume, and where a Ray-mode run's first seconds go.
+
+Each command runs as a user runs it (a fresh process of the installed `autoal-dist`), `--repeat`
+times; the table gives the median wall time. The Ray rows time `ray.init` of a private local
+Ray with and without the dashboard, and a whole `run --ray --rounds 0` (start-up, one training
+of the initial set, shutdown) as the CLI runs it.
+
+    python benchmarks/startup.py            # writes benchmarks/results/startup.md
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import command, load_average, machine, write_result
+
+CLI = str(Path(sys.executable).with_name("autoal-dist"))
+RAY_INIT = ("import time, ray; t = time.perf_counter(); "
+            "ray.init(address='local', include_dashboard={dash}, log_to_driver=False, "
+            "logging_level='ERROR'); t1 = time.perf_counter(); ray.shutdown(); "
+            "print(f'{{t1 - t:.3f}} {{time.perf_counter() - t1:.3f}}')")
+
+
+def timed(argv: list[str], repeat: int, env: dict | None = None) -> float:
+    """Median wall seconds of `argv` in a fresh process (it must exit 0)."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True, env=env)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def ray_init(dashboard: bool, repeat: int) -> tuple[float, float]:
+    """Median (init s, shutdown s) of a private local Ray."""
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", RAY_INIT.format(dash=dashboard)],
+                             check=True, capture_output=True, text=True).stdout.split()
+        runs.append((float(out[-2]), float(out[-1])))
+    return (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="startup-"))
+    env = {**os.environ, "RAY_ADDRESS": ""}  # a private local Ray, as on a laptop
+    print(machine() + f"command: {command()}", flush=True)
+    before = load_average()
+    pool, done = work / "pool", work / "done"
+    subprocess.run([CLI, "pool", "write", "--dataset", "digits", "--to", str(pool)], check=True,
+                   capture_output=True)
+    subprocess.run([CLI, "run", "--local", "--dataset", "digits", "--rounds", "1", "--epochs",
+                    "2", "--out", str(done), "--quiet"], check=True, capture_output=True)
+    rows = [(f"autoal-dist {' '.join(a)}", timed([CLI, *a], args.repeat)) for a in (
+        ["--help"], ["strategies"], ["bench", "--list"], ["pool", "info", str(pool)],
+        ["report", str(done)], ["run", "--resume", "--out", str(done)])]
+    dash_on, dash_off = ray_init(True, args.repeat), ray_init(False, args.repeat)
+    ray_run = timed([CLI, "run", "--ray", "--dataset", "digits", "--rounds", "0", "--epochs", "1",
+                     "--quiet", "--out", str(work / "ray-run")], 1, env)
+    shutil.rmtree(work, ignore_errors=True)
+    lines = ["| command | median s |", "|---|---:|",
+             *[f"| `{name}` | {s:.2f} |" for name, s in rows]]
+    ray = ["| private local Ray | ray.init s | ray.shutdown s |", "|---|---:|---:|",
+           f"| with the dashboard (Ray's default with ray[default]) | {dash_on[0]:.2f} | "
+           f"{dash_on[1]:.2f} |",
+           f"| without the dashboard (`autoal-dist run`) | {dash_off[0]:.2f} | "
+           f"{dash_off[1]:.2f} |"]
+    text = "\n".join([
+        "# Start-up: how fast the tool answers", "", f"Command: `{command()}`", "",
+        machine().rstrip(), f"- load average (1/5/15 min) before: {before}, after: "
+        f"{load_average()}", "",
+        f"Median of {args.repeat} fresh processes each (`autoal-dist` of this venv); the "
+        "finished campaign is a 1-round `--local` digits run, the pool a digits stored pool.",
+        "", *lines, "", "## Ray mode", "", *ray, "",
+        f"A whole `autoal-dist run --ray --dataset digits --rounds 0 --epochs 1` (start a "
+        f"private Ray, scorer actors, train the initial set, evaluate, shut down): "
+        f"**{ray_run:.1f} s**.", ""])
+    print("\n" + text)
+    print(f"wrote {write_result('startup.md', text)}")
+
+
+if __name__ == "__main__":
+    main()
