@@ -96,8 +96,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"autoal-dist {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     _run_flags(sub.add_parser("run", help="run an active-learning campaign"))
-    rep = sub.add_parser("report", help="rebuild curves.png and summary.md of a run directory")
-    rep.add_argument("dir")
+    rep = sub.add_parser("report", help="rebuild curves.png and summary.md of a run "
+                         "directory; with several, compare them (compare.png, compare.md)")
+    rep.add_argument("dir", nargs="+", help="run directory; several: a comparison by strategy "
+                     "over seeds, written to --to (the run directories are only read)")
+    rep.add_argument("--to", help="comparison: directory for compare.png and compare.md "
+                     "(default: ./compare)")
+    rep.add_argument("--baseline", help="comparison: the strategy the paired AUC differences "
+                     "are taken against (default: random if it ran, else the first by name)")
     sub.add_parser("strategies", help="list the registered query strategies")
     exp = sub.add_parser("export", help="write a queried batch for people to label "
                          "(PNG images, batch.csv, Label Studio tasks)")
@@ -390,15 +396,50 @@ def _mode(args: argparse.Namespace, kept: str) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """One run directory: rebuild its report. Several (or --to/--baseline): compare them."""
     from autoal_dist.report import write_report
 
-    with remote.opened(args.dir, field="report") as run_dir:
+    if len(args.dir) > 1 or args.to is not None or args.baseline is not None:
+        return cmd_compare(args)
+    (location,) = args.dir
+    with remote.opened(location, field="report") as run_dir:
         if not (run_dir / rundir.METRICS_FILE).is_file():
-            raise UsageError(f"report: {args.dir} holds no {rundir.METRICS_FILE}")
+            raise UsageError(f"report: {location} holds no {rundir.METRICS_FILE}")
         check_journal(run_dir)
         _check_writable(run_dir, "report")
         print(write_report(run_dir))
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """`report DIR DIR ... [--to OUT] [--baseline S]`: runs side by side (compare.py), read
+    only; OUT gets compare.md and compare.png."""
+    from autoal_dist import compare
+
+    out = Path(args.to or compare.DEFAULT_OUT)
+    if remote.is_uri(str(out)):
+        raise UsageError(f"--to: {args.to} is a URI; the comparison is written to a local "
+                         "directory")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--to: {out} is a file, not a directory")
+    with ExitStack() as staged:
+        runs = []
+        for location in dict.fromkeys(args.dir):  # a directory named twice counts once
+            run_dir = staged.enter_context(remote.opened(location, field="report"))
+            if not remote.is_uri(location) and _inside(out, run_dir):
+                raise UsageError(f"--to: {out} lies in the run directory {location}; the "
+                                 "runs are only read: choose a directory outside them")
+            runs.append(compare.load_run(run_dir))
+        result = compare.compare(runs, args.baseline)
+    written = compare.write(result, out)
+    print("\n".join([compare.table(result), "", *compare.explanation(result), ""]))
+    print("written: " + ", ".join(map(str, written)))
+    return 0
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    path, directory = path.resolve(), directory.resolve()
+    return path == directory or directory in path.parents
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("rundir", "scoring", "training", "labeling"),  # run directory, one pass, fitting
     ("autoal", "albl", "rounds"),  # round policies
     ("policies", "registry", "execution", "run_lock", "journal_check"),
-    ("campaign", "report"),  # the round loop
+    ("campaign", "report", "compare"),  # the round loop, a run's report, runs compared
     ("sweep", "cli", "__main__"),  # commands
 ]
 
