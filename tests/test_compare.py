@@ -1,8 +1,10 @@
 """`autoal-dist report DIR DIR ...`: runs compared by strategy over seeds (compare.py), on
-run directories written by hand (config.json, metrics.parquet, a journal): no training."""
+run directories written by hand (config.json, metrics.parquet, a journal): no training.
+Also autoal_weights.png's figure on small hand-made search tables."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from autoal_dist import compare, rundir, store
@@ -218,3 +220,63 @@ def test_one_directory_is_the_run_report_as_before(runs, tmp_path, capsys):
     assert (runs[0] / rundir.CURVES_FILE).is_file() and (runs[0] / rundir.SUMMARY_FILE).is_file()
     assert not (tmp_path / "compare").exists() and not (runs[0] / "compare.md").exists()
 
+
+# ---- autoal_weights.png ----------------------------------------------------------------------
+
+def search_rows(mode="embed", reward=np.nan, rounds=(1, 2)):
+    rows = []
+    for r in rounds:
+        for name, w, active in (("margin", 0.3, True), ("badge", 0.25, True),
+                                ("kmeans", 0.25, True), ("typiclust", 0.2, True),
+                                ("loss_head", 0.0, False)):
+            rows.append({"round": r, "mode": mode, "strategy": name, "weight": w + 0.01 * r,
+                         "active": active, "soft_count": 9.5, "target_count": 10.0,
+                         "reward": reward, "reward_se": 0.01})
+    return pd.DataFrame(rows)
+
+
+def weights_rows(search):
+    return search[["round", "strategy", "weight"]].assign(share=0.0)
+
+
+def test_autoal_weights_figure_drops_inactive_columns_and_has_integer_rounds():
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from autoal_dist.autoal.report import weights_figure
+
+    search = search_rows()
+    fig = weights_figure(search, weights_rows(search))
+    top, bottom = fig.axes[:2]
+    names = [t.get_text() for t in top.get_legend().get_texts()]
+    assert names == ["margin", "badge", "kmeans", "typiclust"]  # loss_head: inactive
+    assert "not shown: loss_head" in top.get_title()
+    assert top.get_ylim()[0] > 0.1  # scaled to the candidates, not pinned at 0
+    assert "loss ranks" in top.get_ylabel() and "soft count" in bottom.get_title()
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert isinstance(ax.xaxis.get_major_locator(), MaxNLocator)
+        assert all(float(t).is_integer() for t in ax.get_xticks())
+    xs = {tuple(line.get_xdata()) for line in top.get_lines()[:4]}
+    assert len(xs) == 4  # identical weights are offset, not drawn over each other
+    plt.close(fig)
+
+
+def test_autoal_weights_figure_names_the_weight_by_mode_and_hides_empty_panels():
+    import matplotlib.pyplot as plt
+
+    from autoal_dist.autoal.report import weights_figure
+
+    search = search_rows(mode="paper").assign(active=True)
+    fig = weights_figure(search, weights_rows(search))
+    assert fig.axes[0].get_ylabel().startswith("SearchNet weight")
+    plt.close(fig)
+    search = search_rows(reward=0.02)
+    fig = weights_figure(search, weights_rows(search))
+    assert "softmax of simulated gain" in fig.axes[0].get_ylabel()
+    assert "simulated gain" in fig.axes[1].get_title()
+    plt.close(fig)
+    search = search_rows().assign(soft_count=np.nan)  # nothing to show below: one panel
+    fig = weights_figure(search, weights_rows(search))
+    assert len(fig.axes) == 1
+    plt.close(fig)
