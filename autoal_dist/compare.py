@@ -224,13 +224,15 @@ def check_comparable(runs: list[Run]) -> tuple[int, list[str]]:
                 "compared")
     common = min(len(r.n_labeled) for r in runs)
     notes = []
-    longest = max(len(r.n_labeled) for r in runs)
-    short = [r for r in runs if len(r.n_labeled) < longest]
-    if short:
-        names = ", ".join(f"{r.where} ({len(r.n_labeled)})" for r in short)
+    longest = max(runs, key=lambda r: len(r.n_labeled))
+    if len(longest.n_labeled) > common:
+        short = [r.where for r in runs if len(r.n_labeled) == common]
+        names = ", ".join(short[:3]) + (f" and {len(short) - 3} more" if len(short) > 3 else "")
         notes.append(f"Compared over the {common} evaluated rounds every run has (up to "
-                     f"{ref.n_labeled[common - 1]} labeled samples; the longest run has "
-                     f"{longest}): fewer in {names}.")
+                     f"{ref.n_labeled[common - 1]} labeled samples): {names} stop"
+                     f"{'s' if len(short) == 1 else ''} there; the later rounds of the longer "
+                     f"runs (up to {len(longest.n_labeled)} evaluated rounds, "
+                     f"{longest.n_labeled[-1]} labeled) are left out.")
     return common, notes
 
 
@@ -363,7 +365,8 @@ def plot(comp: Comparison, path: Path) -> Path:
         ax.plot(n, g.mean, "--" if g.label == comp.baseline else "-", marker="o", ms=4,
                 color=color, lw=1.8, label=f"{g.label} ({seeds}, AUC {g.auc.mean():.3f})")
         if len(g.runs) > 1:
-            ax.fill_between(n, g.mean - g.std, g.mean + g.std, color=color, alpha=0.15, lw=0)
+            ax.fill_between(n, g.mean - g.std, g.mean + g.std, color=color, lw=0,
+                            alpha=0.15 if len(comp.groups) <= 4 else 0.08)
     ax.set_xlabel("labeled samples")
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
     ax.set_title(f"{comp.dataset}: learning curves, baseline {comp.baseline} (dashed)")

@@ -153,7 +153,8 @@ def test_a_run_with_fewer_rounds_is_compared_over_the_common_rounds(tmp_path):
     assert group(comp, "entropy").auc[0] == pytest.approx(auc([0.5, 0.7]))
     md = compare.markdown(comp)
     assert "Compared over the 2 evaluated rounds every run has" in md
-    assert f"fewer in {short} (2)" in md
+    assert (f"{short} stops there; the later rounds of the longer runs (up to 4 evaluated "
+            "rounds, 80 labeled) are left out") in md
 
 
 def test_cli_writes_the_table_and_plot_and_leaves_the_runs_alone(runs, tmp_path, capsys):

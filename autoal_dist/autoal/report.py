@@ -190,7 +190,8 @@ def weights_figure(search: Any, weights: Any) -> Any:
         taken = taken[taken["strategy"].isin(shown)]
         ax.plot(taken["round"] + [style[n][3] for n in taken["strategy"]], taken["weight"],
                 "o", ms=13, mfc="none", mec="k", label="its batch\nwas taken")
-    title = "How much AutoAL trusts each candidate, per round"
+    title = "How much AutoAL trusts each candidate" + (
+        " and the loss column (loss_head)" if "loss_head" in shown else "") + ", per round"
     if hidden:
         title += f"\n(not shown: {', '.join(hidden)}, inactive in every round)"
     ax.set_title(title, fontsize="medium")
