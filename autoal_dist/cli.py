@@ -98,12 +98,14 @@ def parser() -> argparse.ArgumentParser:
     _run_flags(sub.add_parser("run", help="run an active-learning campaign"))
     rep = sub.add_parser("report", help="rebuild curves.png and summary.md of a run "
                          "directory; with several, compare them (compare.png, compare.md)")
-    rep.add_argument("dir", nargs="+", help="run directory; several: a comparison by strategy "
-                     "over seeds, written to --to (the run directories are only read)")
-    rep.add_argument("--to", help="comparison: directory for compare.png and compare.md "
-                     "(default: ./compare)")
-    rep.add_argument("--baseline", help="comparison: the strategy the paired AUC differences "
-                     "are taken against (default: random if it ran, else the first by name)")
+    rep.add_argument("dir", nargs="+", metavar="DIR", help="run directory; several: a "
+                     "comparison by strategy over seeds, written to --to (the run directories "
+                     "are only read)")
+    rep.add_argument("--to", metavar="OUT", help="comparison: directory for compare.png and "
+                     "compare.md (default: ./compare)")
+    rep.add_argument("--baseline", metavar="STRATEGY", help="comparison: the strategy the "
+                     "paired AUC differences are taken against (default: random if it ran, "
+                     "else the first by name)")
     sub.add_parser("strategies", help="list the registered query strategies")
     exp = sub.add_parser("export", help="write a queried batch for people to label "
                          "(PNG images, batch.csv, Label Studio tasks)")

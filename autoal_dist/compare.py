@@ -367,6 +367,8 @@ def plot(comp: Comparison, path: Path) -> Path:
         if len(g.runs) > 1:
             ax.fill_between(n, g.mean - g.std, g.mean + g.std, color=color, lw=0,
                             alpha=0.15 if len(comp.groups) <= 4 else 0.08)
+    if len(n) <= 12:  # few rounds: a tick at each evaluated round's labeled count
+        ax.set_xticks(n)
     ax.set_xlabel("labeled samples")
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
     ax.set_title(f"{comp.dataset}: learning curves, baseline {comp.baseline} (dashed)")
