@@ -10,6 +10,7 @@ import errno
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,8 +87,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"autoal-dist {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     _run_flags(sub.add_parser("run", help="run an active-learning campaign"))
-    rep = sub.add_parser("report", help="rebuild curves.png and summary.md of a run directory")
-    rep.add_argument("dir")
+    rep = sub.add_parser("report", help="rebuild curves.png and summary.md of a run "
+                         "directory; with several, compare them (compare.png, compare.md)")
+    rep.add_argument("dir", nargs="+", metavar="DIR", help="run directory; several: a "
+                     "comparison by strategy over seeds, written to --to (the run directories "
+                     "are only read)")
+    rep.add_argument("--to", metavar="OUT", help="comparison: directory for compare.png and "
+                     "compare.md (default: ./compare)")
+    rep.add_argument("--baseline", metavar="STRATEGY", help="comparison: the strategy the "
+                     "paired AUC differences are taken against (default: random if it ran, "
+                     "else the first by name)")
     sub.add_parser("strategies", help="list the registered query strategies")
     exp = sub.add_parser("export", help="write a queried batch for people to label "
                          "(PNG images, batch.csv, Label Studio tasks)")
@@ -308,16 +317,52 @@ def _mode(args: argparse.Namespace, kept: str) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """One run directory: rebuild its report. Several (or --to/--baseline): compare them."""
     from autoal_dist.report import write_report
     from autoal_dist.run.layout import METRICS_FILE
 
-    with open_run(args.dir, "read", field="report") as run:
+    if len(args.dir) > 1 or args.to is not None or args.baseline is not None:
+        return cmd_compare(args)
+    (location,) = args.dir
+    with open_run(location, "read", field="report") as run:
         if not run.path(METRICS_FILE).is_file():
-            raise UsageError(f"report: {args.dir} holds no {METRICS_FILE}")
+            raise UsageError(f"report: {location} holds no {METRICS_FILE}")
         run.check()
         _check_writable(run, "report")
         print(write_report(run))
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """`report DIR DIR ... [--to OUT] [--baseline S]`: runs side by side (compare.py), read
+    only; OUT gets compare.md and compare.png."""
+    from autoal_dist import compare
+    from autoal_dist.remote import is_uri
+
+    out = Path(args.to or compare.DEFAULT_OUT)
+    if is_uri(str(out)):
+        raise UsageError(f"--to: {args.to} is a URI; the comparison is written to a local "
+                         "directory")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--to: {out} is a file, not a directory")
+    with ExitStack() as opened:
+        runs = []
+        for location in dict.fromkeys(args.dir):  # a directory named twice counts once
+            run = opened.enter_context(open_run(location, "read", field="report"))
+            if not run.is_remote and _inside(out, run.dir):
+                raise UsageError(f"--to: {out} lies in the run directory {location}; the "
+                                 "runs are only read: choose a directory outside them")
+            runs.append(compare.load_run(run))
+        result = compare.compare(runs, args.baseline)
+    written = compare.write(result, out)
+    print("\n".join([compare.table(result), "", *compare.explanation(result), ""]))
+    print("written: " + ", ".join(map(str, written)))
+    return 0
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    path, directory = path.resolve(), directory.resolve()
+    return path == directory or directory in path.parents
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:

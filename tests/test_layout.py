@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("scoring", "training", "labeling"),  # one pass, fitting, people's labels
     ("autoal", "albl", "rounds"),  # round policies
     ("policies", "registry", "execution", "run"),  # registries; the run directory
-    ("campaign", "report"),  # the round loop
+    ("campaign", "report", "compare"),  # the round loop, a run's report, runs compared
     ("sweep", "cli", "__main__"),  # commands
 ]
 
@@ -128,11 +128,11 @@ def test_the_graph_is_walked():
 RUN_PACKAGE = "autoal_dist.run"
 # Modules that read or write files of their own directories, never a run directory's: the
 # user's config and dataset files, stored pools, label files, the export folder, the sweep
-# directory, and the write machinery itself.
+# directory, a comparison's output folder, and the write machinery itself.
 OTHER_DIRECTORIES = ("autoal_dist.config", "autoal_dist.data", "autoal_dist.labeling.export",
                      "autoal_dist.labeling.files", "autoal_dist.sweep.runner",
                      "autoal_dist.remote", "autoal_dist.store", "autoal_dist.ray_cluster",
-                     "autoal_dist.scoring.actors")
+                     "autoal_dist.scoring.actors", "autoal_dist.compare")
 FILE_CALLS = {"read_table", "write_table", "ParquetFile", "write_atomic", "write_json",
               "write_text", "read_text", "read_bytes", "write_bytes", "read_json"}
 

@@ -7,7 +7,7 @@
   rank correlation of the aggregate with the held-out reward;
 - `autoal_evidence.parquet` (mode embed): each round's search set (0/1
   memberships and held-out reward per row), pooled by later rounds;
-- `autoal_weights.png`: weights and soft count per round.
+- `autoal_weights.png`: the weights per round and, below, what they were fitted on.
 
 Every table is keyed by round and replaced round-wise, so a resumed round adds no
 duplicates (the search is deterministic: a redone round writes the same rows).
@@ -147,56 +147,114 @@ def earlier_evidence(run: Run, round_: int) -> list[tuple[int, np.ndarray, np.nd
     return out
 
 
-def plot_autoal_weights(run: Run) -> str:
-    """Per round: each column's weight (the search's final weights when recorded, else
-    the mean over the batch) and, below, what the weights were fitted on: the simulated
-    gains (reward `gain`) or the soft count against its target (the relaxed searches)."""
+MARKERS = "osD^vP*Xh"
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def weight_label(search: Any) -> str:
+    """The weight axis' name for the run's search (the `mode` of its last round)."""
+    if not len(search):
+        return "mean weight over the queried batch"
+    last = search[search["round"] == search["round"].max()]
+    if last["mode"].iloc[0] == "paper":
+        return "SearchNet weight\n(mean over the pool's rows)"
+    if last["reward"].notna().any():
+        return "candidate weight\n(softmax of simulated gain)"
+    return "candidate weight\n(fitted on held-out loss ranks)"
+
+
+def weights_figure(search: Any, weights: Any) -> Any:
+    """autoal_weights.png's figure from the search and weights tables (pandas): one panel of
+    weights per round and, below, what they were fitted on (the simulated gains, or the soft
+    count against its target); a panel whose data is all NaN is left out. Columns inactive in
+    every round (the loss column below `loss_head_min_rows`) are left out and named in the
+    title; the lines are told apart by marker, line style and a small offset per column."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    search = read_rounds(run, SEARCH_FILE, SEARCH_SCHEMA).to_pandas()
-    rows = search if len(search) else read_rounds(run, WEIGHTS_FILE,
-                                                  WEIGHTS_SCHEMA).to_pandas()
+    rows = search if len(search) else weights
+    if "active" in rows:
+        rows = rows.assign(weight=rows["weight"].where(rows["active"]))  # inactive: no point
+    names = list(dict.fromkeys(rows["strategy"]))
+    shown = [n for n in names if rows.loc[rows["strategy"] == n, "weight"].notna().any()]
+    hidden = [n for n in names if n not in shown]
+    span = max(float(rows["round"].max() - rows["round"].min()), 1.0) if len(rows) else 1.0
+    style = {n: (plt.get_cmap("tab10")(i % 10), MARKERS[i % len(MARKERS)],
+                 LINESTYLES[i % len(LINESTYLES)], 0.02 * span * (i - (len(shown) - 1) / 2))
+             for i, n in enumerate(shown)}  # the offset: a marker's width, whatever the rounds
     gains = len(search) and search["reward"].notna().any()
-    fig, axes = plt.subplots(2 if len(search) else 1, 1, figsize=(6.5, 6 if len(search) else 4),
-                             sharex=True, squeeze=False)
+    counts = len(search) and not gains and search["soft_count"].notna().any()
+    panels = 2 if gains or counts else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(8.5, 3.6 + 2.9 * (panels - 1)), sharex=True,
+                             squeeze=False)
     ax = axes[0, 0]
-    for name, part in rows.groupby("strategy", sort=False):
-        ax.plot(part["round"], part["weight"], "o-", label=name)
+    for name in shown:
+        color, marker, ls, dx = style[name]
+        part = rows[rows["strategy"] == name]
+        ax.plot(part["round"] + dx, part["weight"], marker=marker, ls=ls, color=color, ms=6,
+                label=name)
     if gains:  # combine best: ring the candidate whose whole batch was taken
-        taken = read_rounds(run, WEIGHTS_FILE, WEIGHTS_SCHEMA).to_pandas()
-        taken = taken[taken["share"] >= 1.0].merge(search[["round", "strategy", "weight"]],
-                                                   on=["round", "strategy"],
-                                                   suffixes=("_batch", ""))
-        ax.plot(taken["round"], taken["weight"], "o", ms=11, mfc="none", mec="k",
-                label="batch taken")
-    ax.set_ylabel("weight")
-    ax.set_title("AutoAL: weight of each option per round")
+        taken = weights[weights["share"] >= 1.0].merge(search[["round", "strategy", "weight"]],
+                                                       on=["round", "strategy"],
+                                                       suffixes=("_batch", ""))
+        taken = taken[taken["strategy"].isin(shown)]
+        ax.plot(taken["round"] + [style[n][3] for n in taken["strategy"]], taken["weight"],
+                "o", ms=13, mfc="none", mec="k", label="its batch\nwas taken")
+    title = "How much AutoAL trusts each candidate" + (
+        " and the loss column (loss_head)" if "loss_head" in shown else "") + ", per round"
+    if hidden:
+        title += f"\n(not shown: {', '.join(hidden)}, inactive in every round)"
+    ax.set_title(title, fontsize="medium")
+    ax.set_ylabel(weight_label(search))
+    ax.margins(y=0.12)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", ncol=2)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if gains:
         ax2 = axes[1, 0]
         for name, part in search.groupby("strategy", sort=False):
-            ax2.errorbar(part["round"], part["reward"], yerr=part["reward_se"], fmt="o-",
-                         ms=3, capsize=2, label=name)
+            if name not in style or part["reward"].isna().all():
+                continue
+            color, marker, ls, dx = style[name]
+            ax2.errorbar(part["round"] + dx, part["reward"], yerr=part["reward_se"],
+                         marker=marker, ls=ls, color=color, ms=5, capsize=2, label=name)
         ax2.axhline(0, color="k", lw=0.8)
-        ax2.set_ylabel("simulated gain over random")
+        ax2.set_title("What the weights follow: the simulated gain of each candidate's picks "
+                      "over random picks\n(± standard error; above 0: better than random)",
+                      fontsize="medium")
+        ax2.set_ylabel("simulated gain\nover random")
         ax2.grid(alpha=0.3)
-    elif len(search):
+    elif counts:
         per_round = search.groupby("round").first()
         ax2 = axes[1, 0]
-        ax2.plot(per_round.index, per_round["soft_count"], "o-", label="soft count")
-        ax2.plot(per_round.index, per_round["target_count"], "k--", label="target (picks)")
+        ax2.plot(per_round.index, per_round["target_count"], "k--", lw=1, label="target q")
+        ax2.plot(per_round.index, per_round["soft_count"], "o-", ms=5, alpha=0.85,
+                 label="soft count")
         ax2.fill_between(per_round.index, 0.8 * per_round["target_count"],
-                         1.2 * per_round["target_count"], color="k", alpha=0.08, label="±20%")
-        ax2.set_ylabel("rows")
+                         1.2 * per_round["target_count"], color="k", alpha=0.08,
+                         label="target ±20%")
+        ax2.set_title("Did the search fit? Search rows its relaxed selection takes (soft "
+                      "count)\nagainst the number it should take (target q)", fontsize="medium")
+        ax2.set_ylabel("search rows selected")
+        ax2.margins(y=0.12)
         ax2.grid(alpha=0.3)
-        ax2.legend(fontsize="small")
+        ax2.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for a in axes[:, 0]:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1, 0].set_xlabel("round (journal round of the queried batch)")
-    axes[-1, 0].xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
+    return fig
+
+
+def plot_autoal_weights(run: Run) -> str:
+    """Draw `weights_figure` of the run's tables into autoal_weights.png; returns its name."""
+    import matplotlib.pyplot as plt
+
+    search = read_rounds(run, SEARCH_FILE, SEARCH_SCHEMA).to_pandas()
+    weights = read_rounds(run, WEIGHTS_FILE, WEIGHTS_SCHEMA).to_pandas()
+    fig = weights_figure(search, weights)
     run.write_with(PLOT_FILE, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
     return run.where(PLOT_FILE)

@@ -44,8 +44,8 @@ def open_run(location: str | None, how: How, *, command: str = "autoal-dist run"
     the directory is locked *before* it is found empty, so of two fresh runs on one location
     one runs and the other is refused naming it. resume: `location` must hold a run (refused
     before the lock adds `.lock` to a non-run); it is locked, downloaded when a URI, and
-    checked. read: an existing run, neither locked nor checked (a reader that writes only
-    files derived from the others: report).
+    checked. read: neither locked nor checked: the reader checks what it reads (report, export,
+    compare; report writes only files derived from the others).
     """
     if how == "new":
         with ExitStack() as held:
@@ -55,7 +55,8 @@ def open_run(location: str | None, how: How, *, command: str = "autoal-dist run"
         return
     if location is None:
         raise RunDirError(f"{field}: needs the run directory")
-    require_run(location, field)
+    if how == "resume":
+        require_run(location, field)
     with ExitStack() as held:
         if how == "resume":
             held.enter_context(run_lock(location, command, field=field, create=False))
