@@ -31,7 +31,7 @@ from autoal_dist.run.layout import metrics_row
 from autoal_dist.scoring import Scorer
 from autoal_dist.seeds import derive, hashed_uniform
 from autoal_dist.strategies import top_b
-from autoal_dist.training.loop import num_steps, train_classifier
+from autoal_dist.training.loop import num_steps
 
 
 def initial_ids(pool_size: int, n: int, seed: int) -> np.ndarray:
@@ -56,16 +56,9 @@ class Campaign:
         self.execution = execution
         # in-process steps draw tqdm bars; steps on Ray say what they do instead
         self.progress = Progress(show_progress and execution.name != "local")
-        self.jobs = execution.jobs(cfg, run)
+        self.fitter = execution.fitter(cfg, run)
         self.scorer = scorer or execution.scorer(cfg, data, self.normalize, self.spec,
                                                  self.device, show_progress)
-
-    def _where_trained(self) -> str:
-        if self.jobs is None:
-            return "in this process"
-        n = self.jobs.workers
-        return (f"Ray Train, {n} worker{'s' * (n != 1)}" if n
-                else "Ray Train in the driver process")
 
     def close(self) -> None:
         """Stop the scorer's actors (a campaign inside a long-lived process must not leak them)."""
@@ -89,26 +82,17 @@ class Campaign:
         t = self.cfg.train
         x, y = self.data.train_x[ids], self.data.train_y[ids]
         use_augment = wants_augmentation(t.augment, self.data.input_shape)
-        steps = num_steps(len(x), t)
-        if self.jobs is not None:
-            from autoal_dist.training.ray_job import TrainJob, fit_classifier
-
-            job = TrainJob(self.spec, t, seed, use_augment, max(1, steps // 4))
-            return fit_classifier(x, y, self.normalize, job, self.jobs, name)
-        torch.set_num_threads(t.threads)
-        torch.manual_seed(seed)
-        with tqdm(total=steps, desc=desc or name, leave=False,
+        with tqdm(total=num_steps(len(x), t), desc=desc or name, leave=False,
                   disable=not self.show_progress or desc is None) as bar:
 
-            def progress(step: int, loss: float) -> None:
+            def progress(step: int, loss: float) -> None:  # steps taken in this process
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
                 if round_ >= 0:
                     crashpoint("train_step", round_)
 
-            return train_classifier(
-                self.spec.build(), x, y, self.normalize, t, seed, use_augment=use_augment,
-                device=self.device, progress=progress)
+            return self.fitter.classifier(self.spec, x, y, self.normalize, t, seed, use_augment,
+                                          name, self.device, progress)
 
     def evaluate(self, model: Classifier) -> float:
         pred = predict(model, self.data.test_x, self.normalize, self.cfg.train.eval_batch_size,
@@ -146,7 +130,7 @@ class Campaign:
             labeled = run.labeled_through(r)
             t0 = time.perf_counter()
             with self.progress.phase(f"round {r}: training on {len(labeled)} labeled samples "
-                                     f"({self._where_trained()})", f"round {r}: trained"):
+                                     f"({self.fitter.describe()})", f"round {r}: trained"):
                 model = self.train(labeled, r)
             crashpoint("trained", r)
             t1 = time.perf_counter()
@@ -155,7 +139,7 @@ class Campaign:
             t2 = time.perf_counter()
             ctx = RoundContext(cfg, self.data, self.normalize, model, self.scorer, r, labeled,
                                np.setdiff1d(np.arange(n_pool), labeled), self.device, run,
-                               jobs=self.jobs, progress=self.progress, fit=self.fit)
+                               fitter=self.fitter, progress=self.progress, fit=self.fit)
             if r < cfg.rounds and (r + 1) not in run.journal_rounds():
                 with self.progress.phase(f"round {r}: choosing {cfg.budget} of "
                                          f"{len(ctx.unlabeled)} samples ({cfg.strategy})",

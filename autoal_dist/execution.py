@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Protocol
 from autoal_dist.config import Config
 from autoal_dist.data import Dataset
 from autoal_dist.data.transforms import Normalizer
+from autoal_dist.fitting import InProcess, OnRayTrain
 from autoal_dist.models.backbones import ModelSpec
 from autoal_dist.progress import Progress
 from autoal_dist.scoring import LocalScorer, Scorer
 
 if TYPE_CHECKING:
+    from autoal_dist.rounds import Fitter
     from autoal_dist.run import Run
-    from autoal_dist.training.ray_job import JobRunner
 
 
 class Execution(Protocol):
@@ -39,8 +40,8 @@ class Execution(Protocol):
                device: str, show_progress: bool) -> Scorer:
         """The round's scoring pass."""
 
-    def jobs(self, cfg: Config, run: Run) -> JobRunner | None:
-        """Where networks are fitted: a Ray Train JobRunner, or None for in-process."""
+    def fitter(self, cfg: Config, run: Run) -> Fitter:
+        """Where networks are fitted: in this process, or as Ray Train jobs."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,8 @@ class Local:
         return LocalScorer(data.train_x, normalize, cfg.score.batch_size, cfg.score.mc_samples,
                            device, show_progress)
 
-    def jobs(self, cfg: Config, run: Run) -> JobRunner | None:
-        return None
+    def fitter(self, cfg: Config, run: Run) -> Fitter:
+        return InProcess()
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,10 @@ class OnRay:
                          use_gpu=cfg.gpu, persistent=cfg.workers == 0,
                          progress=Progress(show_progress))
 
-    def jobs(self, cfg: Config, run: Run) -> JobRunner | None:
+    def fitter(self, cfg: Config, run: Run) -> Fitter:
         from autoal_dist.training.ray_job import JobRunner
 
-        return JobRunner(cfg.workers, cfg.gpu, run.train_location(cfg.workers))
+        return OnRayTrain(JobRunner(cfg.workers, cfg.gpu, run.train_location(cfg.workers)))
 
 
 MODES: dict[str, Execution] = {"local": Local(), "ray": OnRay()}

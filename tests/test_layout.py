@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
      "progress"),  # leaves
     ("store", "data", "models", "strategies"),  # files, datasets, networks, strategy math
     ("scoring", "training", "labeling"),  # one pass, fitting, people's labels
-    ("autoal", "albl", "rounds"),  # round policies
+    ("autoal", "albl", "rounds", "fitting"),  # round policies, where networks are fitted
     ("policies", "registry", "execution", "run"),  # registries; the run directory
     ("campaign", "report", "compare"),  # the round loop, a run's report, runs compared
     ("sweep", "cli", "__main__"),  # commands
@@ -119,8 +119,8 @@ def test_config_is_a_leaf():
 def test_the_graph_is_walked():
     """A guard against a walker that finds nothing: known edges are seen."""
     assert "autoal_dist.run" in GRAPH["autoal_dist.campaign"]
-    assert "autoal_dist.autoal.ray_job" in GRAPH["autoal_dist.autoal.policy"]
-    assert "autoal_dist.rounds" in GRAPH["autoal_dist.policies"]
+    assert "autoal_dist.autoal.ray_job" in GRAPH["autoal_dist.fitting"]  # a lazy import
+    assert "autoal_dist.lazy" in GRAPH["autoal_dist.policies"]
 
 
 # ---- the run directory is one object ----------------------------------------------------------
@@ -174,3 +174,19 @@ def test_the_run_directory_travels_as_a_run_object():
 
 def test_the_file_access_check_sees_calls():
     assert _file_access("autoal_dist.store") and _file_access("autoal_dist.data.pool_read")
+
+
+def test_execution_decides_where_networks_are_fitted():
+    """The round loop and the policies fit through the fitter their execution hands them
+    (fitting.py); none of them asks whether it runs on Ray Train (`jobs is None`, `.jobs`)."""
+    allowed = ("autoal_dist.execution", "autoal_dist.fitting", "autoal_dist.training",
+               "autoal_dist.autoal.ray_job")
+    bad = []
+    for name in MODULES:
+        if name.startswith(allowed):
+            continue
+        for node in ast.walk(ast.parse(MODULES[name].read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr == "jobs") or (
+                    isinstance(node, ast.Name) and node.id == "jobs"):
+                bad.append(f"{name}:{node.lineno}")
+    assert not bad, f"modules that ask where training runs: {bad}"

@@ -9,7 +9,6 @@ search adds anything. AutoAL with `search_iters: 0` and no loss head is `vote`.
 from __future__ import annotations
 
 import time
-from functools import partial
 
 import numpy as np
 import torch
@@ -17,8 +16,7 @@ import torch
 from autoal_dist.autoal import embed_search, gain, report
 from autoal_dist.autoal.crossfit import HeadSettings
 from autoal_dist.autoal.memberships import union_memberships
-from autoal_dist.autoal.search import FitNets, score_rows, search_round
-from autoal_dist.autoal.weights import fit_weights
+from autoal_dist.autoal.search import score_rows, search_round
 from autoal_dist.models.inference import compute_outputs
 from autoal_dist.rounds import RoundContext
 from autoal_dist.scoring.base import Selection
@@ -57,31 +55,12 @@ def add_search_seconds(ctx: RoundContext, seconds: float) -> None:
     ctx.timings["search_s"] = ctx.timings.get("search_s", 0.0) + seconds
 
 
-def weights_fitter(ctx: RoundContext) -> embed_search.FitWeights:
-    """In-process, or a Ray Train job when the run trains on `workers` > 0 workers (in Train's
-    local mode the job would only add overhead to a fit of a few hundred steps)."""
-    if ctx.jobs is None or ctx.jobs.workers == 0:
-        return fit_weights
-    from autoal_dist.autoal.ray_job import fit_weights_job
-
-    return partial(fit_weights_job, jobs=ctx.jobs, name=f"search{ctx.round:03d}")
-
-
-def nets_fitter(ctx: RoundContext) -> FitNets | None:
-    """Mode paper's nets as a Ray Train job whenever the run trains on Ray (None: in-process)."""
-    if ctx.jobs is None:
-        return None
-    from autoal_dist.autoal.ray_job import fit_search
-
-    return partial(fit_search, jobs=ctx.jobs, name=f"search{ctx.round:03d}")
-
-
 def embed_policy(ctx: RoundContext, r: float) -> Selection:
     """Mode embed: strategy-level weights from the cross-fitted search; z = A w on U."""
     cfg = ctx.cfg
     t0 = time.perf_counter()
     found = embed_search.search(ctx, r, derive(cfg.seed, ctx.round, "search"),
-                                weights_fitter(ctx))
+                                ctx.fitter.fit_weights(f"search{ctx.round:03d}"))
     search_s = time.perf_counter() - t0
     ids, member = candidate_union(ctx)
     t1 = time.perf_counter()
@@ -127,16 +106,6 @@ def gain_problem(ctx: RoundContext, seed: int) -> gain.GainProblem:
         heads, a.random_draws, seed, a.gain_validation, a.combine == "interleave")
 
 
-def simulator(ctx: RoundContext) -> gain.Simulate:
-    """In-process, or the splits dealt to the Ray Train workers when the run trains on
-    `workers` > 0 (each worker simulates its share; the gathered result is the same)."""
-    if ctx.jobs is None or ctx.jobs.workers == 0:
-        return gain.simulate
-    from autoal_dist.autoal.ray_job import simulate_job
-
-    return partial(simulate_job, jobs=ctx.jobs, name=f"search{ctx.round:03d}")
-
-
 def gain_policy(ctx: RoundContext) -> Selection:
     """Reward `gain`: candidate weights from the simulated gains of this round and earlier
     ones (decayed); the batch is the top-b of the prior candidate, or of the leader once it
@@ -145,7 +114,7 @@ def gain_policy(ctx: RoundContext) -> Selection:
     cfg, a = ctx.cfg, ctx.cfg.autoal
     t0 = time.perf_counter()
     problem = gain_problem(ctx, derive(cfg.seed, ctx.round, "search"))
-    gains = simulator(ctx)(problem, list(range(a.splits)))
+    gains = ctx.fitter.simulate(f"search{ctx.round:03d}")(problem, list(range(a.splits)))
     current = gain.estimate(gains)
     options = list(problem.options)
     earlier = [gain.GainEstimate(m, se) for m, se in
@@ -181,7 +150,7 @@ def paper_policy(ctx: RoundContext, r: float) -> Selection:
     """Mode paper: the per-sample SearchNet (a trunk of f's family) scores the union."""
     cfg = ctx.cfg
     t0 = time.perf_counter()
-    searchnet, diag = search_round(ctx, r, nets_fitter(ctx))
+    searchnet, diag = search_round(ctx, r, ctx.fitter.fit_nets(f"search{ctx.round:03d}"))
     search_s = time.perf_counter() - t0
     ids, member = candidate_union(ctx)
     t1 = time.perf_counter()
