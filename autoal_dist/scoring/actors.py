@@ -30,7 +30,7 @@ from autoal_dist.models.backbones import ModelSpec
 from autoal_dist.models.inference import compute_outputs
 from autoal_dist.outputs import PoolOutputs
 from autoal_dist.scoring.rows import rows_at
-from autoal_dist.strategies import get, top_b_scored
+from autoal_dist.strategies import ScoringStrategy, SetStrategy, get, top_b_scored
 
 
 class NeedsRebuild(RuntimeError):
@@ -208,7 +208,10 @@ class ScorerActor:
     def top_b(self, key: str, name: str, budget: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """A scoring strategy's local top-b (ids, scores): merged on the driver, exactly."""
         out = self._check(key)
-        return top_b_scored(out.ids, get(name).score(out, seed), budget)
+        strategy = get(name)
+        if not isinstance(strategy, ScoringStrategy):
+            raise TypeError(f"{name} is not a scoring strategy")
+        return top_b_scored(out.ids, strategy.score(out, seed), budget)
 
     def shard_init(self, key: str, name: str, start: int, block: int,
                    labeled_embeddings: np.ndarray | None) -> None:
@@ -216,9 +219,10 @@ class ScorerActor:
         this actor's device, computing with all of its CPU threads (`arrays.py`)."""
         out = self._check(key)
         out.labeled_embeddings = labeled_embeddings
-        make_shard = get(name).make_shard
-        assert make_shard is not None, f"{name} is not a set strategy"
-        self.shards[name] = make_shard(out, block, start, device=self.device)
+        strategy = get(name)
+        if not isinstance(strategy, SetStrategy):
+            raise TypeError(f"{name} is not a set strategy")
+        self.shards[name] = strategy.make_shard(out, block, start, device=self.device)
 
     def shard_call(self, key: str, name: str, method: str, args: tuple) -> Any:
         self._check(key)

@@ -12,7 +12,7 @@ import numpy as np
 
 from autoal_dist.models.backbones import Classifier
 from autoal_dist.outputs import PoolOutputs
-from autoal_dist.strategies import get, top_b_scored
+from autoal_dist.strategies import ScoringStrategy, get, top_b_scored
 
 
 @dataclass
@@ -39,7 +39,7 @@ def selection_from_outputs(outputs: PoolOutputs, name: str, budget: int, seed: i
     set strategy computes exactly what it computes there; it runs on `device`.
     """
     strategy = get(name)
-    if strategy.kind == "scoring":
+    if isinstance(strategy, ScoringStrategy):
         return Selection(*top_b_scored(outputs.ids, strategy.score(outputs, seed), budget))
     ids = strategy.select(outputs, budget, seed, block=block, device=device)
     return Selection(ids, np.full(len(ids), np.nan))

@@ -38,7 +38,7 @@ from autoal_dist.outputs import PoolOutputs
 from autoal_dist.progress import QUIET, Progress
 from autoal_dist.scoring.actors import NeedsRebuild, ScorerActor, ShardTask
 from autoal_dist.scoring.base import Selection
-from autoal_dist.strategies import get, merge_top_b, needs_of
+from autoal_dist.strategies import SetStrategy, get, merge_top_b, needs_of
 from autoal_dist.strategies.sharded import shard_slices
 
 REBUILD_ATTEMPTS = 5
@@ -251,9 +251,10 @@ class RayScorer:
     def select_set(self, name: str, budget: int, seed: int,
                    labeled_embeddings: np.ndarray | None) -> Selection:
         """A set strategy over the actors' shards: its driver, each step one call per shard."""
-        drive = get(name).drive
-        assert drive is not None, f"{name} is not a set strategy"
-        ids = drive(self.set_shards(name, labeled_embeddings), budget, seed)
+        strategy = get(name)
+        if not isinstance(strategy, SetStrategy):
+            raise TypeError(f"{name} is not a set strategy")
+        ids = strategy.drive(self.set_shards(name, labeled_embeddings), budget, seed)
         return Selection(ids, np.full(len(ids), np.nan))
 
     def select_many(self, model, positions, names, budget, seed, labeled_positions,

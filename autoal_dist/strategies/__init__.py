@@ -14,6 +14,8 @@ from autoal_dist.strategies import (  # noqa: F401  (importing them registers th
 )
 from autoal_dist.strategies.base import (
     STRATEGIES,
+    ScoringStrategy,
+    SetStrategy,
     Strategy,
     get,
     merge_top_b,
@@ -24,6 +26,7 @@ from autoal_dist.strategies.base import (
 )
 
 __all__ = [
-    "PoolOutputs", "STRATEGIES", "Strategy", "get", "merge_top_b", "needs_of", "select", "top_b",
+    "PoolOutputs", "STRATEGIES", "ScoringStrategy", "SetStrategy", "Strategy", "get",
+    "merge_top_b", "needs_of", "select", "top_b",
     "top_b_scored",
 ]

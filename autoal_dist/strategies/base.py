@@ -1,16 +1,13 @@
 """The strategy registry and the selection rules every strategy shares.
 
-Two kinds (docs/design.md):
-- *scoring*: a per-sample score, higher = query first. The top-b is exact under
-  sharding by merging per-shard top-b, because order is (score desc, id asc).
-- *set*: the selection needs a global view (k-center, k-means, BADGE seeding);
-  it is per-shard state plus a driver loop (see `sharded.py`).
+Two types (docs/design.md): `ScoringStrategy` (a per-sample score; the sharded top-b is
+exact) and `SetStrategy` (per-shard state plus a driver loop over the shards, `sharded.py`).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -30,21 +27,12 @@ SCORE_BLOCK_BYTES = 16 << 20
 
 @dataclass(frozen=True)
 class Strategy:
-    """A registered strategy.
-
-    Scoring strategies have `score_fn`. Set strategies have `make_shard` (one
-    shard's state) and `drive` (the loop over shards): the single-process
-    selection is `drive` over one shard, the distributed one over many, so the
-    two cannot diverge.
-    """
+    """A registered strategy: what it needs from the pass, and its selection."""
 
     name: str
-    kind: Literal["scoring", "set"]
     needs: frozenset[str]
-    doc: str = ""
-    score_fn: ScoreFn | None = None
-    make_shard: ShardFactory | None = None
-    drive: Driver | None = None
+    doc: str
+    kind: ClassVar[Literal["scoring", "set"]]
 
     def check_inputs(self, outputs: PoolOutputs) -> None:
         """A clear error, not a NoneType one deep in the math, when a declared input is absent."""
@@ -52,11 +40,31 @@ class Strategy:
         if missing:
             raise ValueError(f"strategy {self.name!r} needs {missing} in PoolOutputs")
 
+    def select(self, outputs: PoolOutputs, budget: int, seed: int = 0,
+               block: int = BLOCK, device: str = "cpu") -> np.ndarray:
+        """The ids to query (a set strategy computes on `device`: see `arrays.py`)."""
+        self.check_inputs(outputs)
+        budget = min(int(budget), len(outputs))
+        if budget <= 0:
+            return np.empty(0, dtype=np.int64)
+        return self._select(outputs, budget, seed, block, device)
+
+    def _select(self, outputs: PoolOutputs, budget: int, seed: int, block: int,
+                device: str) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ScoringStrategy(Strategy):
+    """A per-sample score, higher = query first: the sharded top-b is exact by merging each
+    shard's top-b, because the order (score desc, id asc) is total."""
+
+    score_fn: ScoreFn
+    kind: ClassVar[Literal["scoring", "set"]] = "scoring"
+
     def score(self, outputs: PoolOutputs, seed: int = 0) -> np.ndarray:
         """Per-sample scores, computed in row blocks (`score_rows`): a score is a function
         of its own row (what makes the sharded top-b exact), so blocks change no bit."""
-        if self.score_fn is None:
-            raise TypeError(f"strategy {self.name!r} selects sets; it has no per-sample score")
         self.check_inputs(outputs)
         n, step = len(outputs), score_rows(outputs)
         if n <= step:
@@ -66,19 +74,26 @@ class Strategy:
             scores[lo:lo + step] = self.score_fn(outputs.take(slice(lo, lo + step)), seed)
         return scores
 
-    def select(self, outputs: PoolOutputs, budget: int, seed: int = 0,
-               block: int = BLOCK, device: str = "cpu") -> np.ndarray:
-        """The ids to query; a set strategy computes on `device` (see `arrays.py`)."""
-        self.check_inputs(outputs)
-        budget = min(int(budget), len(outputs))
-        if budget <= 0:
-            return np.empty(0, dtype=np.int64)
-        if self.kind == "scoring":
-            return top_b(outputs.ids, self.score(outputs, seed), budget)
-        assert self.make_shard is not None and self.drive is not None  # register_set sets both
+    def _select(self, outputs: PoolOutputs, budget: int, seed: int, block: int,
+                device: str) -> np.ndarray:
+        return top_b(outputs.ids, self.score(outputs, seed), budget)
+
+
+@dataclass(frozen=True)
+class SetStrategy(Strategy):
+    """The selection needs a global view (k-center, k-means, BADGE seeding): `make_shard`
+    builds one shard's state, `drive` loops over shards (`sharded.py`). The single-process
+    selection is `drive` over one shard, the distributed one over many, so the two cannot
+    diverge."""
+
+    make_shard: ShardFactory
+    drive: Driver
+    kind: ClassVar[Literal["scoring", "set"]] = "set"
+
+    def _select(self, outputs: PoolOutputs, budget: int, seed: int, block: int,
+                device: str) -> np.ndarray:
         return np.asarray(self.drive([self.make_shard(outputs, block, 0, device=device)], budget,
-                                     seed),
-                          dtype=np.int64)
+                                     seed), dtype=np.int64)
 
 
 STRATEGIES: dict[str, Strategy] = {}
@@ -97,7 +112,7 @@ def register(name: str, needs: set[str]):
     """Decorator: a scoring function (outputs, seed) -> per-sample scores, higher first."""
 
     def deco(fn: ScoreFn) -> ScoreFn:
-        _add(Strategy(name, "scoring", frozenset(needs), (fn.__doc__ or "").strip(), score_fn=fn))
+        _add(ScoringStrategy(name, frozenset(needs), (fn.__doc__ or "").strip(), fn))
         return fn
 
     return deco
@@ -106,7 +121,7 @@ def register(name: str, needs: set[str]):
 def register_set(name: str, needs: set[str], make_shard: ShardFactory, drive: Driver,
                  doc: str) -> None:
     """A set-selecting strategy: per-shard state + a driver over shards."""
-    _add(Strategy(name, "set", frozenset(needs), doc, make_shard=make_shard, drive=drive))
+    _add(SetStrategy(name, frozenset(needs), doc, make_shard, drive))
 
 
 def score_rows(outputs: PoolOutputs) -> int:
