@@ -16,6 +16,12 @@ def pytest_addoption(parser):
                      help="also run the slow tiers (DDP, Tune, job submit), as CI does")
 
 
+def quick_cases(values, quick):
+    """`values` to parametrize over, every case but those in `quick` in the slow tier: the
+    quick tier runs one case of a matrix whose cases take the same path (`--slow` runs all)."""
+    return [v if v in quick else pytest.param(v, marks=pytest.mark.slow) for v in values]
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--slow"):
         return

@@ -121,6 +121,7 @@ FAST = ["run", "--local", "--strategy", "albl", "--init", "10", "--budget", "10"
         "--rounds", "2", "--epochs", "1", "--quiet", "--candidates", "entropy,margin,kmeans"]
 
 
+@pytest.mark.slow
 def test_albl_campaign_is_deterministic_and_resumes_exactly(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main([*FAST, "--out", str(a)]) == 0

@@ -40,6 +40,7 @@ def test_run_writes_the_run_directory(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["config"]["strategy"] == "entropy"
 
 
+@pytest.mark.slow
 def test_same_seed_same_journal(tmp_path):
     for name in ("a", "b"):
         assert run_cli("--out", str(tmp_path / name), "--strategy", "margin", "--seed", "3") == 0
@@ -66,6 +67,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_out_holding_a_run_needs_resume_and_stays_unchanged(tmp_path, capsys):
     out = tmp_path / "run"
     assert run_cli("--out", str(out)) == 0
@@ -76,6 +78,7 @@ def test_out_holding_a_run_needs_resume_and_stays_unchanged(tmp_path, capsys):
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_resume_extends_a_finished_campaign(tmp_path):
     out = tmp_path / "run"
     assert run_cli("--out", str(out), "--strategy", "entropy") == 0

@@ -15,7 +15,7 @@ from autoal_dist.run import Run
 from autoal_dist.scoring import LocalScorer
 from autoal_dist.scoring.ray_scorer import RayScorer, ShardProxy
 from autoal_dist.strategies import STRATEGIES, get
-from conftest import random_outputs
+from conftest import quick_cases, random_outputs
 
 # Every registered strategy (test_strategy_contract.py checks them on synthetic outputs;
 # here through the real forward pass).
@@ -53,6 +53,7 @@ def test_ray_shards_equal_local_scoring(ray_cluster, round_inputs):
             scorer.close()
 
 
+@pytest.mark.slow
 def test_killing_a_scorer_mid_greedy_leaves_the_selection_unchanged(ray_cluster, round_inputs,
                                                                     monkeypatch):
     data, norm, model, pos, lab, spec = round_inputs
@@ -80,6 +81,7 @@ def test_killing_a_scorer_mid_greedy_leaves_the_selection_unchanged(ray_cluster,
         scorer.close()
 
 
+@pytest.mark.slow
 def test_killing_a_scorer_during_the_forward_pass(ray_cluster, round_inputs):
     data, norm, model, pos, lab, spec = round_inputs
     names = ["entropy", "bald"]
@@ -100,7 +102,8 @@ def test_killing_a_scorer_during_the_forward_pass(ray_cluster, round_inputs):
         scorer.close()
 
 
-@pytest.mark.parametrize("strategy", ["entropy", "bald", "kcenter", "badge"])
+@pytest.mark.parametrize("strategy", quick_cases(["entropy", "bald", "kcenter", "badge"],
+                                                 {"entropy"}))
 def test_campaign_journal_same_for_1_and_3_shards(ray_cluster, tmp_path, strategy):
     common = ["run", "--strategy", strategy, "--init", "10", "--budget", "15", "--rounds", "2",
               "--epochs", "1", "--seed", "4", "--quiet", "--candidates", "entropy"]
@@ -112,7 +115,7 @@ def test_campaign_journal_same_for_1_and_3_shards(ray_cluster, tmp_path, strateg
     assert np.array_equal(a.score, b.score, equal_nan=True)
 
 
-@pytest.mark.parametrize("name", SET_NAMES)
+@pytest.mark.parametrize("name", quick_cases(SET_NAMES, {"kcenter"}))
 def test_ray_set_strategy_is_one_call_per_shard_per_step(ray_cluster, name):
     """Over 3 actors: the single-process ids, and each greedy step one call per shard
     (the step carries the previous winner), issued to all shards before any is awaited."""

@@ -102,6 +102,7 @@ def test_labels_of_journaled_rounds_pass(tmp_path):
     Run.at(run).check()
 
 
+@pytest.mark.slow
 def test_a_real_run_killed_between_journal_and_metrics_passes(tmp_path):
     """campaign.py's own files: killed right after journaling round 2, before metrics row 1."""
     config = tmp_path / "fast.yaml"

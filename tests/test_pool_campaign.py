@@ -34,6 +34,7 @@ from autoal_dist.scoring.actors import (
 )
 from autoal_dist.scoring.ray_scorer import RayScorer
 from autoal_dist.strategies import STRATEGIES
+from conftest import quick_cases
 
 GROUP, PER_FILE = 64, 400  # 1348 digits: 4 files, 22 row groups
 FAST = "train: {min_steps: 5}\nscore: {mc_samples: 2}\n" \
@@ -78,6 +79,7 @@ def group_of(x: StoredArray, rows: np.ndarray) -> np.ndarray:
 
 # ---- every strategy, in process and on 1 and 3 actors ----------------------------------
 
+@pytest.mark.slow
 def test_every_strategy_selects_the_same_from_the_stored_pool(ray_cluster, round_inputs):
     data, stored, norm, model, pos, lab, spec = round_inputs
     names = sorted(STRATEGIES)
@@ -212,7 +214,7 @@ def assert_same_campaign(a: Path, b: Path) -> None:
         [(r["n_labeled"], r["accuracy"]) for r in mb]
 
 
-@pytest.mark.parametrize("strategy", ["autoal", "vote", "albl"])
+@pytest.mark.parametrize("strategy", quick_cases(["autoal", "vote", "albl"], {"vote"}))
 def test_policy_campaign_on_the_stored_pool_equals_in_memory(ray_cluster, pool_dir, fast,
                                                              tmp_path, strategy):
     common = ["run", "--strategy", strategy, "--candidates", "entropy,kcenter,margin",
@@ -371,6 +373,7 @@ def test_the_same_round_from_a_pool_on_s3(ray_cluster, s3_bucket, round_inputs, 
 
 # ---- SIGKILL and resume --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigkill_then_resume_on_the_pool_gives_the_uninterrupted_campaign(pool_dir, fast,
                                                                           tmp_path):
     import os

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from autoal_dist.cli import main
 from autoal_dist.labeling import read_labels
@@ -142,6 +143,7 @@ def test_two_processes_importing_label_by_label_lose_no_label(tmp_path):
     assert got == {int(i): int(truth[i]) for i in ids}  # all 20, none lost
 
 
+@pytest.mark.slow
 def test_two_fresh_runs_on_one_out_one_runs_the_other_is_refused(tmp_path):
     out = tmp_path / "run"
     fast = tmp_path / "fast.yaml"
@@ -168,6 +170,7 @@ def test_two_fresh_runs_on_one_out_one_runs_the_other_is_refused(tmp_path):
     assert len(np.unique(journal.column("id").to_numpy())) == len(journal)
 
 
+@pytest.mark.slow
 def test_two_fresh_runs_on_the_default_path_take_name_and_name_2(tmp_path):
     fast = tmp_path / "fast.yaml"
     fast.write_text("train: {min_steps: 30, epochs: 1}\nscore: {mc_samples: 2}\n")

@@ -44,6 +44,7 @@ def test_a_request_the_cluster_cannot_meet_is_one_line_and_writes_nothing(
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_the_first_line_says_which_ray(ray_cluster, tmp_path, capsys):
     code, _, err = run_cli(capsys, "--ray", "--shards", "2", "--out", str(tmp_path / "a"))
     assert code == 0
@@ -53,6 +54,7 @@ def test_the_first_line_says_which_ray(ray_cluster, tmp_path, capsys):
     assert "Token authentication is enabled" not in err
 
 
+@pytest.mark.slow
 def test_ray_mode_says_what_each_step_does_unless_quiet(ray_cluster, tmp_path, capsys):
     out = tmp_path / "run"
     assert main([*CAMPAIGN[:-1], "--ray", "--shards", "2", "--out", str(out)]) == 0

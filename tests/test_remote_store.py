@@ -166,6 +166,7 @@ CHAIN = [
 ]
 
 
+@pytest.mark.slow
 def test_sigkill_around_uploads_then_resume_gives_the_uninterrupted_campaign(
         s3_bucket, fast, tmp_path):
     ref = tmp_path / "ref"

@@ -54,6 +54,7 @@ def temps(run_dir):
     return [p for p in run_dir.rglob("*") if store.is_temp(p)]
 
 
+@pytest.mark.slow
 def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_campaign(tmp_path):
     config = tmp_path / "fast.yaml"
     config.write_text(FAST)

@@ -185,6 +185,7 @@ def test_file_uri_gets_the_kernel_lock(tmp_path, holder):
 
 # ---- object stores (moto's S3 server) -----------------------------------------------------------
 
+@pytest.mark.slow
 def test_s3_second_holder_refused_lease_renewed_then_expires_after_kill(s3_bucket, holder):
     uri = f"{s3_bucket}/runs/r1"
     ttl = 2.0
@@ -210,6 +211,7 @@ def test_s3_second_holder_refused_lease_renewed_then_expires_after_kill(s3_bucke
     assert lock_holder(uri) is None and attempt(uri, ttl=ttl) == "locked"
 
 
+@pytest.mark.slow
 def test_s3_entry_of_another_machine_holds_until_its_lease_runs_out(s3_bucket):
     """A holder elsewhere (another host, or a pid this machine cannot see) may be alive: its
     entry is only ignored once its lease lapsed, and then removed."""
@@ -231,6 +233,7 @@ def test_s3_entry_of_another_machine_holds_until_its_lease_runs_out(s3_bucket):
             assert names == [f"{lock.holder['token']}.json"]
 
 
+@pytest.mark.slow
 def test_s3_contenders_at_once_never_both_hold(s3_bucket):
     """Several processes start together: at most one holds; the others are refused."""
     uri = f"{s3_bucket}/runs/race"

@@ -304,6 +304,7 @@ def test_label_studio_empty_choices_and_cancelled_choices_are_no_label(tmp_path,
     assert labels.column("id").to_pylist() == [ids[0]]
 
 
+@pytest.mark.slow
 def test_a_run_stored_before_the_gain_reward_resumes_with_the_loss_rank_search(tmp_path):
     """#25 made `autoal.reward: gain` the default; a config.json written before the key
     existed ran the loss-rank search, and resuming it must not switch searches mid-campaign."""

@@ -25,6 +25,7 @@ from autoal_dist.policies import POLICIES
 from autoal_dist.run import Run
 from autoal_dist.scoring.base import selection_from_outputs
 from autoal_dist.strategies import STRATEGIES, get
+from conftest import quick_cases
 
 NAMES = sorted(STRATEGIES)
 N, BLOCK, BUDGET, SEED = 600, 64, 25, 3
@@ -228,7 +229,7 @@ def pool_size():
     return len(load_dataset("digits").train_x)
 
 
-@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("policy", quick_cases(sorted(POLICIES), {"vote", "albl"}))
 def test_policy_budget_met_distinct_pool_ids_deterministic(tmp_path, pool_size, policy):
     journals = []
     for run in ("a", "b"):
