@@ -76,9 +76,12 @@ def _detect_autoscaling() -> bool:
     return os.environ.get(AUTOSCALING_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def ensure_ray() -> RaySession:
+def ensure_ray(dashboard: bool = False) -> RaySession:
     """Join RAY_ADDRESS's cluster, else start a local one (`announce` says which).
 
+    A local Ray starts without its dashboard unless `dashboard` (1.7 s of its 4.1 s start on
+    the 2-core VM, benchmarks/results/startup.md): a campaign uses none of it; a Tune sweep
+    needs it (Train's placement-group cleaner asks its state API when ASHA stops a trial).
     Token authentication stays on (Ray's default); its notice that it chose that is
     dropped, and Ray's own log lines stay at WARNING and above.
     """
@@ -93,14 +96,15 @@ def ensure_ray() -> RaySession:
     logging.getLogger(_AUTH_LOGGER).addFilter(_drop_auth_notice)
     address = os.environ.get("RAY_ADDRESS") or None
     ray.init(address=address or "local", log_to_driver=False, configure_logging=True,
-             logging_level=logging.WARNING)
+             logging_level=logging.WARNING,
+             **({} if address or dashboard else {"include_dashboard": False}))
     _SESSION = RaySession(address, address is not None and _detect_autoscaling())
     return _SESSION
 
 
-def announce() -> str:
+def announce(dashboard: bool = False) -> str:
     """The line a run starts with: which Ray it uses (starting or joining it first)."""
-    session = ensure_ray()
+    session = ensure_ray(dashboard)
     line = session.describe()
     recorded = _recorded_cluster()
     if session.address is None and recorded:

@@ -390,10 +390,10 @@ def _start_ray(sweep: Sweep) -> None:
 
     if sweep.mode == "ray":
         default_cache_bytes()  # a bad AUTOAL_DIST_SCORER_CACHE_MB: one line, nothing written
-    # With include_dashboard=None Ray starts the dashboard where ray[default] is installed.
-    # It is needed: when ASHA kills a trial that runs a Train job, Train V2's placement
-    # group cleaner asks the dashboard's state API about the job before freeing its workers.
-    print(announce(), file=sys.stderr, flush=True)
+    # The dashboard is needed here: when ASHA kills a trial that runs a Train job, Train V2's
+    # placement group cleaner asks the dashboard's state API about the job before freeing
+    # its workers.
+    print(announce(dashboard=True), file=sys.stderr, flush=True)
     shards = sweep.base.shards if sweep.mode == "ray" else 0
     require(sweep.cpu + shards, sweep.gpu,
             f"one trial (tune.resources_per_trial cpu {sweep.cpu:g}, gpu {sweep.gpu:g}"
