@@ -17,6 +17,7 @@ from autoal_dist import labeling
 from autoal_dist.campaign import Campaign, prepare_data
 from autoal_dist.cli import main
 from autoal_dist.registry import load_config
+from autoal_dist.labeling.export import scale_for
 from autoal_dist.run import Run
 
 
@@ -51,7 +52,10 @@ def check_export(out: Path, run: Path, round_: int, images: np.ndarray, root: Pa
     assert all(r["label"] == "" and r["image"] == f"images/{r['id']}.png" for r in rows)
     for r in rows[:3]:
         png = np.asarray(Image.open(out / r["image"]))
-        assert np.array_equal(png, images[int(r["id"]), ..., 0])  # grayscale, exact pixels
+        k = scale_for(images.shape[1:])  # 8x8 digits shown at 128x128: 16x16 blocks
+        assert png.shape == (images.shape[1] * k, images.shape[2] * k) and k == 16
+        assert np.array_equal(png[::k, ::k], images[int(r["id"]), ..., 0])  # grayscale, exact
+        assert np.array_equal(png, np.kron(png[::k, ::k], np.ones((k, k), png.dtype)))
     tasks = json.loads((out / "label_studio_tasks.json").read_text())
     rel = out.relative_to(root).as_posix()
     assert tasks[0] == {"data": {"image": f"/data/local-files/?d={rel}/images/{ids[0]}.png",

@@ -165,14 +165,27 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         w.writerows(rows)
 
 
+SHOWN_MIN_SIDE = 128  # pixels: an 8x8 digit is a speck on a screen; people need to see it
+
+
+def scale_for(shape: tuple[int, ...]) -> int:
+    """The integer factor that brings an image's short side to at least SHOWN_MIN_SIDE: each
+    pixel becomes a k x k block (nearest neighbour), so the exact pixels are every k-th one."""
+    return max(1, -(-SHOWN_MIN_SIDE // max(1, min(shape[0], shape[1]))))
+
+
 def _write_images(tmp: Path, out: Path, root: Path, round_: int, ids: np.ndarray,
                   labels: list[str], data: Dataset) -> list[str]:
     (tmp / "images").mkdir()
     tasks, rows = [], []
     images = data.train_x[ids]  # one read (a stored pool: each row group once)
+    k = scale_for(data.input_shape)
     for i, img, label in zip(ids.tolist(), images, labels):
         rel = f"images/{i}.png"
-        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(tmp / rel)
+        picture = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+        if k > 1:
+            picture = picture.resize((picture.width * k, picture.height * k), Image.NEAREST)
+        picture.save(tmp / rel)
         rows.append([i, rel, label])
         tasks.append(label_studio.task(out / rel, root, i, round_))
     _write_csv(tmp / "batch.csv", ["id", "image", "label"], rows)
