@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoal_dist import __version__
-from autoal_dist.config import Config, TrainConfig, read_config_file
+from autoal_dist.config import PRESETS, Config, TrainConfig, read_config_file
 from autoal_dist.data import Dataset
 from autoal_dist.data.pool_cli import add_pool_parser, cmd_pool
 from autoal_dist.errors import UserError
@@ -67,10 +67,13 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
                    f"{d.model}: mlp for features, smallcnn up to 16 px, else resnet18)")
     p.add_argument("--epochs", type=int, help="classifier epochs per round (default: "
                    f"{_TRAIN_DEFAULTS.epochs})")
-    p.add_argument("--preset", help="named defaults, e.g. paper-cifar")
+    p.add_argument("--preset", help=f"named defaults under --config and the flags: "
+                   f"{' | '.join(PRESETS)} (the paper's CIFAR recipe: init 2000, budget 1000, "
+                   "18 rounds, ResNet-18, the paper's 7 candidates; default: none)")
     p.add_argument("--oracle", help="simulated (labels from the dataset) | files (labels "
                    f"from people: export, import; default: {d.oracle})")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no lines about "
+                   "steps on Ray; the per-round line and the final table stay (default: off)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--local", action="store_true",
                       help="no Ray: scoring AND training (the classifier and AutoAL's "
@@ -124,7 +127,9 @@ def parser() -> argparse.ArgumentParser:
     add_pool_parser(sub)  # pool write|info|verify (data/pool_cli.py)
     tun = sub.add_parser("tune", help="search candidate pools and AutoAL hyperparameters "
                          "with Ray Tune (ASHA stops weak trials between rounds)")
-    tun.add_argument("--config", help="sweep YAML: a campaign: and a tune: section")
+    tun.add_argument("--config", help="sweep YAML: a campaign: section (run's config) and a "
+                   "tune: section (search_space, num_samples, scheduler, ...; docs/tune.md); "
+                   "required unless --resume")
     tun.add_argument("--resume", action="store_true", help="continue the interrupted sweep "
                      "in --out: finished trials stay, unfinished ones run to the end")
     tun.add_argument("--out",
@@ -402,7 +407,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             return stored_data(load_config(meta["config"], moved), meta)
 
         print(export_batch(run, args.round, load_data, Path(args.to),
-                           Path(args.ls_root) if args.ls_root else None))
+                           Path(args.ls_root) if args.ls_root else None,
+                           importable=meta["config"].get("oracle") == "files"))
     return 0
 
 

@@ -31,7 +31,16 @@ import numpy as np
 from autoal_dist.albl.state import STATE_FILE
 from autoal_dist.config import DEFAULT_CANDIDATES, Config
 from autoal_dist.report import learning_curve_auc
-from common import PHASES, RESULTS, command, machine, mean_std, run_campaign, write_result
+from common import (
+    PHASES,
+    RESULTS,
+    HelpFormatter,
+    command,
+    machine,
+    mean_std,
+    run_campaign,
+    write_result,
+)
 from oracle import ORACLE
 from pools import CAMPAIGNS, POOLS, SUITE
 
@@ -428,7 +437,7 @@ def suite(strategies: list[str], seeds: list[int], workdir: Path, jobs: int,
 def main() -> None:
     defaults = Config()
     p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--dataset", default="digits",
                    help="digits | npz:PATH | any autoal-dist dataset")
     p.add_argument("--pool", choices=sorted(POOLS),

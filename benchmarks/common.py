@@ -1,6 +1,7 @@
 """Shared by the benchmark scripts: machine description and result files."""
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shlex
@@ -59,6 +60,17 @@ def write_result(name: str, text: str) -> Path:
     path = RESULTS / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and each flag's default in its help (flags whose
+    default is None say what they default to themselves)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 PHASES = ("train_s", "eval_s", "score_s", "search_s", "select_s")

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from common import command, load_average, machine, write_result
+from common import HelpFormatter, command, load_average, machine, write_result
 
 SHAPE, CLASSES = (64, 64, 3), 200
 SAMPLE_BYTES = int(np.prod(SHAPE))
@@ -356,7 +356,7 @@ def report(cases: list[dict], written: dict[int, dict], args: argparse.Namespace
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--sizes", default="30000,300000", help="pool rows, comma-separated")
     p.add_argument("--actors", default="1,2", help="comma-separated K")
     p.add_argument("--memory-sizes", dest="memory_sizes",

@@ -30,7 +30,7 @@ from autoal_dist.campaign import initial_ids
 from autoal_dist.config import DEFAULT_CANDIDATES
 from autoal_dist.seeds import derive
 from autoal_dist.strategies.sharded import shard_slices
-from common import command, load_average, machine, opened_campaign, write_result
+from common import HelpFormatter, command, load_average, machine, opened_campaign, write_result
 
 TARGET_N = 100_000
 
@@ -43,7 +43,7 @@ def balance_bound(n: int, k: int, block: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--n", type=int, default=2000, help="pool size (train split)")
     p.add_argument("--shape", default="tinyimagenet",
                    help="synthetic spec keys, e.g. hw=32,classes=10")

@@ -29,7 +29,7 @@ from autoal_dist.models import ModelSpec
 from autoal_dist.models.inference import compute_outputs
 from autoal_dist.scoring import LocalScorer, selection_from_outputs
 from autoal_dist.strategies import get
-from common import command, machine, write_result
+from common import HelpFormatter, command, machine, write_result
 
 CANDIDATES = ["least_confidence", "margin", "entropy", "kmeans", "bald", "var_ratio",
               "mean_std", "kcenter", "badge"]
@@ -74,15 +74,16 @@ def naive(model, x, ids, norm, names, budget, seed, batch_size, mc_samples, labe
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--n", type=int, default=2000, help="pool size")
     p.add_argument("--shape", default="tinyimagenet",
                    help="synthetic spec keys, e.g. hw=32,classes=10")
-    p.add_argument("--budget", type=int, default=0, help="b (default N/20)")
+    p.add_argument("--budget", type=int, default=0, help="b (0: N/20)")
     p.add_argument("--actors", default="1,2", help="comma-separated actor counts for (c)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--mc-samples", type=int, default=10)
-    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--batch-size", type=int, default=128, help="rows per forward batch")
+    p.add_argument("--mc-samples", type=int, default=10,
+                   help="MC-dropout samples (BALD, mean_std)")
+    p.add_argument("--gpu", action="store_true", help="score on the GPU")
     p.add_argument("--quick", action="store_true", help="tiny pool, no results file")
     args = p.parse_args()
     if args.quick:

@@ -37,7 +37,7 @@ from autoal_dist.strategies import STRATEGIES
 from autoal_dist.strategies.kmeans import converged, lloyd, nearest_distinct
 from autoal_dist.strategies.sharded import greedy_select
 from common import RESULTS as RESULTS_DIR
-from common import command, load_average, machine
+from common import HelpFormatter, command, load_average, machine
 
 STRATEGIES_RUN = ("kcenter", "kmeans", "badge")
 RESULTS = RESULTS_DIR / "selection_memory.md"
@@ -255,7 +255,7 @@ def report(args: argparse.Namespace, rows: list[dict], loads: tuple[str, str]) -
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--sizes", default="10000,50000,100000", help="comma-separated pool sizes N")
     p.add_argument("--budget", type=int, default=1000)
     p.add_argument("--classes", type=int, default=200)

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import command, load_average, machine, write_result
+from common import HelpFormatter, command, load_average, machine, write_result
 
 CLI = str(Path(sys.executable).with_name("autoal-dist"))
 RAY_INIT = ("import time, ray; t = time.perf_counter(); "
@@ -76,8 +76,8 @@ def phases(lines: list[tuple[float, str]]) -> list[tuple[str, float]]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeat", type=int, default=3)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--repeat", type=int, default=3, help="fresh processes per command")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="startup-"))
     env = {**os.environ, "RAY_ADDRESS": ""}  # a private local Ray, as on a laptop

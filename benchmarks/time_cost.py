@@ -47,7 +47,7 @@ from autoal_dist.scoring import selection_from_outputs
 from autoal_dist.seeds import derive
 from autoal_dist.strategies import needs_of
 from autoal_dist.training.loop import num_steps
-from common import command, load_average, machine, opened_campaign, write_result
+from common import HelpFormatter, command, load_average, machine, opened_campaign, write_result
 
 COLUMNS = ("train_s", "score_s", "search_s", "select_s")
 TARGET_N = 100_000  # TinyImageNet's train pool
@@ -201,7 +201,7 @@ def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--digits-rounds", type=int, default=Config().rounds,
                    help="digits rounds measured (|L| = init + r b)")
     p.add_argument("--tiny-n", type=int, default=2000, help="synthetic TinyImageNet pool size")

@@ -90,7 +90,7 @@ def next_steps(run: Run, round_: int) -> str:
 # ---- export ---------------------------------------------------------------------------
 
 def export_batch(run: Run, round_: int | None, load_data: Callable[[], Dataset],
-                 out: Path, ls_root: Path | None = None) -> str:
+                 out: Path, ls_root: Path | None = None, importable: bool = True) -> str:
     """Write round `round_`'s batch (default: the round awaiting labels) to the new directory
     `out`; returns what was written. Arguments are checked before `load_data()` runs, and the
     files appear all at once (written to a temp folder, then renamed), so a failed export
@@ -99,7 +99,8 @@ def export_batch(run: Run, round_: int | None, load_data: Callable[[], Dataset],
     Images: `images/<id>.png`, `batch.csv` (id,image,label), `label_studio_tasks.json` (image
     URL relative to `ls_root`, default: out's parent; id; round) and `label_studio_config.xml`.
     Flat features have nothing to look at in an image tool: `batch.csv` is then
-    id,label,f0,f1,... Labels already imported are filled in; the rest are empty.
+    id,label,f0,f1,... Labels already imported are filled in; the rest are empty. `importable`:
+    the campaign takes people's labels (oracle files), so the next step is `import`.
     """
     rounds = run.journal_rounds()
     if round_ is None:
@@ -137,9 +138,14 @@ def export_batch(run: Run, round_: int | None, load_data: Callable[[], Dataset],
     lines = [f"exported round {round_}: {len(ids)} samples to {out} ({', '.join(written)})"]
     if data.is_image:
         lines.append(_storage_note(out, root))
-    lines.append(f"label them, then: autoal-dist import {shown_location(run)} --labels "
-                 f"{shlex.quote(str(out / 'batch.csv'))}"
-                 + (" (or the Label Studio project's JSON export)" if data.is_image else ""))
+    if importable:
+        lines.append(f"label them, then: autoal-dist import {shown_location(run)} --labels "
+                     f"{shlex.quote(str(out / 'batch.csv'))}"
+                     + (" (or the Label Studio project's JSON export)" if data.is_image else ""))
+    else:
+        lines.append("this campaign takes its labels from the dataset (oracle simulated): the "
+                     "export shows its batch; `import` takes labels only for a campaign started "
+                     "with --oracle files")
     return "\n".join(lines)
 
 
