@@ -97,7 +97,7 @@ def ensure_ray(dashboard: bool = False) -> RaySession:
     address = os.environ.get("RAY_ADDRESS") or None
     ray.init(address=address or "local", log_to_driver=False, configure_logging=True,
              logging_level=logging.WARNING,
-             **({} if address or dashboard else {"include_dashboard": False}))
+             include_dashboard=None if address or dashboard else False)
     _SESSION = RaySession(address, address is not None and _detect_autoscaling())
     return _SESSION
 
