@@ -49,7 +49,9 @@ def plot_curves(run: Run, rows: list[dict], title: str) -> None:
     plt.close(fig)
 
 
-def write_summary(run: Run, rows: list[dict], config: dict) -> None:
+def write_summary(run: Run, rows: list[dict], config: dict, stopped: str | None = None) -> None:
+    """summary.md; a campaign that has not evaluated every round says so, and why when the
+    caller knows (`stopped`: e.g. a Tune trial ASHA stopped)."""
     n = np.array([r["n_labeled"] for r in rows])
     a = np.array([r["accuracy"] for r in rows])
     lines = [
@@ -58,21 +60,27 @@ def write_summary(run: Run, rows: list[dict], config: dict) -> None:
         f"seed: {config['seed']}",
         f"- init {config['init']}, budget {config['budget']} per round, {config['rounds']} rounds",
     ]
+    if len(rows) < config["rounds"] + 1:
+        done = f"rounds 0..{len(rows) - 1}" if rows else "no round"
+        lines += [f"- **not complete**: {done} of 0..{config['rounds']} evaluated: "
+                  + (stopped or "interrupted, awaiting labels, or still running; "
+                     "`autoal-dist run --resume` continues it")]
     if len(rows):
-        lines += [f"- final accuracy: **{a[-1]:.4f}** with {n[-1]} labels; "
+        last = "final" if len(rows) == config["rounds"] + 1 else "last"
+        lines += [f"- {last} accuracy: **{a[-1]:.4f}** with {n[-1]} labels; "
                   f"area under the learning curve: {learning_curve_auc(n, a):.4f}"]
     lines += ["", "```", format_table(rows), "```", "", "## Config", "", "```json",
               json.dumps(config, indent=2, sort_keys=True), "```", ""]
     run.write_text(SUMMARY_FILE, "\n".join(lines))
 
 
-def write_report(run: Run) -> str:
+def write_report(run: Run, stopped: str | None = None) -> str:
     """(Re)build curves.png, summary.md (and AutoAL's autoal_weights.png) from the run's
-    files; return the table."""
+    files; return the table. `stopped`: why an incomplete campaign stopped (summary.md)."""
     rows = run.metrics()
     config = run.meta("report")["config"]
     plot_curves(run, rows, f"{config['dataset']} / {config['strategy']}")
     if run.exists(WEIGHTS_FILE):  # an AutoAL run: its weights per round
         plot_autoal_weights(run)
-    write_summary(run, rows, config)
+    write_summary(run, rows, config, stopped)
     return format_table(rows)

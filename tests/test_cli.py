@@ -38,6 +38,17 @@ def test_run_writes_the_run_directory(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "accuracy" in printed and printed.count("\n") >= 5
     assert json.loads((out / "config.json").read_text())["config"]["strategy"] == "entropy"
+    assert not (out / "train").exists()  # a finished run keeps no empty train/
+
+    # resumed when finished: it says so and prints the table, without torch or Ray
+    code = ("import sys\nfrom autoal_dist.cli import main\n"
+            f"assert main(['run', '--resume', '--out', {str(out)!r}]) == 0\n"
+            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "the campaign is complete: rounds 0..2 are evaluated" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "[]" and "ray:" not in r.stderr
+    summary = (out / "summary.md").read_text()
+    assert "final accuracy" in summary and "not complete" not in summary
 
 
 @pytest.mark.slow
@@ -88,6 +99,17 @@ def test_resume_extends_a_finished_campaign(tmp_path):
     assert main(["run", *FAST[:4], "--rounds", "3", *FAST[6:], "--out", str(ref),
                  "--strategy", "entropy"]) == 0
     assert np.array_equal(Run.at(out).labeled_ids(), Run.at(ref).labeled_ids())
+
+
+def test_the_summary_of_an_unfinished_campaign_says_so(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("--out", str(out), "--strategy", "entropy") == 0
+    run = Run.at(out)
+    run.write_metrics(run.metrics()[:2])  # as if stopped after round 1 of 2
+    assert main(["report", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "**not complete**: rounds 0..1 of 0..2 evaluated" in summary
+    assert "last accuracy" in summary
 
 
 def test_console_script_runs_and_errors_cleanly(tmp_path):

@@ -16,8 +16,8 @@ from PIL import Image
 from autoal_dist import labeling
 from autoal_dist.campaign import Campaign, prepare_data
 from autoal_dist.cli import main
-from autoal_dist.registry import load_config
 from autoal_dist.labeling.export import scale_for
+from autoal_dist.registry import load_config
 from autoal_dist.run import Run
 
 

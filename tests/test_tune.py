@@ -195,6 +195,9 @@ def test_four_trial_asha_sweep_on_digits(ray_cluster, tmp_path, capsys):
         assert r["trial_id"] in printed
         trial_dir = out / "trials" / r["trial_id"]
         assert len(pq.read_table(trial_dir / "metrics.parquet")) == r["last_round"] + 1
+        summary = (trial_dir / "summary.md").read_text()  # each trial's report, like a run's
+        assert ("ASHA stopped this trial" in summary) == r["stopped_early"]
+        assert (trial_dir / "curves.png").is_file()
 
     best = rows[0]
     rerun = tmp_path / "rerun"

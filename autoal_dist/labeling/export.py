@@ -190,7 +190,8 @@ def _write_images(tmp: Path, out: Path, root: Path, round_: int, ids: np.ndarray
         rel = f"images/{i}.png"
         picture = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
         if k > 1:
-            picture = picture.resize((picture.width * k, picture.height * k), Image.Resampling.NEAREST)
+            picture = picture.resize((picture.width * k, picture.height * k),
+                                     Image.Resampling.NEAREST)
         picture.save(tmp / rel)
         rows.append([i, rel, label])
         tasks.append(label_studio.task(out / rel, root, i, round_))

@@ -215,6 +215,23 @@ def _fit(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
 
 # ---- results ----------------------------------------------------------------------
 
+def write_trial_reports(trials_dir: str, rows: list[dict[str, Any]]) -> None:
+    """Each finished or ASHA-stopped trial's curves.png and summary.md (a stopped one's says
+    it was stopped, at which round, and why), like the report of a run."""
+    from autoal_dist.report import write_report
+
+    for row in rows:
+        if row["status"] not in ("complete", "stopped"):
+            continue
+        location = remote.join(trials_dir, row["trial_id"])
+        stopped = (f"ASHA stopped this trial after round {row['last_round']} (its metric "
+                   "trailed the other trials' at that round); a stopped trial is not resumed"
+                   if row["status"] == "stopped" else None)
+        with open_run(location, "read", field="trial") as run:
+            if run.metrics():
+                write_report(run, stopped)
+
+
 def result_rows(grid: Any, sweep: Sweep) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(row of tune_results.parquet, the trial's sample) per trial, best first.
 
@@ -412,6 +429,7 @@ def _sweep(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
     grid = _fit(sweep, campaign, domains, samples, data, out, quiet, restore)
     ranked = result_rows(grid, sweep)
     rows = [row for row, _ in ranked]
+    write_trial_reports(remote.join(out, "trials"), rows)
     table = pa.Table.from_pylist(rows)
     store.write_table(out_dir.local / RESULTS_FILE, table.cast(pa.schema(
         [pa.field(f.name, RESULT_TYPES.get(f.name, f.type)) for f in table.schema])),
