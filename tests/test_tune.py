@@ -233,3 +233,23 @@ def test_sweep_on_s3(ray_cluster, s3_bucket, tmp_path, capsys):
     for r in rows:
         assert len(pq.read_table(pulled / "trials" / r["trial_id"] / "metrics.parquet")) == 2
     assert main(["tune", "--config", str(config), "--out", out]) == 2  # not empty any more
+
+
+def test_a_trial_takes_the_run_lock_as_run_does(tmp_path, monkeypatch):
+    """A trial opens its run directory through `open_run`, with the lock and the checks of
+    `autoal-dist run`: a second writer on a trial's directory is refused, naming the holder."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from autoal_dist.run import RunLocked, run_lock
+    from autoal_dist.sweep import runner
+
+    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t1"))
+    trials = tmp_path / "trials"
+    campaign = {"dataset": "digits", "rounds": 1, "init": 10, "budget": 10}
+    with run_lock(str(trials / "t1"), "another writer"):
+        with pytest.raises(RunLocked, match="another writer"):
+            runner._trial({}, campaign=campaign, data=None, meta={}, trials_dir=str(trials),
+                          mode="local")
+    assert not (trials / "t1" / "config.json").exists()
