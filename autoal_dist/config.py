@@ -284,6 +284,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         kind = "JSON" if p.suffix == ".json" else "YAML"
         raise ConfigError("--config", f"{p} is not valid {kind}: {first}") from None
+    except RecursionError:
+        raise ConfigError("--config", f"{p} is nested too deeply (mappings or lists inside each "
+                          "other thousands of levels down); a config is a few levels") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

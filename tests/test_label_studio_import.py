@@ -200,6 +200,18 @@ def _result(**changes):
     return edit
 
 
+def _tied(first: str, second: str):
+    """Two annotations of the first task, updated at the same time, choosing `first` and
+    `second` in file order: whichever order, the choice is ambiguous."""
+    def edit(tasks):
+        a = tasks[0]["annotations"][0]
+        a["result"][0]["value"] = {"choices": [first]}
+        b = json.loads(json.dumps(a))
+        b["id"], b["result"][0]["value"] = a["id"] + 1000, {"choices": [second]}
+        tasks[0]["annotations"].append(b)
+    return edit
+
+
 def _data(task: int = 0, **changes):
     def edit(tasks):
         tasks[task]["data"].update(changes)
@@ -226,6 +238,10 @@ BAD_EXPORTS = [
      "JSON-MIN"),
     ("no-tasks", lambda f: [], "holds no tasks"),
     ("no-annotations-key", lambda f: [{"id": 1, "data": {"id": 1}}], "no annotations list"),
+    ("tied-choices", lambda f: _export(f, _tied("1", "2")),
+     "with different choices (1, 2); which one counts is ambiguous"),
+    ("tied-choices-other-order", lambda f: _export(f, _tied("2", "1")),
+     "with different choices (1, 2); which one counts is ambiguous"),
 ]
 
 
@@ -246,6 +262,14 @@ def test_label_studio_csv_export_is_refused(awaiting, tmp_path, capsys):
                  "lead_time,round,updated_at\n7,1,2025-05-01,3,x.png,1,2.5,0,2025-05-01\n")
     before = snapshot(run)
     fails_cleanly(capsys, ["import", str(run), "--labels", path], "Label Studio's CSV export")
+    assert snapshot(run) == before
+
+
+def test_deeply_nested_json_is_refused(awaiting, tmp_path, capsys):
+    run, _ = awaiting
+    path = write(tmp_path, "export.json", "[" * 200_000 + "]" * 200_000)
+    before = snapshot(run)
+    fails_cleanly(capsys, ["import", str(run), "--labels", path], "nested too deeply")
     assert snapshot(run) == before
 
 
@@ -297,3 +321,45 @@ def test_labeling_commands_are_copyable(source):
         for line in body.replace("\\\n", " ").splitlines():
             if line.startswith("autoal-dist "):
                 parser().parse_args(shlex.split(line)[1:])  # raises SystemExit if it is wrong
+
+
+# ---- trained_through with several corrections of one id ----------------------------------
+
+def test_trained_through_follows_every_correction_of_an_id(tmp_path):
+    """#27's repro: round 0 trains with the true label; 3 -> 8, then 8 -> 3 with nothing trained
+    in between (no model used 8: -1), then 3 -> 5 (round 0 did use 3), then, after round 1
+    trained with 5, 5 -> 3."""
+    run = tmp_path / "run"
+    assert main([*campaign(tmp_path, "--local"), "--out", str(run)]) == 0
+    truth = Run.at(run).pool().column("label").to_numpy()
+    ids = Run.at(run).round_ids(0).tolist()
+    right = write(tmp_path, "right.csv", "id,label\n" + "".join(f"{i},{truth[i]}\n" for i in ids))
+    assert main(["import", str(run), "--labels", right]) == 0
+    assert main(["run", "--resume", "--out", str(run), "--quiet"]) == 0  # round 0 trains
+    a, t = ids[0], int(truth[ids[0]])
+    first, second = (t + 1) % 10, (t + 2) % 10
+
+    def relabel(label: int, name: str) -> None:
+        path = write(tmp_path, name, f"id,label\n{a},{label}\n")
+        assert main(["import", str(run), "--labels", path, "--relabel"]) == 0
+
+    relabel(first, "one.csv")
+    relabel(t, "two.csv")
+    relabel(second, "three.csv")
+    batch = Run.at(run).round_ids(1).tolist()  # round 1's batch, labeled: round 1 trains
+    rest = write(tmp_path, "rest.csv", "id,label\n" + "".join(f"{i},{truth[i]}\n" for i in batch))
+    assert main(["import", str(run), "--labels", rest]) == 0
+    assert main(["run", "--resume", "--out", str(run), "--quiet"]) == 0
+    relabel(t, "four.csv")
+    history = label_import.read_history(Run.at(run)).to_pylist()
+    assert [(h["old_label"], h["new_label"], h["trained_through"]) for h in history] == [
+        (t, first, 0), (first, t, -1), (t, second, 0), (second, t, 1)]
+
+
+def test_trained_through_rule():
+    tt = label_import.trained_through
+    assert tt([0, 1, 2], 1, 3, []) == 2  # never corrected: every trained round from its own
+    assert tt([0, 1, 2], 3, 3, []) == -1  # queried after the last trained round
+    # 3 -> 8 kept rounds 0..2 (round 3 then trained with 8): 8 was used by round 3 only
+    assert tt([0, 1, 2, 3], 0, 8, [(3, 8, 2)]) == 3
+    assert tt([0, 1, 2, 3], 0, 3, [(3, 8, 2), (8, 5, 3)]) == 2  # 3 itself: rounds 0..2

@@ -175,6 +175,8 @@ def test_the_keep_budget_a_user_sets(monkeypatch):
     assert default_cache_bytes() == 4 << 30
     monkeypatch.setenv(CACHE_ENV, "0")
     assert default_cache_bytes() == 0
+    monkeypatch.setenv(CACHE_ENV, "1e308")  # more than any machine: keep everything
+    assert default_cache_bytes() == 1 << 62
     for bad in ("lots", "-1", "nan", "inf"):
         monkeypatch.setenv(CACHE_ENV, bad)
         with pytest.raises(ValueError, match=CACHE_ENV):

@@ -15,7 +15,7 @@ import pytest
 
 from autoal_dist import cli, labeling, store
 from autoal_dist.cli import main
-from autoal_dist.run import Run, layout
+from autoal_dist.run import Run, layout, run_lock
 from conftest import fails_cleanly, snapshot
 
 FAST = "train: {min_steps: 2, epochs: 1}\nscore: {mc_samples: 2}\n"
@@ -70,9 +70,7 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask_027):
 def test_a_run_and_its_export_follow_the_umask(tmp_path, capsys, umask_027):
     run = tmp_path / "run"
     assert main([*FILES, "--out", str(run)]) == 0
-    for p in run.rglob("*"):
-        if p.name == ".lock":
-            continue
+    for p in run.rglob("*"):  # .lock too: a group member must be able to lock the run
         want = 0o750 if p.is_dir() else 0o640
         assert stat.S_IMODE(p.stat().st_mode) == want, p
     out = tmp_path / "export" / "round_000"
@@ -80,6 +78,16 @@ def test_a_run_and_its_export_follow_the_umask(tmp_path, capsys, umask_027):
     assert stat.S_IMODE(out.stat().st_mode) == 0o750  # not mkdtemp's 0700
     assert stat.S_IMODE((out / "batch.csv").stat().st_mode) == 0o640
     assert stat.S_IMODE((out / "images").stat().st_mode) == 0o750
+
+
+def test_a_group_member_can_lock_a_run_under_umask_002(tmp_path):
+    old = os.umask(0o002)
+    try:
+        with run_lock(str(tmp_path / "run"), "a group's run"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "run" / ".lock").stat().st_mode) == 0o664
 
 
 # ---- a killed round's Ray Train directory ---------------------------------------------------

@@ -96,6 +96,9 @@ class PoolMeta:
             d = json.loads(text)
         except ValueError as e:
             raise DataError(f"{where}: not valid JSON ({one_line(e)})") from None
+        except RecursionError:
+            raise DataError(f"{where}: JSON nested too deeply; not a stored pool's "
+                            "metadata") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise DataError(f"{where}: not a stored pool's metadata (no \"format\": \"{FORMAT}\")")
         if d.get("version") != VERSION:

@@ -39,14 +39,19 @@ HISTORY = f"{LABELS_DIR}/{HISTORY_FILE}"
 HISTORY_SCHEMA = pa.schema([
     ("id", pa.int64()), ("round", pa.int32()), ("old_label", pa.int64()),
     ("new_label", pa.int64()), ("trained_through", pa.int32()), ("changed_at", pa.string()),
-    ("source", pa.string()),
+    ("source", pa.string()), ("kept_through", pa.int32()),
 ])
 
 
 def read_history(run: Run) -> pa.Table:
-    """Every recorded label a correction replaced, oldest first (HISTORY_SCHEMA)."""
-    return run.read_table(HISTORY, schema=HISTORY_SCHEMA) if run.exists(HISTORY) \
-        else HISTORY_SCHEMA.empty_table()
+    """Every recorded label a correction replaced, oldest first (HISTORY_SCHEMA). A file
+    written before `kept_through` existed reads it as `trained_through` (what was known)."""
+    if not run.exists(HISTORY):
+        return HISTORY_SCHEMA.empty_table()
+    table = run.read_table(HISTORY)
+    if "kept_through" not in table.column_names:
+        table = table.append_column("kept_through", table.column("trained_through"))
+    return table.select(HISTORY_SCHEMA.names).cast(HISTORY_SCHEMA)
 
 
 @dataclass
@@ -141,7 +146,8 @@ def _record(run: Run, plan: _Plan, known: dict[int, int], round_of: dict[int, in
     if plan.changes:
         trained = _trained_rounds(run)
         retrained = _drop_unqueried_round(run)
-        _append_history(run, plan.changes, round_of, trained, path)
+        kept = max((t for t in trained if t != retrained), default=-1)
+        _append_history(run, plan.changes, round_of, trained, kept, path)
     for r, labels in sorted(plan.new.items()):
         labels = {i: y for i, y in known.items() if round_of[i] == r} | labels
         ids = np.array(sorted(labels), np.int64)
@@ -166,12 +172,17 @@ def _drop_unqueried_round(run: Run) -> int | None:
     return rows[-1]["round"]
 
 
-def _append_history(run: Run, changes: list[tuple[int, int, int]],
-                    round_of: dict[int, int], trained: list[int], path: Path) -> None:
+def _append_history(run: Run, changes: list[tuple[int, int, int]], round_of: dict[int, int],
+                    trained: list[int], kept: int, path: Path) -> None:
+    """Append the corrections. `trained`: the rounds with a metrics row before this import;
+    `kept`: the last one it left in place (later rounds train with the new labels)."""
     history = read_history(run)
-    last = {i: (o, n) for i, o, n in zip(*(history.column(c).to_pylist()
-                                            for c in ("id", "old_label", "new_label")))}
-    rows = [(i, o, n) for i, o, n in changes if last.get(i) != (o, n)]  # not after a crash
+    columns = ("id", "old_label", "new_label", "kept_through")
+    earlier: dict[int, list[tuple[int, int, int]]] = {}  # id -> (old, new, kept) in order
+    for i, o, n, k in zip(*(history.column(c).to_pylist() for c in columns)):
+        earlier.setdefault(i, []).append((o, n, k))
+    rows = [(i, o, n) for i, o, n in changes  # not after a crash: the same change again
+            if not earlier.get(i) or earlier[i][-1][:2] != (o, n)]
     if not rows:
         return
     at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -179,10 +190,29 @@ def _append_history(run: Run, changes: list[tuple[int, int, int]],
     added = pa.table({
         "id": [i for i, _, _ in rows], "round": [round_of[i] for i, _, _ in rows],
         "old_label": [o for _, o, _ in rows], "new_label": [n for _, _, n in rows],
-        "trained_through": [max((t for t in trained if t >= round_of[i]), default=-1)
-                            for i, _, _ in rows],
-        "changed_at": [at] * len(rows), "source": [source] * len(rows)}, schema=HISTORY_SCHEMA)
+        "trained_through": [trained_through(trained, round_of[i], o, earlier.get(i, []))
+                            for i, o, _ in rows],
+        "changed_at": [at] * len(rows), "source": [source] * len(rows),
+        "kept_through": [kept] * len(rows)}, schema=HISTORY_SCHEMA)
     run.write_table(HISTORY, pa.concat_tables([history, added]))
+
+
+def trained_through(trained: list[int], round_: int, old: int,
+                    earlier: list[tuple[int, int, int]]) -> int:
+    """The last trained round whose model used label `old` for a sample queried in `round_`
+    (-1: none), given its earlier corrections (old, new, kept_through), oldest first.
+
+    Round t (t >= round_) trained with the label the last correction that kept only rounds
+    before t had set (rounds after a correction's kept_through trained after it), or with the
+    first label when no correction came before it, however many corrections there were."""
+    def label_at(t: int) -> int:
+        label = earlier[0][0] if earlier else old
+        for _, new, kept in earlier:
+            if kept < t:
+                label = new
+        return label
+
+    return max((t for t in trained if t >= round_ and label_at(t) == old), default=-1)
 
 
 def _summary(run: Run, export: ExportSummary | None, plan: _Plan,

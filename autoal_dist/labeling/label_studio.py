@@ -86,6 +86,10 @@ def read_export(text: str, where: str, num_classes: int) -> ExportSummary:
     except json.JSONDecodeError as e:
         raise ExportError(f"{where} is not valid JSON (line {e.lineno} column {e.colno}: "
                           f"{e.msg}); export the project as JSON again") from None
+    except RecursionError:
+        raise ExportError(f"{where} is JSON nested too deeply to be a Label Studio export "
+                          "(lists or objects inside each other thousands of levels down); use "
+                          "the project's Export > JSON") from None
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         raise ExportError(f"{where} is JSON but not a Label Studio JSON export (expected a list "
                           "of tasks); use the project's Export > JSON")
@@ -112,6 +116,15 @@ def read_export(text: str, where: str, num_classes: int) -> ExportSummary:
     for id_, sample in samples.items():
         kept = [a for a in sample.annotations if not a.cancelled]
         newest = max(kept, key=lambda a: a.when) if kept else None
+        if newest is not None:
+            tied = {a.label for a in kept if a.when[0] == newest.when[0]}
+            if len(tied) > 1:  # the newest time decides; two choices at it decide nothing
+                raise ExportError(
+                    f"{where} task {newest.task}: id {id_} has annotations updated at the same "
+                    f"time ({newest.when[0].isoformat()}) with different choices "
+                    f"({', '.join(sorted('none' if x is None else str(x) for x in tied))}); "
+                    "which one counts is ambiguous: remove or update one in Label Studio and "
+                    "export again")
         if newest is not None and newest.label is not None:
             summary.choices.append(Choice(newest.task, id_, sample.round, newest.label))
             continue

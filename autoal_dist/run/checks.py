@@ -146,7 +146,7 @@ def check_run(run: Run, pool_size: int | None = None) -> None:
     if config.is_file():
         try:
             json.loads(config.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise JournalError(f"{run.where(CONFIG_FILE)}: not readable JSON "
                                f"({_first_line(e)})") from None
     files = _round_files(run, JOURNAL_DIR)

@@ -115,7 +115,7 @@ class Run:
         where = self.where(CONFIG_FILE)
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: truncated or overwritten
+        except (ValueError, RecursionError) as e:  # truncated, overwritten, nested too deep
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise RunDirError(f"{flag}: {where} is not readable JSON ({reason}); the run "
                               "directory is damaged") from None

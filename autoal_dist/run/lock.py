@@ -270,7 +270,9 @@ def _lock_local(directory: Path, location: str, command: str, field: str,
                     raise RunLockError(f"{field}: {location} is not a directory (no run there)")
                 try:
                     directory.mkdir(parents=True, exist_ok=True)
-                    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                    # 0o666 less the umask, as every file: a group's shared run directory
+                    # (umask 002) must stay lockable by the group
+                    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
                 except OSError as e:
                     raise RunLockError(f"{field}: cannot lock {location}: {_first_line(e)}") \
                         from None

@@ -59,7 +59,7 @@ def default_cache_bytes() -> int | None:
     if not 0 <= mb < float("inf"):
         raise ConfigError(CACHE_ENV, f"{value!r} is not a number of MiB >= 0 (the keep budget "
                           "of each scorer actor; unset: what fits its shard, up to 1 GiB)")
-    return int(mb * (1 << 20))
+    return int(min(mb * (1 << 20), float(1 << 62)))  # beyond any machine: keep everything
 
 
 def _needs_rebuild(err: BaseException) -> bool:
