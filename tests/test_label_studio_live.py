@@ -3,8 +3,10 @@
 The test session installs Label Studio into its own venv, `.venv-labelstudio/` at the
 repository root (git-ignored, reused while it holds LABEL_STUDIO_VERSION), because README's
 test command is all CI runs. The server binds 127.0.0.1 only, on a free port, with a generated
-token, local-file serving on under a temporary document root, and no version check or
-analytics; it is stopped by its PID whatever happens.
+token, local-file serving on under a temporary document root, and no version check, analytics
+or error reporting (Sentry; docs/labeling.md's start command sets the same variables). Every
+proxy variable points at a recorder on 127.0.0.1, so any connection it tries beyond loopback
+fails the test; it is stopped by its PID whatever happens.
 
 One project serves the whole campaign: created from `export`'s config, one local-files
 storage for every round, tasks imported, people's work simulated through the API (a skip, a
@@ -107,17 +109,59 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# What keeps a labeling server silent: Label Studio's error reporting (Sentry, backend and
+# browser) and analytics off (docs/labeling.md's start command sets the same).
+SILENT = {"SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "", "COLLECT_ANALYTICS": "false",
+          "LABEL_STUDIO_COLLECT_ANALYTICS": "false", "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
+          "LABEL_STUDIO_CONVERTER_DOWNLOAD_RESOURCES": "false"}
+
+
+class Recorder:
+    """A TCP listener on 127.0.0.1 that records every connection (and closes it): set as
+    every proxy of the server, it sees each request the server tries to send off the machine."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.seen: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    self.seen.append(conn.recv(200))
+                except OSError:
+                    self.seen.append(b"")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 @pytest.fixture(scope="module")
 def lab(label_studio_bin, tmp_path_factory):
     """(server, document root): Label Studio on 127.0.0.1 serving local files under the root."""
     root = tmp_path_factory.mktemp("lab")
     data_dir, token, port = tmp_path_factory.mktemp("ls-data"), secrets.token_hex(20), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "SENTRY"))}
-    env.update(LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
+    recorder = Recorder()
+    proxy = f"http://127.0.0.1:{recorder.port}"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LABEL_STUDIO_", "SENTRY")) and "proxy" not in k.lower()}
+    env.update(SILENT, LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
                LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(root),
-               LABEL_STUDIO_LATEST_VERSION_CHECK="false", LABEL_STUDIO_COLLECT_ANALYTICS="false",
-               LABEL_STUDIO_CONVERTER_DOWNLOAD_RESOURCES="false",
-               LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true")
+               LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
+               **{k: proxy for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy",
+                                     "https_proxy", "all_proxy")},
+               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     log = open(data_dir / "server.log", "wb")
     proc = subprocess.Popen(
         [str(label_studio_bin), "start", "--data-dir", str(data_dir), "--no-browser",
@@ -136,6 +180,8 @@ def lab(label_studio_bin, tmp_path_factory):
                 assert time.monotonic() < deadline, "Label Studio did not answer in time"
                 time.sleep(2)
         yield server, root
+        assert not recorder.seen, ("Label Studio tried to reach the network through the proxy: "
+                                   + repr(recorder.seen[:3]))
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         try:
@@ -144,6 +190,7 @@ def lab(label_studio_bin, tmp_path_factory):
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+        recorder.close()
 
 
 def _printed_export(out: str) -> list[str]:
