@@ -231,6 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             from autoal_dist.campaign import check_data
 
             check_data(cfg, data)
+            run.check_data(data)
             execution = _started(mode, cfg)
             return _run_campaign(args, cfg, data, meta, run, execution)
     from autoal_dist.campaign import prepare_data

@@ -390,3 +390,78 @@ def test_pool_commands(tmp_path, capsys):
     assert run("pool", "verify", str(out)).startswith("ok: ")
     one_line_error(lambda: cmd_pool(p.parse_args(["pool", "write", "digits", "--to", str(out)])),
                    "not empty")
+
+
+# ---- a part replaced by one with the same ids and row groups (#27) --------------------------
+
+def _swap_samples(path: Path) -> None:
+    """The part with its first two rows' samples exchanged: same ids, labels, row groups."""
+    pf = pq.ParquetFile(path)
+    sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+    table = pf.read()
+    samples = table.column("sample").to_pylist()
+    samples[0], samples[1] = samples[1], samples[0]
+    table = table.set_column(2, table.schema.field("sample"),
+                             pa.array(samples, table.schema.field("sample").type))
+    with pq.ParquetWriter(path, pf.schema_arrow) as w:
+        lo = 0
+        for size in sizes:
+            w.write_table(table.slice(lo, size), row_group_size=size)
+            lo += size
+
+
+@pytest.mark.parametrize("change", ["labels", "samples"])
+def test_a_replaced_part_is_refused_by_run_and_resume(digits, tmp_path, capsys, change):
+    """A part file replaced by one with the same ids and row groups but other labels (or
+    samples): its digests in pool.json no longer match, so a fresh run and a resume refuse it
+    in one line (exit 2), with the run directory unchanged."""
+    from autoal_dist.cli import main
+
+    pool = Path(write(digits, tmp_path))
+    run = tmp_path / "run"
+    args = ["--dataset", f"pool:{pool}", "--local", "--quiet", "--init", "20", "--budget", "10",
+            "--epochs", "1", "--strategy", "margin"]
+    assert main(["run", *args, "--rounds", "1", "--out", str(run)]) == 0
+    part = pool / "train" / "part-00000.parquet"
+    if change == "labels":
+        labels = pq.read_table(part).column("label").to_numpy().copy()
+        rewrite(part, label=(labels + 1) % 10)
+    else:
+        _swap_samples(part)
+    def state() -> dict:  # what the campaign knows: journal, metrics, labels
+        return {p: p.read_bytes() for p in run.rglob("*")
+                if p.is_file() and p.name not in ("config.json", ".lock")}
+
+    before = state()
+    capsys.readouterr()
+    assert main(["run", "--resume", "--out", str(run), "--rounds", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # the error: the last line, one line
+    assert err.startswith("autoal-dist: error: ") and str(part) in err
+    assert "not the ones pool.json recorded" in err
+    assert state() == before
+    assert main(["run", *args, "--rounds", "1", "--out", str(tmp_path / "fresh")]) == 2
+    assert "not the ones pool.json recorded" in capsys.readouterr().err
+
+
+def test_a_pool_without_digests_is_checked_against_the_runs_pool_parquet(digits, tmp_path,
+                                                                           capsys):
+    """A pool written before the digests existed: its replaced labels are caught against the
+    labels the run recorded in its pool.parquet."""
+    from autoal_dist.cli import main
+
+    pool = Path(write(digits, tmp_path))
+    meta = json.loads((pool / "pool.json").read_text())
+    for files in meta["splits"].values():
+        for f in files:
+            f.pop("labels"), f.pop("samples")
+    (pool / "pool.json").write_text(json.dumps(meta))
+    run = tmp_path / "run"
+    assert main(["run", "--dataset", f"pool:{pool}", "--local", "--quiet", "--init", "20",
+                 "--budget", "10", "--epochs", "1", "--rounds", "1", "--out", str(run)]) == 0
+    part = pool / "train" / "part-00000.parquet"
+    labels = pq.read_table(part).column("label").to_numpy().copy()
+    rewrite(part, label=(labels + 1) % 10)
+    capsys.readouterr()
+    assert main(["run", "--resume", "--out", str(run), "--rounds", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "train label of sample 0 is" in err and "pool.parquet" in err

@@ -56,6 +56,20 @@ class PartFile:
     path: str  # relative to the pool root, e.g. "train/part-00003.parquet"
     rows: int
     row_groups: tuple[int, ...]  # rows per row group, in order; sums to `rows`
+    # per row group, `digest` of its labels and of its decoded samples: a file replaced by
+    # one with the same ids and row groups but other labels or samples is refused when read
+    # (empty in pools written before the digests were recorded)
+    labels: tuple[str, ...] = ()
+    samples: tuple[str, ...] = ()
+
+
+def digest(values: np.ndarray) -> str:
+    """A row group's content digest: SHA-256 (128 bits kept) of the array's bytes, ~1.3 GB/s
+    on the 2-core Intel VM: the samples are hashed as they are decoded, the labels when a pool
+    is opened."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(values).data).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -106,7 +120,9 @@ class PoolMeta:
                             f"supported (this version of autoal-dist reads {VERSION})")
         try:
             splits = {s: tuple(PartFile(str(f["path"]), int(f["rows"]),
-                                        tuple(int(g) for g in f["row_groups"]))
+                                        tuple(int(g) for g in f["row_groups"]),
+                                        tuple(str(x) for x in f.get("labels", ())),
+                                        tuple(str(x) for x in f.get("samples", ())))
                                for f in d["splits"][s]) for s in SPLITS}
             meta = cls(
                 name=str(d["name"]), num_classes=int(d["num_classes"]),
@@ -154,6 +170,10 @@ class PoolMeta:
                                     f"{list(f.row_groups)[:8]}")
                 if f.path.startswith("/") or ".." in f.path.split("/"):
                     raise DataError(f"{where}: file {f.path!r} lies outside the pool")
+                for what, digests in (("labels", f.labels), ("samples", f.samples)):
+                    if digests and len(digests) != len(f.row_groups):
+                        raise DataError(f"{where}: {f.path}: {len(digests)} {what} digests "
+                                        f"for {len(f.row_groups)} row groups")
 
 
 # ---- parquet schema ---------------------------------------------------------------------

@@ -27,6 +27,7 @@ from autoal_dist.data.pool_format import (
     META_FILE,
     SPLITS,
     PoolMeta,
+    digest,
     filesystem,
     from_arrow,
     full_name,
@@ -67,6 +68,7 @@ class StoredArray:
         self._paths = tuple(f.path for f in files)
         self._file_rows = np.array([f.rows for f in files], np.int64)
         self._file_groups = tuple(tuple(f.row_groups) for f in files)
+        self._file_digests = tuple(tuple(f.samples) for f in files)  # () for older pools
         sizes = np.array([g for f in files for g in f.row_groups], np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)])  # global row of each group
         self._gfile = np.repeat(np.arange(len(files)), [len(f.row_groups) for f in files])
@@ -379,6 +381,11 @@ class StoredArray:
         want = self._file_groups[fi][gi]
         if len(block) != want:
             raise DataError(f"{name}: row group {gi} has {len(block)} rows, pool.json says {want}")
+        digests = self._file_digests[fi]
+        if digests and digest(block) != digests[gi]:
+            raise DataError(f"{name}: the samples of row group {gi} are not the ones pool.json "
+                            "recorded (the file was replaced or changed after the pool was "
+                            "written); a campaign needs the pool it started with")
         block.flags.writeable = False  # cached and shared between calls
         return block
 
@@ -471,6 +478,12 @@ def _check_split(location: str, meta: PoolMeta, split: str) -> np.ndarray:
             r = int(np.flatnonzero(bad)[0])
             raise DataError(f"{name}: row {r} has label {int(y[r])}, outside "
                             f"[0, {meta.num_classes - 1}] (num_classes={meta.num_classes})")
+        starts = np.concatenate([[0], np.cumsum(f.row_groups)])
+        for g, recorded in enumerate(f.labels):  # per row group (none in older pools)
+            if digest(y[starts[g]:starts[g + 1]]) != recorded:
+                raise DataError(f"{name}: the labels of row group {g} are not the ones pool.json "
+                                "recorded (the file was replaced or changed after the pool was "
+                                "written); a campaign needs the pool it started with")
         return y.astype(np.int64, copy=False)
 
     if len(files) == 1:

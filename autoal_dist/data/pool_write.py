@@ -24,6 +24,7 @@ from autoal_dist.data.pool_format import (
     META_FILE,
     PartFile,
     PoolMeta,
+    digest,
     file_schema,
     filesystem,
     full_name,
@@ -101,9 +102,9 @@ def write_pool(data: Dataset, to: str, rows_per_file: int | None = None, encodin
         for i, lo in enumerate(range(0, len(x), per_file)):
             hi = min(len(x), lo + per_file)
             rel = part_name(split, i)
-            groups = _write_part(fs, f"{root}/{rel}", full_name(location, rel), schema, meta,
-                                 x, y, lo, hi, group, threads)
-            files.append(PartFile(rel, hi - lo, tuple(groups)))
+            groups, labels, samples = _write_part(fs, f"{root}/{rel}", full_name(location, rel),
+                                                  schema, meta, x, y, lo, hi, group, threads)
+            files.append(PartFile(rel, hi - lo, tuple(groups), tuple(labels), tuple(samples)))
             if progress is not None:
                 progress(f"pool write: {split} {hi:,}/{len(x):,} rows ({full_name(location, rel)})")
         splits[split] = tuple(files)
@@ -134,9 +135,13 @@ def _with_statistics(meta: PoolMeta, data: Dataset) -> PoolMeta:
 
 
 def _write_part(fs: Any, path: str, name: str, schema: pa.Schema, meta: PoolMeta,
-                x, y: np.ndarray, lo: int, hi: int, group: int, threads: int) -> list[int]:
-    """Rows [lo, hi) as one parquet file of row groups of `group` rows; returns their sizes."""
-    sizes = []
+                x, y: np.ndarray, lo: int, hi: int, group: int, threads: int
+                ) -> tuple[list[int], list[str], list[str]]:
+    """Rows [lo, hi) as one parquet file of row groups of `group` rows; returns their sizes
+    and the digests of their labels and samples (`pool_format.digest`)."""
+    sizes: list[int] = []
+    labels: list[str] = []
+    samples: list[str] = []
     try:
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with fs.open_output_stream(path) as sink, pq.ParquetWriter(
@@ -151,20 +156,22 @@ def _write_part(fs: Any, path: str, name: str, schema: pa.Schema, meta: PoolMeta
                 if not meta.is_image and not np.isfinite(xs).all():
                     raise DataError(f"dataset {meta.name!r}: features rows {g_lo}..{g_hi - 1} "
                                     "contain NaN or inf")
+                ys = np.asarray(y[g_lo:g_hi], np.int64)
                 table = pa.Table.from_arrays([
-                    pa.array(np.arange(g_lo, g_hi, dtype=np.int64)),
-                    pa.array(np.asarray(y[g_lo:g_hi], np.int64)),
+                    pa.array(np.arange(g_lo, g_hi, dtype=np.int64)), pa.array(ys),
                     to_arrow(xs, meta, threads),
                 ], schema=schema)
                 writer.write_table(table, row_group_size=g_hi - g_lo)
                 sizes.append(g_hi - g_lo)
+                labels.append(digest(ys))
+                samples.append(digest(np.asarray(xs, meta.dtype)))
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - filesystem and parquet errors of any kind
         raise DataError(f"cannot write {name}: {one_line(e)}") from None
     if fs.type_name == "local":
         fsync_path(path)
-    return sizes
+    return sizes, labels, samples
 
 
 def _commit_meta(fs: Any, root: str, location: str, meta: PoolMeta) -> None:
