@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "autoal_dist"
 
 # Lowest first: a module may import its own layer (without a cycle) and the layers below.
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "config", "seeds", "faults", "outputs", "remote", "ray_cluster", "lazy",
+    ("__init__", "config", "seeds", "faults", "outputs", "remote", "ray_cluster", "lazy", "dirlock",
      "errors",
      "progress"),  # leaves
     ("store", "data", "models", "strategies"),  # files, datasets, networks, strategy math
@@ -128,11 +128,12 @@ def test_the_graph_is_walked():
 RUN_PACKAGE = "autoal_dist.run"
 # Modules that read or write files of their own directories, never a run directory's: the
 # user's config and dataset files, stored pools, label files, the export folder, the sweep
-# directory, a comparison's output folder, and the write machinery itself.
+# directory, a comparison's output folder, and the write and lock machinery itself.
 OTHER_DIRECTORIES = ("autoal_dist.config", "autoal_dist.data", "autoal_dist.labeling.export",
                      "autoal_dist.labeling.files", "autoal_dist.sweep.runner",
                      "autoal_dist.remote", "autoal_dist.store", "autoal_dist.ray_cluster",
-                     "autoal_dist.scoring.actors", "autoal_dist.compare")
+                     "autoal_dist.scoring.actors", "autoal_dist.compare",
+                     "autoal_dist.dirlock")
 FILE_CALLS = {"read_table", "write_table", "ParquetFile", "write_atomic", "write_json",
               "write_text", "read_text", "read_bytes", "write_bytes", "read_json"}
 

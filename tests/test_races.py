@@ -185,3 +185,20 @@ def test_two_fresh_runs_on_the_default_path_take_name_and_name_2(tmp_path):
     assert sorted(p.name for p in runs.iterdir()) == ["same", "same-2"]
     for d in runs.iterdir():
         assert Run.at(d).journal_rounds() == [0, 1] and len(Run.at(d).metrics()) == 2
+
+
+def test_two_pool_writes_to_one_target_one_writes_the_other_is_refused(tmp_path):
+    """Two `pool write` at once on one target: one writes the pool, the other is refused in
+    one line (the first holds the target's lock, or has already filled it); never a mix."""
+    target = tmp_path / "pool"
+    cmd = [sys.executable, "-m", "autoal_dist", "pool", "write", "--dataset",
+           "synthetic:n=6000,test=100,hw=16,c=3", "--rows-per-group", "100", "--to", str(target)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    err = next(e for code, e in results if code == 2).strip().splitlines()[-1]
+    assert err.startswith("autoal-dist: error: ") and (
+        "in use by 'autoal-dist pool write'" in err or "is not empty" in err), err
+    assert main(["pool", "verify", str(target)]) == 0

@@ -15,7 +15,7 @@ import pytest
 from pyarrow import fs as pafs
 
 from autoal_dist import remote
-from autoal_dist.run.lock import (
+from autoal_dist.dirlock import (
     LOCK_NAME,
     RunLock,
     RunLocked,
@@ -27,7 +27,7 @@ from autoal_dist.run.lock import (
 # A holder in its own process: takes the lock, says so, and sleeps until killed.
 HOLDER = textwrap.dedent("""
     import sys, time
-    from autoal_dist.run.lock import run_lock
+    from autoal_dist.dirlock import run_lock
     with run_lock(sys.argv[1], sys.argv[2], ttl=float(sys.argv[3])):
         print("locked", flush=True)
         time.sleep(600)
@@ -35,7 +35,7 @@ HOLDER = textwrap.dedent("""
 # One attempt in its own process: prints the outcome (and holds briefly when it wins).
 ATTEMPT = textwrap.dedent("""
     import sys, time
-    from autoal_dist.run.lock import RunLocked, run_lock
+    from autoal_dist.dirlock import RunLocked, run_lock
     try:
         with run_lock(sys.argv[1], sys.argv[2], ttl=float(sys.argv[3])):
             print("locked", flush=True)
@@ -215,7 +215,7 @@ def test_s3_second_holder_refused_lease_renewed_then_expires_after_kill(s3_bucke
 def test_s3_entry_of_another_machine_holds_until_its_lease_runs_out(s3_bucket):
     """A holder elsewhere (another host, or a pid this machine cannot see) may be alive: its
     entry is only ignored once its lease lapsed, and then removed."""
-    from autoal_dist.run.lock import _new_record, _put
+    from autoal_dist.dirlock import _new_record, _put
 
     uri = f"{s3_bucket}/runs/foreign"
     ttl = 2.0

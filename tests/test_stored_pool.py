@@ -187,7 +187,8 @@ def test_written_layout(digits, tmp_path):
     files = sorted(p.relative_to(tmp_path / "p").as_posix()
                    for p in (tmp_path / "p").rglob("*") if p.is_file())
     n, m = len(digits.train_x), len(digits.test_x)
-    assert files == ["pool.json"] + [f"test/part-{i:05d}.parquet" for i in range(2)] + [
+    assert files == [".lock", "pool.json"] + [  # .lock: the writer's (hidden, like a run's)
+        f"test/part-{i:05d}.parquet" for i in range(2)] + [
         f"train/part-{i:05d}.parquet" for i in range(-(-n // PER_FILE))]
     assert meta.rows("train") == n and meta.rows("test") == m
     assert meta.splits["train"][0].row_groups == (64, 64, 64, 64, 44)

@@ -33,6 +33,7 @@ from autoal_dist.data.pool_format import (
     part_name,
     to_arrow,
 )
+from autoal_dist.dirlock import run_lock
 from autoal_dist.store import fsync_path
 
 GROUP_BYTES = 4 << 20  # default row-group size: ~4 MiB of raw samples
@@ -74,54 +75,59 @@ def write_pool(data: Dataset, to: str, rows_per_file: int | None = None, encodin
     threads = threads or os.cpu_count() or 1
 
     location = normalize_location(to)
-    try:
-        empty = remote.is_empty(location, field="pool target")
-    except remote.RemoteError as e:
-        raise DataError(str(e)) from None
-    if not empty:
-        raise DataError(f"pool target {location} is not empty; write a pool into a new "
-                        "directory (or delete that one first)")
+    # One writer per target, from before it is found empty to pool.json: a second `pool write`
+    # on it is refused naming the first, never interleaved with it.
+    with run_lock(location, "autoal-dist pool write", field="pool target"):
+        try:
+            empty = remote.is_empty(location, field="pool target")
+        except remote.RemoteError as e:
+            raise DataError(str(e)) from None
+        if not empty:
+            raise DataError(f"pool target {location} is not empty; write a pool into a new "
+                            "directory (or delete that one first)")
 
-    # Statistics of the source, unless reading it again means decoding it again (image
-    # files): then of the pool once written, which holds the same samples bit for bit.
-    later = data.known_fingerprint is None and data.is_stored
-    meta = PoolMeta(
-        name=data.name, num_classes=int(data.num_classes), sample_shape=shape,
-        dtype="uint8" if data.is_image else "float32",
-        encoding=encoding if data.is_image else "raw", fingerprint="",
-        normalizer_mean=(), normalizer_std=(),
-    )
-    if not later:
-        meta = _with_statistics(meta, data)
-    fs, root = filesystem(location)
-    schema = file_schema(meta)
-    splits = {}
-    for split in ("train", "test"):
-        x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
-        files = []
-        for i, lo in enumerate(range(0, len(x), per_file)):
-            hi = min(len(x), lo + per_file)
-            rel = part_name(split, i)
-            groups, labels, samples = _write_part(fs, f"{root}/{rel}", full_name(location, rel),
-                                                  schema, meta, x, y, lo, hi, group, threads)
-            files.append(PartFile(rel, hi - lo, tuple(groups), tuple(labels), tuple(samples)))
+        # Statistics of the source, unless reading it again means decoding it again (image
+        # files): then of the pool once written, which holds the same samples bit for bit.
+        later = data.known_fingerprint is None and data.is_stored
+        meta = PoolMeta(
+            name=data.name, num_classes=int(data.num_classes), sample_shape=shape,
+            dtype="uint8" if data.is_image else "float32",
+            encoding=encoding if data.is_image else "raw", fingerprint="",
+            normalizer_mean=(), normalizer_std=(),
+        )
+        if not later:
+            meta = _with_statistics(meta, data)
+        fs, root = filesystem(location)
+        schema = file_schema(meta)
+        splits = {}
+        for split in ("train", "test"):
+            x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+            files = []
+            for i, lo in enumerate(range(0, len(x), per_file)):
+                hi = min(len(x), lo + per_file)
+                rel = part_name(split, i)
+                groups, labels, samples = _write_part(fs, f"{root}/{rel}", full_name(location, rel),
+                                                      schema, meta, x, y, lo, hi, group, threads)
+                files.append(PartFile(rel, hi - lo, tuple(groups), tuple(labels),
+                                      tuple(samples)))
+                if progress is not None:
+                    progress(f"pool write: {split} {hi:,}/{len(x):,} rows "
+                             f"({full_name(location, rel)})")
+            splits[split] = tuple(files)
+        meta = dataclasses.replace(meta, splits=splits)
+        if later:
+            from autoal_dist.data.pool_read import StoredArray
+
             if progress is not None:
-                progress(f"pool write: {split} {hi:,}/{len(x):,} rows ({full_name(location, rel)})")
-        splits[split] = tuple(files)
-    meta = dataclasses.replace(meta, splits=splits)
-    if later:
-        from autoal_dist.data.pool_read import StoredArray
+                progress("pool write: fingerprint and normaliser statistics, from the pool written")
+            def part(split: str) -> np.ndarray:  # an array-like standing in for the array
+                return cast(np.ndarray, StoredArray(location, split, meta))
 
-        if progress is not None:
-            progress("pool write: fingerprint and normaliser statistics, from the pool written")
-        def part(split: str) -> np.ndarray:  # an array-like standing in for the array
-            return cast(np.ndarray, StoredArray(location, split, meta))
-
-        meta = _with_statistics(meta, dataclasses.replace(
-            data, train_x=part("train"), test_x=part("test")))
-    meta.check(f"pool {location}")
-    _commit_meta(fs, root, location, meta)
-    return meta
+            meta = _with_statistics(meta, dataclasses.replace(
+                data, train_x=part("train"), test_x=part("test")))
+        meta.check(f"pool {location}")
+        _commit_meta(fs, root, location, meta)
+        return meta
 
 
 def _with_statistics(meta: PoolMeta, data: Dataset) -> PoolMeta:
@@ -138,13 +144,17 @@ def _write_part(fs: Any, path: str, name: str, schema: pa.Schema, meta: PoolMeta
                 x, y: np.ndarray, lo: int, hi: int, group: int, threads: int
                 ) -> tuple[list[int], list[str], list[str]]:
     """Rows [lo, hi) as one parquet file of row groups of `group` rows; returns their sizes
-    and the digests of their labels and samples (`pool_format.digest`)."""
+    and the digests of their labels and samples (`pool_format.digest`). The file appears
+    whole or not at all: one PUT on an object store, a temp name and a rename elsewhere."""
     sizes: list[int] = []
     labels: list[str] = []
     samples: list[str] = []
+    parent, base = path.rsplit("/", 1)
+    target = path if fs.type_name in remote.ATOMIC_PUT else \
+        f"{parent}/.{base}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with fs.open_output_stream(path) as sink, pq.ParquetWriter(
+        fs.create_dir(parent, recursive=True)
+        with fs.open_output_stream(target) as sink, pq.ParquetWriter(
             sink, schema,
             use_dictionary=["label"],  # ids are delta-encoded; samples are not repetitive
             column_encoding={"id": "DELTA_BINARY_PACKED"},
@@ -165,13 +175,26 @@ def _write_part(fs: Any, path: str, name: str, schema: pa.Schema, meta: PoolMeta
                 sizes.append(g_hi - g_lo)
                 labels.append(digest(ys))
                 samples.append(digest(np.asarray(xs, meta.dtype)))
+        if fs.type_name == "local":
+            fsync_path(target)
+        if target != path:
+            fs.move(target, path)
     except DataError:
+        _discard(fs, target, path)
         raise
     except Exception as e:  # noqa: BLE001 - filesystem and parquet errors of any kind
+        _discard(fs, target, path)
         raise DataError(f"cannot write {name}: {one_line(e)}") from None
-    if fs.type_name == "local":
-        fsync_path(path)
     return sizes, labels, samples
+
+
+def _discard(fs: Any, target: str, path: str) -> None:
+    """A failed part's temp file goes (a complete part under its name is never half-written)."""
+    if target != path:
+        try:
+            fs.delete_file(target)
+        except Exception:  # noqa: BLE001 - best effort: a leftover temp file is hidden
+            pass
 
 
 def _commit_meta(fs: Any, root: str, location: str, meta: PoolMeta) -> None:

@@ -5,7 +5,7 @@
     with open_run(location, "resume", command="autoal-dist import") as run:  # an existing one
         meta = run.meta()
 
-Both take the run lock (run/lock.py) before anything is read that decides what to write, and
+Both take the run lock (dirlock.py) before anything is read that decides what to write, and
 stage a URI (remote.py) for the block's duration; a resumed run is checked (`Run.check`)
 before it is handed out. `open_run(location, "read")` opens an existing run for a reader
 (report, export) without the lock. `resume_config` is what a resume may change.
@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 from autoal_dist import remote
 from autoal_dist.config import Config
+from autoal_dist.dirlock import RunLocked, describe, lock_holder, run_lock
 from autoal_dist.run.directory import Run, RunDirError
 from autoal_dist.run.layout import CONFIG_FILE, MODE_KEY
-from autoal_dist.run.lock import RunLocked, describe, lock_holder, run_lock
 
 # Settings a resumed campaign may change: they alter how it runs, not what it selects.
 RESUMABLE_OVERRIDES = {"rounds", "shards", "workers", "gpu"}

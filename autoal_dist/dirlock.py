@@ -1,4 +1,5 @@
-"""One writer per run directory: `run`, `run --resume` and `import` exclude each other.
+"""One writer per directory: `run`, `run --resume` and `import` exclude each other on a run
+directory (the run lock), and two `pool write` on one target exclude each other.
 
 Two processes writing one run directory lose labels: two imports each read the labels
 store, merge their file, and rewrite it, so the second drops the first's labels; two
@@ -164,8 +165,10 @@ def describe(holder: dict | None) -> str:
 
 
 def _locked_message(location: str, holder: dict | None, field: str) -> str:
+    what = ("write a pool there" if (holder or {}).get("command", "").endswith("pool write")
+            else "run, resume or import labels into a run directory")
     return (f"{field}: {location} is in use by {describe(holder)}; one process at a time may "
-            "run, resume or import labels into a run directory: retry when it has finished")
+            f"{what}: retry when it has finished")
 
 
 # ---- which lock a location gets ------------------------------------------------------------
