@@ -190,9 +190,17 @@ def stored_data(cfg: Config, meta: dict) -> Dataset:
     name the data elsewhere than config.json does (a moved dataset): accepted when what is
     found there has the campaign's fingerprint. Imports no torch (a finished campaign's
     --resume checks its data and answers at once)."""
-    from autoal_dist.data import load_dataset
+    from autoal_dist.data import DataError, load_dataset
 
-    data = load_dataset(cfg.dataset, cfg.data_root, cfg.seed)
+    try:
+        data = load_dataset(cfg.dataset, cfg.data_root, cfg.seed)
+    except DataError as e:
+        if (cfg.dataset, cfg.data_root) != (meta["config"].get("dataset"),
+                                            meta["config"].get("data_root")):
+            raise
+        raise DataError(f"{e}; if the data moved, give its new place with --dataset (or "
+                        "--data-root): the same data, checked by fingerprint, is accepted") \
+            from None
     if data.fingerprint() != meta["dataset_fingerprint"]:
         stored = meta["config"]
         if (cfg.dataset, cfg.data_root) != (stored.get("dataset"), stored.get("data_root")):

@@ -95,11 +95,33 @@ def ensure_ray(dashboard: bool = False) -> RaySession:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     logging.getLogger(_AUTH_LOGGER).addFilter(_drop_auth_notice)
     address = os.environ.get("RAY_ADDRESS") or None
-    ray.init(address=address or "local", log_to_driver=False, configure_logging=True,
-             logging_level=logging.WARNING,
-             include_dashboard=None if address or dashboard else False)
+    try:
+        ray.init(address=address or "local", log_to_driver=False, configure_logging=True,
+                 logging_level=logging.WARNING,
+                 include_dashboard=None if address or dashboard else False)
+    except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError...: by cause
+        if address is None:
+            raise
+        raise ResourceError(f"RAY_ADDRESS: cannot join the Ray cluster at {address} "
+                            f"({_first_line(e)}){_auth_hint()}") from None
     _SESSION = RaySession(address, address is not None and _detect_autoscaling())
     return _SESSION
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def _auth_hint() -> str:
+    """What to set when the join may have failed for want of the cluster's token."""
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "token" and (
+            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        return "; check that the address is right and the cluster is up"
+    return ("; a `ray start` cluster has token authentication on by default: set "
+            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN) to its token "
+            "(`eval \"$(cluster/local.sh env)\"` does for its head node), and check that the "
+            "address is right and the cluster is up")
 
 
 def announce(dashboard: bool = False) -> str:

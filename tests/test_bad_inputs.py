@@ -543,3 +543,24 @@ def test_bad_inputs_print_one_line_from_a_real_process(tmp_path):
     assert p.returncode == 2, p.stderr
     assert p.stderr.count("\n") == 1 and "not a PyTorch weights file" in p.stderr, p.stderr
     assert not out.exists()
+
+
+# ---- unclear messages made clear (#27) ------------------------------------------------------
+
+def test_pool_and_resume_messages_say_what_is_wrong(tmp_path, capsys):
+    pool = tmp_path / "pool"
+    for value in ("0", "-5"):
+        fails_cleanly(capsys, ["pool", "write", "--dataset", "digits", "--to", str(pool),
+                               "--rows-per-group", value],
+                      f"--rows-per-group {value}: must be a number of rows >= 1")
+    assert not pool.exists()
+    run = tmp_path / "run"
+    assert main([*CAMPAIGN, "--out", str(run)]) == 0
+    fails_cleanly(capsys, ["pool", "info", str(run)], "is a campaign run directory, not a "
+                  "stored pool")
+    never = tmp_path / "never-started"
+    fails_cleanly(capsys, ["run", "--resume", "--out", str(never)],
+                  "does not exist: no campaign was started there")
+    assert not never.exists()
+    fails_cleanly(capsys, ["run", "--resume", "--out", str(run), "--budget", "7"],
+                  "--local/--ray may change")

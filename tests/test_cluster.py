@@ -310,6 +310,15 @@ def test_requests_a_2_cpu_cluster_cannot_meet_are_refused_in_one_line(tmp_path):
         def cli(*args: str) -> subprocess.CompletedProcess:
             return sh(sys.executable, "-m", "autoal_dist", *args, env=env, timeout=300)
 
+        # joined without the token (token auth is on by default): one line saying what to set
+        no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+        done = sh(sys.executable, "-m", "autoal_dist", "run", *CAMPAIGN, "--ray", "--out",
+                  str(tmp_path / "no-token"), env=no_token, timeout=300)
+        last = done.stderr.strip().splitlines()[-1]
+        assert done.returncode == 2 and last.startswith("autoal-dist: error: RAY_ADDRESS: "), \
+            done.stderr[-2000:]
+        assert "RAY_AUTH_MODE=token" in last and not (tmp_path / "no-token").exists()
+
         for flag, value in (("--shards", "3"), ("--workers", "8")):
             out = tmp_path / f"run{flag}"
             done = cli("run", *CAMPAIGN, "--ray", flag, value, "--out", str(out))

@@ -169,7 +169,8 @@ def test_resume_and_export_accept_a_moved_dataset_with_the_same_data(tmp_path, c
     old.rename(new)
     npz(other, flip=True)
     before = snapshot(run)
-    fails_cleanly(capsys, ["run", "--resume", "--out", str(run)], "old.npz")  # gone: DataError
+    err = fails_cleanly(capsys, ["run", "--resume", "--out", str(run)], "old.npz")  # gone
+    assert "if the data moved, give its new place with --dataset" in err
     fails_cleanly(capsys, ["run", "--resume", "--out", str(run), "--dataset", f"npz:{other}"],
                    "is not the campaign's")
     fails_cleanly(capsys, ["export", str(run), "--to", str(tmp_path / "x")], "old.npz")

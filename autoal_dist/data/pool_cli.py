@@ -71,6 +71,11 @@ def cmd_pool(args: argparse.Namespace) -> int:
     from autoal_dist.data.pool_write import write_pool
 
     if args.pool_command == "write":
+        for flag, value in (("--rows-per-file", args.rows_per_file),
+                            ("--rows-per-group", args.rows_per_group)):
+            if value is not None and value < 1:
+                raise DataError(f"pool write: {flag} {value}: must be a number of rows >= 1 "
+                                "(or left out: the default)")
         spec = dataset_spec(args)
         # lazy: a folder of image files is decoded a row group at a time as it is written
         data = load_dataset(spec, args.data_root, lazy=True)

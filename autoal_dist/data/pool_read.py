@@ -424,6 +424,8 @@ def read_meta(location: str) -> PoolMeta:
         info = fs.get_file_info(f"{root}/{META_FILE}")
         if info.type == pafs.FileType.NotFound:
             what = ("does not exist" if fs.get_file_info(root).type == pafs.FileType.NotFound
+                    else "is a campaign run directory, not a stored pool (pool write makes one)"
+                    if fs.get_file_info(f"{root}/config.json").type == pafs.FileType.File
                     else "holds no pool.json (an incomplete pool: its writer writes pool.json "
                          "last)")
             raise DataError(f"stored pool {location} {what}; expected {name}")

@@ -84,6 +84,9 @@ def require_run(location: str, field: str) -> None:
             raise RunDirError(f"{field}: cannot read {location}: "
                               f"{text.splitlines()[0] if text else type(e).__name__}") from None
     else:
+        if not Path(location).exists():
+            raise RunDirError(f"{field}: {location} does not exist: no campaign was started "
+                              f"there (start one with autoal-dist run --out {location})")
         found = (Path(location) / CONFIG_FILE).is_file()
     if not found:
         raise RunDirError(f"{field}: {location} holds no {CONFIG_FILE}; not a campaign run "
@@ -192,6 +195,7 @@ def resume_config(meta: dict[str, Any], overrides: dict[str, Any]) -> Config:
             flag = FLAG_OF.get(key, "--" + key.replace("_", "-"))
             raise RunDirError(f"{flag}: {value!r} differs from the campaign's stored value "
                               f"{before.get(key)!r}; on --resume only "
-                              f"{', '.join('--' + k for k in sorted(RESUMABLE_OVERRIDES))} may "
-                              "change (and --dataset/--data-root, to where the same data moved)")
+                              f"{', '.join('--' + k for k in sorted(RESUMABLE_OVERRIDES))}, "
+                              "--local/--ray may change (and --dataset/--data-root, to where the "
+                              "same data moved)")
     return cfg
