@@ -466,3 +466,17 @@ def test_a_pool_without_digests_is_checked_against_the_runs_pool_parquet(digits,
     assert main(["run", "--resume", "--out", str(run), "--rounds", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "train label of sample 0 is" in err and "pool.parquet" in err
+
+
+def test_normalizing_a_stored_pools_read_only_rows_warns_nothing():
+    """Every actor normalizes read-only row groups: torch's non-writable-array warning would
+    land on every actor's stderr (it fires once per process, so a fresh one is asked)."""
+    code = ("import warnings, numpy as np\nwarnings.simplefilter('error')\n"
+            "from autoal_dist.data.transforms import Normalizer\n"
+            "x = np.zeros((2, 4, 4, 1), np.uint8); x.flags.writeable = False\n"
+            "Normalizer.fit(np.ones((2, 4, 4, 1), np.uint8))(x)\nprint('ok')")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-1000:]

@@ -6,6 +6,7 @@ so training is reproducible for a seed.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,9 @@ class Normalizer:
         Kept exactly as first written: an in-place variant gives equal values but, for
         one-channel images, other strides, and the convolutions then pick other kernels, so
         trained models (and journals) would differ in the last bits."""
-        t = torch.from_numpy(np.ascontiguousarray(x)).float()
+        with warnings.catch_warnings():  # a stored pool's read-only rows: .float() copies them,
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            t = torch.from_numpy(np.ascontiguousarray(x)).float()  # nothing writes to them
         mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
         t = (t - mean) / std
         return t.permute(0, 3, 1, 2).contiguous() if t.ndim == 4 else t
