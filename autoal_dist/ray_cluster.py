@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -95,6 +96,9 @@ def ensure_ray(dashboard: bool = False) -> RaySession:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     logging.getLogger(_AUTH_LOGGER).addFilter(_drop_auth_notice)
     address = os.environ.get("RAY_ADDRESS") or None
+    if address is None and (reaped := reap_orphans()):
+        print(f"ray: stopped {len(reaped)} Ray process(es) a killed run left behind "
+              f"({', '.join(reaped)})", file=sys.stderr, flush=True)
     try:
         ray.init(address=address or "local", log_to_driver=False, configure_logging=True,
                  logging_level=logging.WARNING,
@@ -122,6 +126,53 @@ def _auth_hint() -> str:
             "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN) to its token "
             "(`eval \"$(cluster/local.sh env)\"` does for its head node), and check that the "
             "address is right and the cluster is up")
+
+
+ORPHANS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")  # survive a SIGKILLed driver
+
+
+def reap_orphans() -> list[str]:
+    """Stop the Ray agents a SIGKILLed driver's private Ray left behind (Linux; else none).
+
+    A driver killed with SIGKILL takes its Ray down with it, except its node's dashboard and
+    runtime-env agents: they are re-parented to init and ignore SIGTERM for tens of seconds.
+    An agent is stopped only if it is ours (same uid), orphaned (parent 1), and its session
+    (the /tmp/ray/session_..._<pid> its files are in) was started by a process that is gone
+    and has no raylet left. Returns "name pid" of each one stopped."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    raylets: set[str] = set()
+    orphans = []
+    for p in proc.iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if "raylet" in cmd:
+                raylets.update(re.findall(r"session_[\w.-]+", cmd))
+                continue
+            name = cmd.strip()
+            if name not in ORPHANS or p.stat().st_uid != os.getuid():
+                continue
+            ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            sessions = {m for fd in (p / "fd").iterdir()
+                        for m in re.findall(r"session_[\w.-]+", os.readlink(fd))}
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == 1 and len(sessions) == 1:
+            orphans.append((int(p.name), name, sessions.pop()))
+    reaped = []
+    for pid, name, session in orphans:
+        starter = session.rsplit("_", 1)[-1]
+        if session in raylets or (starter.isdigit() and Path(f"/proc/{starter}").exists()):
+            continue
+        try:
+            os.kill(pid, 9)
+            reaped.append(f"{name} {pid}")
+        except OSError:
+            pass
+    return reaped
 
 
 def announce(dashboard: bool = False) -> str:

@@ -328,3 +328,55 @@ def test_a_run_stored_before_the_gain_reward_resumes_with_the_loss_rank_search(t
     del meta["config"]["autoal"]["reward"]
     path.write_text(json.dumps(meta))
     assert Run.at(run).meta("--out")["config"]["autoal"]["reward"] == "loss_rank"
+
+
+# ---- a SIGKILLed Ray-mode driver ------------------------------------------------------------
+
+def _orphan_agents() -> list[int]:
+    from autoal_dist.ray_cluster import ORPHANS
+
+    found = []
+    for p in Path("/proc").iterdir():
+        try:
+            if not p.name.isdigit():
+                continue
+            name = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if name in ORPHANS and ppid == 1:
+            found.append(int(p.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_the_next_run_stops_what_a_killed_ray_run_left_behind(tmp_path):
+    """SIGKILL of a Ray-mode driver leaves its node's dashboard and runtime-env agents behind
+    (re-parented to init, deaf to SIGTERM); the next run with a private Ray stops them and
+    says so."""
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = [sys.executable, "-m", "autoal_dist", "run", "--ray", "--dataset", "digits",
+           "--epochs", "2"]
+    before = set(_orphan_agents())
+    p = subprocess.Popen([*run, "--rounds", "3", "--out", str(tmp_path / "a")], env=env,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stderr is not None
+    for line in p.stderr:  # killed mid-round, with its Ray up
+        if "training on" in line:
+            break
+    time.sleep(2)
+    p.kill()
+    p.wait()
+    time.sleep(2)
+    left = set(_orphan_agents()) - before
+    done = subprocess.run([*run, "--rounds", "0", "--quiet", "--out", str(tmp_path / "b")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if left:
+        assert "a killed run left behind" in done.stderr
+    assert not left & set(_orphan_agents())
