@@ -154,3 +154,42 @@ def test_ctrl_c_on_tune_writes_the_finished_trials_and_resume_finishes_the_sweep
     rows = pq.read_table(out / "tune_results.parquet").to_pylist()
     assert len(rows) == 6 and {r["status"] for r in rows} <= {"complete", "stopped"}
     assert (out / "best_config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_a_scorer_that_lost_its_node_is_named_and_the_run_stops(tmp_path):
+    """Two nodes of 1 CPU, --shards 2 (one scorer per node); the second node is removed after
+    round 0: its scorer restarts with nowhere to go (the head's CPU holds the other). The run
+    names it within ~25 s and stops (a fixed cluster cannot grow), exit 2; `--resume --shards
+    1` finishes the campaign on what is left."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        env = {**os.environ, "RAY_ADDRESS": cluster.address}
+        out = tmp_path / "run"
+        cmd = [sys.executable, "-m", "autoal_dist", "run", "--ray", "--dataset", "digits",
+               "--rounds", "2", "--epochs", "1", "--shards", "2", "--out", str(out)]
+        p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        assert p.stderr is not None
+        lines, removed_at = [], None
+        for line in p.stderr:
+            lines.append(line)
+            if line.startswith("round   0/") and removed_at is None:
+                cluster.remove_node(worker)
+                removed_at = time.monotonic()
+        assert p.wait(timeout=120) == 2, "".join(lines[-20:])
+        assert removed_at is not None and time.monotonic() - removed_at < 60
+        last = lines[-1].strip()
+        assert last.startswith("autoal-dist: error: scorer actor ") and "no node has 1 CPU" in last
+        assert "--shards 1" in last
+        done = subprocess.run([sys.executable, "-m", "autoal_dist", "run", "--resume", "--out",
+                               str(out), "--shards", "1", "--quiet"], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "the campaign is complete" not in done.stdout  # it ran the rounds left
+    finally:
+        cluster.shutdown()

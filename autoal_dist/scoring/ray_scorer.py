@@ -73,6 +73,25 @@ def _user_error(err: RayTaskError) -> BaseException:
     return DataError(str(cause)) if isinstance(cause, DataError) else err
 
 
+WATCH_S = 5.0  # how often a wait looks at its actors
+STUCK_S = 20.0  # an actor not ALIVE this long, with no room for it, is named (polls: ~25 s)
+
+
+def _actor_state(actor: Any) -> tuple[str | None, str | None]:
+    """(state, the address of its node when that node is gone) of an actor, from the GCS
+    (no dashboard needed); (None, None) when it cannot be told."""
+    try:
+        import ray._private.state as gcs
+
+        info = gcs.actors(actor._actor_id.hex())
+        node_id = (info.get("Address") or {}).get("NodeID")
+        gone = next((n.get("NodeManagerAddress") for n in ray.nodes()
+                     if n.get("NodeID") == node_id and not n.get("Alive")), None)
+        return info.get("State"), gone
+    except Exception:  # noqa: BLE001 - an internal API: no answer is not an error
+        return None, None
+
+
 def _get(refs: Any) -> Any:
     """ray.get, with an actor's DataError re-raised as itself (one line, exit 2)."""
     try:
@@ -167,32 +186,76 @@ class RayScorer:
             ray.kill(a, no_restart=True)
         self.actors = []
 
+    def _get(self, refs: Any) -> Any:
+        """`_get`, watching the actors while it waits: one that lost its node and cannot be
+        placed again is named after STUCK_S (`placement_problem`)."""
+        pending = [r for r in (refs if isinstance(refs, list) else [refs])]
+        stuck_since: dict[int, float] = {}
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=WATCH_S)
+            if pending:
+                self._watch(stuck_since)
+        return _get(refs)
+
+    def _watch(self, stuck_since: dict[int, float]) -> None:
+        """Each actor not ALIVE for STUCK_S with no room for it in the cluster: a
+        ResourceError on a fixed cluster (the run stops: its rounds are saved), a line every
+        STUCK_S while an autoscaler may add the node."""
+        from autoal_dist.ray_cluster import ResourceError, ensure_ray
+
+        now = time.monotonic()
+        for k, actor in enumerate(self.actors):
+            state, node = _actor_state(actor)
+            if state in (None, "ALIVE", "DEAD"):
+                stuck_since.pop(k, None)
+                continue
+            since = stuck_since.setdefault(k, now)
+            if now - since < STUCK_S:
+                continue
+            need = {"CPU": float(self.options["num_cpus"]), "GPU": float(self.options["num_gpus"])}
+            free = ray.available_resources()
+            if all(free.get(r, 0.0) >= n for r, n in need.items() if n):
+                continue  # room exists: Ray is placing it
+            what = (f"scorer actor {k + 1} of {len(self.actors)} is {state}"
+                    + (f": its node {node} left the cluster" if node else "")
+                    + f", and no node has {need['CPU']:g} CPU"
+                    + (f" and {need['GPU']:g} GPU" if need["GPU"] else "") + " free for it")
+            if not ensure_ray().autoscaling:
+                raise ResourceError(
+                    f"{what} ({now - since:.0f} s); the cluster cannot grow: add a node, or "
+                    f"continue on what is left: autoal-dist run --resume --out DIR --shards "
+                    f"{max(1, len(self.actors) - 1)} (every finished round is saved)")
+            self.progress.note(f"  waiting for the autoscaler: {what} ({now - since:.0f} s)")
+            stuck_since[k] = now
+
     def resolve(self, proxy: ShardProxy, ref: ray.ObjectRef) -> Any:
         """ray.get, rebuilding the shard and replaying its log if its actor restarted."""
         actor = self.actors[proxy.k]
         for _ in range(REBUILD_ATTEMPTS):
             try:
-                _get(proxy.pending)
+                self._get(proxy.pending)
                 proxy.pending = []
-                return _get(ref)
+                return self._get(ref)
             except RayTaskError as err:
                 if not _needs_rebuild(err):
                     raise
             proxy.pending = []
             method, args = self.rebuild[proxy.k]
-            _get(getattr(actor, method).remote(*args))
-            _get([getattr(actor, m).remote(*a) for m, a in proxy.log[:-1]])
+            self._get(getattr(actor, method).remote(*args))
+            self._get([getattr(actor, m).remote(*a) for m, a in proxy.log[:-1]])
             method, args = proxy.log[-1]
             ref = getattr(actor, method).remote(*args)
         raise RuntimeError(f"scorer shard {proxy.k} kept losing its state; giving up")
 
     def _gather(self, refs: list[ray.ObjectRef], done: str) -> list[Any]:
         """`_get` of one call per shard, saying as each shard finishes (`progress`)."""
-        if not self.progress.enabled:
-            return _get(refs)
         start, pending = time.monotonic(), list(refs)
+        stuck_since: dict[int, float] = {}
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
+            ready, pending = ray.wait(pending, num_returns=1, timeout=WATCH_S)
+            if not ready:
+                self._watch(stuck_since)
+                continue
             self.progress.note(f"    shard {len(refs) - len(pending)}/{len(refs)} {done} "
                                f"({time.monotonic() - start:.1f} s)")
         return _get(refs)
