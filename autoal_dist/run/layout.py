@@ -9,7 +9,7 @@
     albl_state.json            ALBL's bandit state (albl/state.py)
     autoal_*.parquet/.png      AutoAL's weights, search diagnostics and evidence (autoal/report.py)
     train/                     Ray Train checkpoints of the round being trained
-    .lock                      the run lock (run/lock.py)
+    .lock                      the run lock (dirlock.py)
 
 The labeled set is *derived* from the journal: nothing else holds it, so nothing can get
 out of sync with it. A round policy's own files are named by the policy, and checked by it
