@@ -150,6 +150,8 @@ class Run:
         set's rows read (their row groups' digests checked; training reads them next, from
         the driver's row cache). A mismatch is a RunDirError naming `flag`, before anything is
         written."""
+        if not self.exists(POOL_FILE):  # a crash right after config.json: ensure_pool writes it
+            return
         pool = self.pool()
         split = pool.column("split").to_numpy(zero_copy_only=False)
         recorded = pool.column("label").to_numpy()
