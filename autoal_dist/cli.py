@@ -238,8 +238,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return stop
             from autoal_dist.campaign import check_data
 
+            run.check_data(data)  # the campaign's data first, then the config against it
             check_data(cfg, data)
-            run.check_data(data)
             execution = _started(mode, cfg)
             return _run_campaign(args, cfg, data, meta, run, execution)
     from autoal_dist.campaign import prepare_data

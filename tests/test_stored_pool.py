@@ -480,3 +480,21 @@ def test_normalizing_a_stored_pools_read_only_rows_warns_nothing():
 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-1000:]
+
+
+def test_a_pool_json_with_another_class_count_is_refused_on_resume(digits, tmp_path, capsys):
+    """num_classes edited in pool.json (10 -> 1000) passes the pool's own checks (its labels are
+    in range), but not the campaign's: config.json recorded 10."""
+    from autoal_dist.cli import main
+
+    pool = Path(write(digits, tmp_path))
+    run = tmp_path / "run"
+    assert main(["run", "--dataset", f"pool:{pool}", "--local", "--quiet", "--init", "20",
+                 "--budget", "10", "--epochs", "1", "--rounds", "1", "--out", str(run)]) == 0
+    meta = json.loads((pool / "pool.json").read_text())
+    meta["num_classes"] = 1000
+    (pool / "pool.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["run", "--resume", "--out", str(run), "--rounds", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the data has 1000 classes, the campaign 10" in err

@@ -64,8 +64,8 @@ FINGERPRINT_CHUNK = 32 << 20  # bytes hashed per step: any value gives the same 
 
 def content_fingerprint(*arrays) -> str:
     """blake2b-128 over each array's shape string and C-order bytes, streamed in row chunks
-    (so a lazy array is read a chunk at a time). `rundir.dataset_fingerprint` is this over
-    (train_x, train_y, test_x, test_y)."""
+    (so a lazy array is read a chunk at a time). config.json's `dataset_fingerprint` is this
+    over (train_x, train_y, test_x, test_y)."""
     h = hashlib.blake2b(digest_size=16)
     for arr in arrays:
         h.update(str(tuple(int(d) for d in arr.shape)).encode())

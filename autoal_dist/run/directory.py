@@ -150,6 +150,11 @@ class Run:
         set's rows read (their row groups' digests checked; training reads them next, from
         the driver's row cache). A mismatch is a RunDirError naming `flag`, before anything is
         written."""
+        recorded_classes = self.meta(flag).get("num_classes")
+        if data.num_classes != recorded_classes:
+            raise RunDirError(f"{flag}: the data has {data.num_classes} classes, the campaign "
+                              f"{recorded_classes} ({self.where(CONFIG_FILE)}'s num_classes); "
+                              "the campaign needs the pool it started with")
         if not self.exists(POOL_FILE):  # a crash right after config.json: ensure_pool writes it
             return
         pool = self.pool()
