@@ -498,3 +498,12 @@ def test_a_pool_json_with_another_class_count_is_refused_on_resume(digits, tmp_p
     assert main(["run", "--resume", "--out", str(run), "--rounds", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "the data has 1000 classes, the campaign 10" in err
+
+
+def test_a_pool_json_missing_a_file_entry_says_so(pool):
+    meta = json.loads((pool / "pool.json").read_text())
+    dropped = meta["splits"]["train"].pop(1)["path"]
+    (pool / "pool.json").write_text(json.dumps(meta))
+    msg = one_line_error(lambda: load_dataset(f"pool:{pool}"), "part-00002.parquet",
+                         "the entry of a file before train/part-00002.parquet is missing")
+    assert dropped == "train/part-00001.parquet" and "ids 300..599" in msg

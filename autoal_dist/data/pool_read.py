@@ -472,6 +472,9 @@ def _check_split(location: str, meta: PoolMeta, split: str) -> np.ndarray:
                 owner = files[int(np.searchsorted(offsets, v, "right")) - 1].path
                 where = f"; id {v} belongs to {full_name(location, owner)}" + (
                     " too (a duplicate)" if owner != f.path else "")
+            if r == 0 and v > want[0]:  # the file starts later than pool.json says
+                where = (f"; pool.json lists no file for ids {want[0]}..{v - 1}: the entry of a "
+                         f"file before {f.path} is missing from it (or a file was renamed)")
             raise DataError(f"{name}: row {r} has id {v}, expected {want[r]} (ids run "
                             f"0..{total - 1} in file order{where})")
         y = table.column("label").to_numpy()
