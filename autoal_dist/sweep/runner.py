@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import os
 import sys
@@ -172,9 +173,18 @@ def _trial_dirname(trial: Any) -> str:
     return trial.trial_id
 
 
+def _drop_ray_resume_advice(record: logging.LogRecord) -> bool:
+    """Tune's own advice on an interrupted sweep (`Tuner.restore(...)`, and the metrics of the
+    trials it never started) contradicts the one line this command prints: `tune --resume`."""
+    text = record.getMessage()
+    return "Tuner.restore" not in text and "Failed to fetch metrics" not in text
+
+
 def _fit(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
          samples: list[dict[str, Any]], data: Dataset, out: str, quiet: bool,
          restore: bool = False) -> Any:
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logging.getLogger(name).addFilter(_drop_ray_resume_advice)
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
