@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from autoal_dist import store
-from autoal_dist.config import AutoALConfig
+from autoal_dist.config import AutoALConfig, flat
 from autoal_dist.policies import POLICIES
 from autoal_dist.report import learning_curve_auc
 from autoal_dist.run import Run, RunDirError
@@ -109,12 +109,6 @@ def load_run(run: Run) -> Curve:
 
 # ---- labels: strategy, and the settings that tell its variants apart ----------------------
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
 
 def _show(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
@@ -124,7 +118,7 @@ def _relevant(config: dict[str, Any]) -> dict[str, Any]:
     """The flat settings that may make a run of this strategy a different method."""
     strategy = config.get("strategy")
     out = {}
-    for key, value in _flat(config).items():
+    for key, value in flat(config).items():
         if key in NOT_VARIANTS or key == "strategy":
             continue
         if key.startswith("autoal.") and strategy != "autoal":

@@ -273,6 +273,15 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
             setattr(obj, key, _coerce(value, hints[key], name))
 
 
+def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config dict as dotted keys ({"train": {"epochs": 5}} -> {"train.epochs": 5}): what a
+    resume compares, and what tells runs of one strategy apart."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():

@@ -80,7 +80,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from autoal_dist.errors import UserError
+from autoal_dist.errors import UserError, first_line
 
 LOCK_NAME = ".lock"  # <run>/.lock: a file (local, NFS) or a prefix of lease entries (stores)
 DEFAULT_TTL = 60.0  # seconds an object-store lease lives without renewal
@@ -98,10 +98,6 @@ class RunLocked(RunLockError):
         super().__init__(message)
         self.holder = holder
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _now_iso() -> str:
@@ -277,7 +273,7 @@ def _lock_local(directory: Path, location: str, command: str, field: str,
                     # (umask 002) must stay lockable by the group
                     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
                 except OSError as e:
-                    raise RunLockError(f"{field}: cannot lock {location}: {_first_line(e)}") \
+                    raise RunLockError(f"{field}: cannot lock {location}: {first_line(e)}") \
                         from None
                 try:
                     fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -287,7 +283,7 @@ def _lock_local(directory: Path, location: str, command: str, field: str,
                         hint = (" (the filesystem offers no POSIX locks: on NFSv3 run lockd, or "
                                 "mount with NFSv4)" if e.errno == errno.ENOLCK else "")
                         raise RunLockError(f"{field}: cannot lock {location}: "
-                                           f"{_first_line(e)}{hint}") from None
+                                           f"{first_line(e)}{hint}") from None
                     holder = _read_record(fd, tries=1)
                     os.close(fd)  # we hold no lock on this file: closing it releases nothing
                 else:
@@ -300,7 +296,7 @@ def _lock_local(directory: Path, location: str, command: str, field: str,
                     except OSError as e:
                         os.close(fd)  # drops the lock
                         raise RunLockError(f"{field}: cannot lock {location}: "
-                                           f"{_first_line(e)}") from None
+                                           f"{first_line(e)}") from None
                     lock = _LocalLock(location, record, ("local", st.st_dev, st.st_ino), fd)
                     _HELD[lock.key] = lock
                     return lock
@@ -475,7 +471,7 @@ def _lock_store(d, location: str, command: str, field: str, wait: float, ttl: fl
                     _put(d, path, record)
                     entries = _entries(d, ttl)
                 except (OSError, ValueError) as e:
-                    raise RunLockError(f"{field}: cannot lock {location}: {_first_line(e)}") \
+                    raise RunLockError(f"{field}: cannot lock {location}: {first_line(e)}") \
                         from None
                 others = [(p, r) for p, r, live in entries if live and p != path]
                 if not others:
@@ -517,7 +513,7 @@ def run_lock(location: str | os.PathLike, command: str, *, field: str = "--out",
     try:
         kind, target = _target(location)
     except remote.RemoteError as e:
-        raise RunLockError(f"{field}: {_first_line(e)}") from None
+        raise RunLockError(f"{field}: {first_line(e)}") from None
     if kind == "local":
         lock = _lock_local(target, location_str, command, field, wait, create)
     else:

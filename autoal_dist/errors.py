@@ -10,3 +10,9 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """A one-line user error; the CLI maps it to exit code 2."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception as one line of a user error: its message's first line, or its type."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoal_dist.errors import UserError
+from autoal_dist.errors import UserError, first_line
 
 WAIT_REPORT_S = 30.0  # how often a run waiting for an autoscaler says so
 AUTOSCALING_ENV = "AUTOAL_AUTOSCALING"  # 1/0: override the autoscaler detection
@@ -107,14 +107,10 @@ def ensure_ray(dashboard: bool = False) -> RaySession:
         if address is None:
             raise
         raise ResourceError(f"RAY_ADDRESS: cannot join the Ray cluster at {address} "
-                            f"({_first_line(e)}){_auth_hint()}") from None
+                            f"({first_line(e)[:300]}){_auth_hint()}") from None
     _SESSION = RaySession(address, address is not None and _detect_autoscaling())
     return _SESSION
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 def _auth_hint() -> str:
@@ -131,19 +127,16 @@ def _auth_hint() -> str:
 ORPHANS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")  # survive a SIGKILLed driver
 
 
-def reap_orphans() -> list[str]:
-    """Stop the Ray agents a SIGKILLed driver's private Ray left behind (Linux; else none).
-
-    A driver killed with SIGKILL takes its Ray down with it, except its node's dashboard and
-    runtime-env agents: they are re-parented to init and ignore SIGTERM for tens of seconds.
-    An agent is stopped only if it is ours (same uid), orphaned (parent 1), and its session
-    (the /tmp/ray/session_..._<pid> its files are in) was started by a process that is gone
-    and has no raylet left. Returns "name pid" of each one stopped."""
+def orphaned_agents() -> list[tuple[int, str, bool]]:
+    """(pid, name, whether its session lives) of each of our Ray node agents re-parented to
+    init (ORPHANS); Linux only (an empty list elsewhere). A session lives while it has a
+    raylet or the process that started it (the /tmp/ray/session_..._<pid> the agent's files
+    are in) is there."""
     proc = Path("/proc")
     if not proc.is_dir():
         return []
     raylets: set[str] = set()
-    orphans = []
+    found = []
     for p in proc.iterdir():
         if not p.name.isdigit():
             continue
@@ -161,11 +154,25 @@ def reap_orphans() -> list[str]:
         except (OSError, ValueError, IndexError):
             continue
         if ppid == 1 and len(sessions) == 1:
-            orphans.append((int(p.name), name, sessions.pop()))
-    reaped = []
-    for pid, name, session in orphans:
+            found.append((int(p.name), name, sessions.pop()))
+
+    def lives(session: str) -> bool:
         starter = session.rsplit("_", 1)[-1]
-        if session in raylets or (starter.isdigit() and Path(f"/proc/{starter}").exists()):
+        return session in raylets or (starter.isdigit() and Path(f"/proc/{starter}").exists())
+
+    return [(pid, name, lives(session)) for pid, name, session in found]
+
+
+def reap_orphans() -> list[str]:
+    """Stop the Ray agents a SIGKILLed driver's private Ray left behind (Linux; else none).
+
+    A driver killed with SIGKILL takes its Ray down with it, except its node's dashboard and
+    runtime-env agents: they are re-parented to init and ignore SIGTERM for tens of seconds.
+    An agent is stopped only if it is ours (same uid), orphaned (parent 1), and its session
+    no longer lives (`orphaned_agents`). Returns "name pid" of each one stopped."""
+    reaped = []
+    for pid, name, session_lives in orphaned_agents():
+        if session_lives:
             continue
         try:
             os.kill(pid, 9)

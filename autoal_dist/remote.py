@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from autoal_dist.errors import UserError
+from autoal_dist.errors import UserError, first_line
 
 # pyarrow filesystems whose object writes are atomic; the others get a temp name + move.
 ATOMIC_PUT = {"s3", "gcs", "abfs"}
@@ -46,10 +46,6 @@ _COPY_CHUNK = 8 << 20
 class RemoteError(UserError):
     """A storage URI that cannot be used: unknown scheme, or the filesystem refuses it."""
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def is_uri(location: str | os.PathLike) -> bool:
@@ -95,7 +91,7 @@ class RemoteDir:
         try:
             fs, root = pafs.FileSystem.from_uri(uri)
         except Exception as e:  # pyarrow raises ValueError/OSError/ArrowInvalid by cause
-            raise RemoteError(f"cannot open {uri!r}: {_first_line(e)}") from None
+            raise RemoteError(f"cannot open {uri!r}: {first_line(e)}") from None
         return cls(uri, fs, root.rstrip("/"))
 
     def _path(self, rel: str) -> str:
@@ -203,7 +199,7 @@ def is_empty(location: str, field: str = "--out") -> bool:
             d.check_bucket()
             return d.is_empty()
         except (RemoteError, OSError) as e:
-            raise RemoteError(f"{field}: {_first_line(e)}") from None
+            raise RemoteError(f"{field}: {first_line(e)}") from None
     path = Path(location)
     if not path.exists():
         return True
@@ -236,7 +232,7 @@ def opened(location: str | os.PathLike, *, download: bool = True,
         remote = RemoteDir.open(str(location))
         remote.check_bucket()
     except (RemoteError, OSError) as e:
-        raise RemoteError(f"{field}: {_first_line(e)}") from None
+        raise RemoteError(f"{field}: {first_line(e)}") from None
     name = PurePosixPath(remote.root).name or "run"
     staging = Path(tempfile.mkdtemp(prefix="autoal-dist-staging-")) / name
     staging.mkdir()
@@ -245,7 +241,7 @@ def opened(location: str | os.PathLike, *, download: bool = True,
             try:
                 remote.download(staging)
             except OSError as e:
-                raise RemoteError(f"{field}: cannot read {location}: {_first_line(e)}") from None
+                raise RemoteError(f"{field}: cannot read {location}: {first_line(e)}") from None
         yield Staged(staging, str(location), remote)
     finally:
         shutil.rmtree(staging.parent, ignore_errors=True)

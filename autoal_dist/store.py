@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from autoal_dist.errors import first_line
 from autoal_dist.faults import crashpoint
 
 _ROUND_FILE = re.compile(r"^round_(\d{3,})\.parquet$")
@@ -108,8 +109,7 @@ def _naming(e: OSError, path: Path) -> OSError:
     if code is None and "No space left on device" in str(e):
         code = errno.ENOSPC
     if code is None:
-        text = str(e).strip()
-        return WriteError(f"{path}: {text.splitlines()[0] if text else type(e).__name__}")
+        return WriteError(f"{path}: {first_line(e)}")
     return OSError(code, os.strerror(code), str(path))  # the subclass, e.g. PermissionError
 
 

@@ -333,20 +333,9 @@ def test_a_run_stored_before_the_gain_reward_resumes_with_the_loss_rank_search(t
 # ---- a SIGKILLed Ray-mode driver ------------------------------------------------------------
 
 def _orphan_agents() -> list[int]:
-    from autoal_dist.ray_cluster import ORPHANS
+    from autoal_dist.ray_cluster import orphaned_agents
 
-    found = []
-    for p in Path("/proc").iterdir():
-        try:
-            if not p.name.isdigit():
-                continue
-            name = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if name in ORPHANS and ppid == 1:
-            found.append(int(p.name))
-    return found
+    return [pid for pid, _, _ in orphaned_agents()]
 
 
 @pytest.mark.slow

@@ -229,8 +229,9 @@ def rewrite(path: Path, **columns) -> None:
     sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
     table = pf.read()
     for name, values in columns.items():
-        table = table.set_column(table.schema.get_field_index(name),
-                                 table.schema.field(name), pa.array(values, pa.int64()))
+        field = table.schema.field(name)
+        table = table.set_column(table.schema.get_field_index(name), field,
+                                 pa.array(values, field.type))
     with pq.ParquetWriter(path, pf.schema_arrow) as w:
         lo = 0
         for size in sizes:
@@ -397,18 +398,9 @@ def test_pool_commands(tmp_path, capsys):
 
 def _swap_samples(path: Path) -> None:
     """The part with its first two rows' samples exchanged: same ids, labels, row groups."""
-    pf = pq.ParquetFile(path)
-    sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
-    table = pf.read()
-    samples = table.column("sample").to_pylist()
+    samples = pq.read_table(path).column("sample").to_pylist()
     samples[0], samples[1] = samples[1], samples[0]
-    table = table.set_column(2, table.schema.field("sample"),
-                             pa.array(samples, table.schema.field("sample").type))
-    with pq.ParquetWriter(path, pf.schema_arrow) as w:
-        lo = 0
-        for size in sizes:
-            w.write_table(table.slice(lo, size), row_group_size=size)
-            lo += size
+    rewrite(path, sample=samples)
 
 
 @pytest.mark.parametrize("change", ["labels", "samples"])

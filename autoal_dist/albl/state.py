@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from autoal_dist.albl import bandit
+from autoal_dist.errors import first_line
 
 if TYPE_CHECKING:
     from autoal_dist.run import Run
@@ -52,9 +53,8 @@ def check_state(run: Run, name: str) -> None:
     try:
         state = run.read_json(name)
     except (OSError, ValueError) as e:
-        text = str(e).strip()
         raise ValueError(f"not readable JSON "
-                         f"({text.splitlines()[0] if text else type(e).__name__})") from None
+                         f"({first_line(e)})") from None
     missing = [k for k in KEYS if k not in state] if isinstance(state, dict) else list(KEYS)
     if missing or not isinstance(state["experts"], list) or not isinstance(state["rounds"],
                                                                            list):

@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from autoal_dist.errors import first_line
+
 if TYPE_CHECKING:
     from autoal_dist.run import Run
 
@@ -91,9 +93,8 @@ def check_table(run: Run, name: str) -> None:
     try:
         names = run.read_table(name).schema.names
     except Exception as e:  # noqa: BLE001 - truncated/corrupt parquet raises by cause
-        text = str(e).strip()
         raise ValueError(f"not a readable parquet file "
-                         f"({text.splitlines()[0] if text else type(e).__name__})") from None
+                         f"({first_line(e)})") from None
     if "round" not in names:
         raise ValueError(f"no column 'round' (columns: {', '.join(names)})")
 

@@ -78,56 +78,64 @@ def write_pool(data: Dataset, to: str, rows_per_file: int | None = None, encodin
     # One writer per target, from before it is found empty to pool.json: a second `pool write`
     # on it is refused naming the first, never interleaved with it.
     with run_lock(location, "autoal-dist pool write", field="pool target"):
-        try:
-            empty = remote.is_empty(location, field="pool target")
-        except remote.RemoteError as e:
-            raise DataError(str(e)) from None
-        if not empty:
-            raise DataError(f"pool target {location} is not empty; write a pool into a new "
-                            "directory (or delete that one first)")
+        return _write_locked(data, location, shape, encoding, group, per_file, threads, progress)
 
-        # Statistics of the source, unless reading it again means decoding it again (image
-        # files): then of the pool once written, which holds the same samples bit for bit.
-        later = data.known_fingerprint is None and data.is_stored
-        meta = PoolMeta(
-            name=data.name, num_classes=int(data.num_classes), sample_shape=shape,
-            dtype="uint8" if data.is_image else "float32",
-            encoding=encoding if data.is_image else "raw", fingerprint="",
-            normalizer_mean=(), normalizer_std=(),
-        )
-        if not later:
-            meta = _with_statistics(meta, data)
-        fs, root = filesystem(location)
-        schema = file_schema(meta)
-        splits = {}
-        for split in ("train", "test"):
-            x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
-            files = []
-            for i, lo in enumerate(range(0, len(x), per_file)):
-                hi = min(len(x), lo + per_file)
-                rel = part_name(split, i)
-                groups, labels, samples = _write_part(fs, f"{root}/{rel}", full_name(location, rel),
-                                                      schema, meta, x, y, lo, hi, group, threads)
-                files.append(PartFile(rel, hi - lo, tuple(groups), tuple(labels),
-                                      tuple(samples)))
-                if progress is not None:
-                    progress(f"pool write: {split} {hi:,}/{len(x):,} rows "
-                             f"({full_name(location, rel)})")
-            splits[split] = tuple(files)
-        meta = dataclasses.replace(meta, splits=splits)
-        if later:
-            from autoal_dist.data.pool_read import StoredArray
 
+def _write_locked(data: Dataset, location: str, shape: tuple[int, ...], encoding: str,
+                  group: int, per_file: int, threads: int,
+                  progress: Callable[[str], None] | None) -> PoolMeta:
+    """`write_pool` under the target's lock: the target must be empty, then every part,
+    then pool.json."""
+    try:
+        empty = remote.is_empty(location, field="pool target")
+    except remote.RemoteError as e:
+        raise DataError(str(e)) from None
+    if not empty:
+        raise DataError(f"pool target {location} is not empty; write a pool into a new "
+                        "directory (or delete that one first)")
+
+    # Statistics of the source, unless reading it again means decoding it again (image
+    # files): then of the pool once written, which holds the same samples bit for bit.
+    later = data.known_fingerprint is None and data.is_stored
+    meta = PoolMeta(
+        name=data.name, num_classes=int(data.num_classes), sample_shape=shape,
+        dtype="uint8" if data.is_image else "float32",
+        encoding=encoding if data.is_image else "raw", fingerprint="",
+        normalizer_mean=(), normalizer_std=(),
+    )
+    if not later:
+        meta = _with_statistics(meta, data)
+    fs, root = filesystem(location)
+    schema = file_schema(meta)
+    splits = {}
+    for split in ("train", "test"):
+        x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+        files = []
+        for i, lo in enumerate(range(0, len(x), per_file)):
+            hi = min(len(x), lo + per_file)
+            rel = part_name(split, i)
+            groups, labels, samples = _write_part(fs, f"{root}/{rel}", full_name(location, rel),
+                                                  schema, meta, x, y, lo, hi, group, threads)
+            files.append(PartFile(rel, hi - lo, tuple(groups), tuple(labels),
+                                  tuple(samples)))
             if progress is not None:
-                progress("pool write: fingerprint and normaliser statistics, from the pool written")
-            def part(split: str) -> np.ndarray:  # an array-like standing in for the array
-                return cast(np.ndarray, StoredArray(location, split, meta))
+                progress(f"pool write: {split} {hi:,}/{len(x):,} rows "
+                         f"({full_name(location, rel)})")
+        splits[split] = tuple(files)
+    meta = dataclasses.replace(meta, splits=splits)
+    if later:
+        from autoal_dist.data.pool_read import StoredArray
 
-            meta = _with_statistics(meta, dataclasses.replace(
-                data, train_x=part("train"), test_x=part("test")))
-        meta.check(f"pool {location}")
-        _commit_meta(fs, root, location, meta)
-        return meta
+        if progress is not None:
+            progress("pool write: fingerprint and normaliser statistics, from the pool written")
+        def part(split: str) -> np.ndarray:  # an array-like standing in for the array
+            return cast(np.ndarray, StoredArray(location, split, meta))
+
+        meta = _with_statistics(meta, dataclasses.replace(
+            data, train_x=part("train"), test_x=part("test")))
+    meta.check(f"pool {location}")
+    _commit_meta(fs, root, location, meta)
+    return meta
 
 
 def _with_statistics(meta: PoolMeta, data: Dataset) -> PoolMeta:

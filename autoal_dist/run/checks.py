@@ -41,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from autoal_dist.errors import UserError
+from autoal_dist.errors import UserError, first_line
 from autoal_dist.labeling.labels import HISTORY_FILE, LABELS_DIR, LABELS_SCHEMA
 from autoal_dist.run.layout import CONFIG_FILE, JOURNAL_DIR, JOURNAL_SCHEMA, METRICS_FILE, POOL_FILE
 
@@ -56,10 +56,6 @@ _LOOSE_ROUND = re.compile(r"^round_?(\d+)", re.IGNORECASE)
 class JournalError(UserError):
     """A run directory whose journal (or what must agree with it) is damaged."""
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _schema_text(schema: pa.Schema) -> str:
@@ -85,7 +81,7 @@ def read_checked(run: Run, rel: str, columns: list[str] | None = None,
         raise
     except Exception as e:  # noqa: BLE001 - truncated/corrupt parquet raises by cause
         raise JournalError(f"{run.where(rel)}: not a readable parquet file "
-                           f"({_first_line(e)})") from None
+                           f"({first_line(e)})") from None
 
 
 def _round_files(run: Run, sub: str, allowed: tuple[str, ...] = ()) -> dict[int, str]:
@@ -148,7 +144,7 @@ def check_run(run: Run, pool_size: int | None = None) -> None:
             json.loads(config.read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError) as e:
             raise JournalError(f"{run.where(CONFIG_FILE)}: not readable JSON "
-                               f"({_first_line(e)})") from None
+                               f"({first_line(e)})") from None
     files = _round_files(run, JOURNAL_DIR)
     if pool_size is None:
         pool_size = _train_pool_size(run)

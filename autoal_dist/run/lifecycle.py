@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from autoal_dist import remote
-from autoal_dist.config import Config
+from autoal_dist.config import Config, flat
 from autoal_dist.dirlock import RunLocked, describe, lock_holder, run_lock
+from autoal_dist.errors import first_line
 from autoal_dist.run.directory import Run, RunDirError
 from autoal_dist.run.layout import CONFIG_FILE, MODE_KEY
 
@@ -80,9 +81,7 @@ def require_run(location: str, field: str) -> None:
         except remote.RemoteError as e:
             raise remote.RemoteError(f"{field}: {e}") from None
         except OSError as e:
-            text = str(e).strip()
-            raise RunDirError(f"{field}: cannot read {location}: "
-                              f"{text.splitlines()[0] if text else type(e).__name__}") from None
+            raise RunDirError(f"{field}: cannot read {location}: {first_line(e)}") from None
     else:
         if not Path(location).exists():
             raise RunDirError(f"{field}: {location} does not exist: no campaign was started "
@@ -173,12 +172,6 @@ def new_meta(config: dict[str, Any], data: Any, version: str,
     return meta
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
 
 def resume_config(meta: dict[str, Any], overrides: dict[str, Any]) -> Config:
     """The stored config with the flags given on a resume: a flag equal to the stored value
@@ -189,7 +182,7 @@ def resume_config(meta: dict[str, Any], overrides: dict[str, Any]) -> Config:
 
     stored = load_config(meta["config"])
     cfg = load_config(meta["config"], overrides)
-    before, after = _flat(stored.to_dict()), _flat(cfg.to_dict())
+    before, after = flat(stored.to_dict()), flat(cfg.to_dict())
     for key, value in after.items():
         if value != before.get(key) and key not in RESUMABLE_OVERRIDES | MOVABLE:
             flag = FLAG_OF.get(key, "--" + key.replace("_", "-"))

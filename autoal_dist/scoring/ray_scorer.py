@@ -84,10 +84,13 @@ def _actor_state(actor: Any) -> tuple[str | None, str | None]:
         import ray._private.state as gcs
 
         info = gcs.actors(actor._actor_id.hex())
+        state = info.get("State")
+        if state == "ALIVE":  # the usual answer: no look at the nodes
+            return state, None
         node_id = (info.get("Address") or {}).get("NodeID")
         gone = next((n.get("NodeManagerAddress") for n in ray.nodes()
                      if n.get("NodeID") == node_id and not n.get("Alive")), None)
-        return info.get("State"), gone
+        return state, gone
     except Exception:  # noqa: BLE001 - an internal API: no answer is not an error
         return None, None
 
@@ -189,7 +192,7 @@ class RayScorer:
     def _get(self, refs: Any) -> Any:
         """`_get`, watching the actors while it waits: one that lost its node and cannot be
         placed again is named after STUCK_S (`placement_problem`)."""
-        pending = [r for r in (refs if isinstance(refs, list) else [refs])]
+        pending = list(refs) if isinstance(refs, list) else [refs]
         stuck_since: dict[int, float] = {}
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=WATCH_S)
