@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from autoal_dist import remote, store
@@ -175,13 +174,6 @@ class Run:
                                   "started with")
         if getattr(data, "is_stored", False):
             data.train_x[self.labeled_ids()]  # a changed row group is a DataError, here
-
-    def pool_size(self) -> int | None:
-        """Train-split rows of pool.parquet (None when there is none yet)."""
-        if not (self.dir / POOL_FILE).is_file():
-            return None
-        split = pq.read_table(self.dir / POOL_FILE, columns=["split"]).column("split")
-        return int(pc.sum(pc.equal(split, "train")).as_py() or 0)
 
     # ---- journal -----------------------------------------------------------------------------
     def journal_rounds(self) -> list[int]:
