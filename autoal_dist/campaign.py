@@ -73,13 +73,14 @@ class Campaign:
                         f"train r{round_}", round_)
 
     def fit(self, ids: np.ndarray, seed: int, name: str, desc: str | None = None,
-            round_: int = -1) -> Classifier:
+            round_: int = -1, *, min_steps: int | None = None) -> Classifier:
         """A fresh classifier trained on pool rows `ids` with the run's recipe, where the run
         trains (in this process or on Ray Train): the round's model, or a policy's own
-        (AutoAL's f_B)."""
+        (AutoAL's f_B, whose step floor is `min_steps`)."""
         from tqdm import tqdm
 
-        t = self.cfg.train
+        t = self.cfg.train if min_steps is None else dataclasses.replace(
+            self.cfg.train, min_steps=min_steps)
         x, y = self.data.train_x[ids], self.data.train_y[ids]
         use_augment = wants_augmentation(t.augment, self.data.input_shape)
         with tqdm(total=num_steps(len(x), t), desc=desc or name, leave=False,

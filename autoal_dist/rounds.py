@@ -53,6 +53,15 @@ class Fitter(Protocol):
         """AutoAL's paper-mode nets as a job, or None: in this process."""
 
 
+class Fit(Protocol):
+    """A fresh classifier on pool rows `ids`, trained with the run's recipe where the run
+    trains (AutoAL's simulation model f_B); `min_steps` overrides the recipe's step floor
+    (f_B's is scaled to its share of L)."""
+
+    def __call__(self, ids: np.ndarray, seed: int, name: str, *,
+                 min_steps: int | None = None) -> Classifier: ...
+
+
 @dataclass
 class RoundContext:
     """What a selection policy may use in one round."""
@@ -70,9 +79,7 @@ class RoundContext:
     timings: dict[str, float] = field(default_factory=dict)
     fitter: Fitter = field(default_factory=InProcess)  # where networks are fitted (execution)
     progress: Progress = QUIET  # lines about steps that run on Ray
-    # fit(ids, seed, name): a fresh classifier on pool rows `ids`, trained with the run's
-    # recipe where the run trains (AutoAL's simulation model); None where no trainer is at hand
-    fit: Callable[[np.ndarray, int, str], Classifier] | None = None
+    fit: Fit | None = None  # None where no trainer is at hand
 
 
 Policy = Callable[[RoundContext], Selection]

@@ -81,9 +81,9 @@ def round_costs(camp: Campaign, labeled: np.ndarray, round_: int) -> dict[str, d
                                                                 **PAPER_ITERS.get(cfg.dataset, {})))
     sim_train = SIM_TRAIN_S.setdefault(cfg.dataset, [])
 
-    def timed_fit(ids: np.ndarray, seed: int, name: str):
+    def timed_fit(ids: np.ndarray, seed: int, name: str, *, min_steps: int | None = None):
         t = time.perf_counter()
-        model = camp.fit(ids, seed, name)
+        model = camp.fit(ids, seed, name, min_steps=min_steps)
         sim_train.append(time.perf_counter() - t)
         return model
 

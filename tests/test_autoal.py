@@ -181,7 +181,7 @@ def round_context(digits, tmp_path, **autoal) -> RoundContext:
     Run.at(tmp_path).write_round(0, labeled[:20], "init")  # the randomly drawn labels
     quick = dataclasses.replace(cfg.train, epochs=1, min_steps=5)
 
-    def fit(ids, seed, name):
+    def fit(ids, seed, name, *, min_steps=None):
         torch.manual_seed(seed)
         return train_classifier(build_model("auto", data.input_shape, data.num_classes),
                                 data.train_x[ids], data.train_y[ids], normalize, quick, seed)

@@ -70,9 +70,7 @@ def fit_head(e: torch.Tensor, y: torch.Tensor, num_classes: int, h: HeadSettings
     head = torch.nn.Linear(e.shape[1], num_classes)
     if start is not None:
         head.load_state_dict(start.state_dict())
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max(1, h.iters),
-                            tolerance_grad=1e-6, tolerance_change=1e-9,
-                            line_search_fn="strong_wolfe")
+    opt = lbfgs(list(head.parameters()), h.iters)
 
     def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
@@ -83,6 +81,57 @@ def fit_head(e: torch.Tensor, y: torch.Tensor, num_classes: int, h: HeadSettings
     if h.iters > 0:
         opt.step(closure)
     return head.eval()
+
+
+def lbfgs(params: list[torch.Tensor], iters: int) -> torch.optim.LBFGS:
+    """The heads' optimizer: full-batch L-BFGS with a strong-Wolfe line search."""
+    return torch.optim.LBFGS(params, lr=1.0, max_iter=max(1, iters), tolerance_grad=1e-6,
+                             tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+
+@dataclass
+class Heads:
+    """K softmax-regression heads stacked: logits of head k = e @ weight[k].T + bias[k]."""
+
+    weight: torch.Tensor  # [K, C, D]
+    bias: torch.Tensor  # [K, C]
+
+    @torch.no_grad()
+    def true_class_prob(self, e: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+        """[K]: each head's mean probability of the true classes of rows (e, y)."""
+        logits = torch.einsum("nd,kcd->knc", e, self.weight) + self.bias[:, None]
+        probs = torch.softmax(logits, 2)[:, torch.arange(len(y)), y]
+        return probs.mean(1).double().numpy()
+
+
+def fit_heads(e: torch.Tensor, y: torch.Tensor, rows: np.ndarray, num_classes: int,
+              h: HeadSettings, start: torch.nn.Linear) -> Heads:
+    """K heads, head k fitted on rows[k] (every head on as many rows), all from `start`.
+
+    The same objective per head as `fit_head` (mean cross-entropy + wd/2 |W|^2); their sum
+    is separable, so one L-BFGS over the stacked parameters reaches every head's optimum,
+    in one batched matmul per step where K separate fits took K small ones (the gain
+    simulation's refits were 90% of its time as separate fits).
+    """
+    k, m = rows.shape
+    idx = torch.from_numpy(np.ascontiguousarray(rows, np.int64))
+    x, t = e[idx], y[idx]  # [K, m, D], [K, m]
+    weight = start.weight.detach().expand(k, -1, -1).clone().requires_grad_(True)
+    bias = start.bias.detach().expand(k, -1).clone().requires_grad_(True)
+    opt = lbfgs([weight, bias], h.iters)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        logits = torch.baddbmm(bias[:, None], x, weight.transpose(1, 2))
+        loss = (F.cross_entropy(logits.reshape(k * m, num_classes), t.reshape(-1),
+                                reduction="sum") / m
+                + 0.5 * h.weight_decay * (weight ** 2).sum())
+        loss.backward()
+        return loss
+
+    if h.iters > 0:
+        opt.step(closure)
+    return Heads(weight.detach(), bias.detach())
 
 
 @torch.no_grad()

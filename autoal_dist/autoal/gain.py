@@ -25,8 +25,9 @@ Then, for each of `splits` seeded splits of the rows f_B never saw:
    heads on B + q random rows of P (mean of `random_draws` draws on the same split).
    Positive = better than random.
 
-The splits cost heads only (tens of L-BFGS fits on |L| rows); f_B costs one training on
-|L|/2 rows, which is what the reward needs to be honest.
+The splits cost heads only: one cold L-BFGS fit on B per call, then per split one
+batched warm-started refit of every option's and random draw's head on |B| + q rows;
+f_B costs one training on |L|/2 rows, which is what the reward needs to be honest.
 
 Pure numpy/torch, no Ray: one split is one call (`split_gains`), so a Ray Train job
 can deal splits to workers and gather (`autoal/ray_job.py`).
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from autoal_dist.autoal.crossfit import HeadSettings, fit_head, standardize
+from autoal_dist.autoal.crossfit import HeadSettings, fit_head, fit_heads, standardize
 from autoal_dist.outputs import PoolOutputs
 from autoal_dist.seeds import hashed_uniform
 from autoal_dist.strategies import select, top_b
@@ -94,6 +95,15 @@ def base_rows(n: int, seed: int) -> np.ndarray:
     return base
 
 
+def base_min_steps(min_steps: int, base: int, labeled: int) -> int:
+    """f_B's step floor: the recipe's, scaled by B's share of L (at least 1 when the
+    recipe has one). Above the floor f_B takes the recipe's epochs over B, so |B|/|L| of
+    f's steps; scaling the floor keeps that ratio on the small labeled sets where the floor
+    decides both (digits: f 100 steps, f_B 50, where an unscaled floor made f_B cost as
+    much as f, a whole round's training more)."""
+    return min(min_steps, max(1, math.ceil(min_steps * base / max(labeled, 1)))) if min_steps else 0
+
+
 def split_rows(p: GainProblem, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(pseudo-pool, validation) row positions of one split of the rows f_B never saw.
 
@@ -123,19 +133,6 @@ def pick_count(share: float, base: int, pool: int) -> int:
     MAX_PICK_SHARE of the pseudo-pool (a batch of the whole pseudo-pool is every option's
     batch, and would tell them apart by nothing)."""
     return max(1, min(math.ceil(pool * MAX_PICK_SHARE), math.ceil(share * base)))
-
-
-def _true_class_prob(e: torch.Tensor, y: torch.Tensor, rows: np.ndarray, val: np.ndarray,
-                     p: GainProblem, seed: int, start: torch.nn.Linear) -> float:
-    """Mean probability a head fitted on `rows` gives V's true classes: bounded and
-    smooth (V has tens of rows: accuracy moves in steps, cross-entropy explodes on one
-    confident error). Warm-started from the base's head, so REFIT_ITERS L-BFGS iterations
-    reach the optimum a cold start needs the full budget for."""
-    settings = dataclasses.replace(p.heads, iters=min(p.heads.iters, REFIT_ITERS))
-    head = fit_head(e[rows], y[rows], p.num_classes, settings, seed, start)
-    with torch.no_grad():
-        probs = torch.softmax(head(e[val]), 1)
-        return float(probs[torch.arange(len(val)), y[val]].mean())
 
 
 def interleave(picks: Sequence[np.ndarray], weights: np.ndarray, b: int) -> np.ndarray:
@@ -170,36 +167,54 @@ def interleave(picks: Sequence[np.ndarray], weights: np.ndarray, b: int) -> np.n
     return np.asarray(chosen, np.int64)
 
 
-def split_gains(p: GainProblem, split: int) -> np.ndarray:
-    """[len(p.options)] gain over random picks of each option on split number `split`."""
+def base_head(p: GainProblem, e: torch.Tensor, y: torch.Tensor) -> torch.nn.Linear:
+    """The head on B alone: every split's refits start from it (B is the same in every
+    split, so it is fitted once per call, with the round's seed: a worker dealt some of
+    the splits fits the same head)."""
+    base = np.flatnonzero(p.base)
+    return fit_head(e[base], y[base], p.num_classes, p.heads, p.seed)
+
+
+def split_gains(p: GainProblem, split: int, e: torch.Tensor, y: torch.Tensor,
+                start: torch.nn.Linear) -> np.ndarray:
+    """[len(p.options)] gain over random picks of each option on split number `split`.
+
+    Each option's head, and each random draw's, is refitted on B + its q picks from
+    `start` and scored by the mean probability it gives V's true classes: bounded and
+    smooth (V has tens of rows: accuracy moves in steps, cross-entropy explodes on one
+    confident error). Warm-started, REFIT_ITERS L-BFGS iterations reach the optimum a cold
+    start needs the full budget for; the split's heads are fitted together (`fit_heads`).
+    """
     seed = int(hashed_uniform(np.array([split]), p.seed)[0] * 2**31)
     base = np.flatnonzero(p.base)
     pool, val = split_rows(p, seed)
     if len(pool) == 0 or len(val) == 0:
         return np.zeros(len(p.options))
-    e_all, = standardize(p.emb[base], p.emb)[1:]
-    y_all = torch.from_numpy(p.y.astype(np.int64))
     out = PoolOutputs(pool.astype(np.int64), p.probs[pool], p.emb[pool],
                       None if p.mc_probs is None else p.mc_probs[:, pool],
                       labeled_embeddings=p.emb[base])
     q = pick_count(p.share, len(base), len(pool))
-    start = fit_head(e_all[base], y_all[base], p.num_classes, p.heads, seed)
     picked = {n: select(n, out, q, seed) for n in p.names}
-    scores = []
-    for name in p.options:
-        picks = (interleave(list(picked.values()), np.ones(len(p.names)), q) if name == MIX
-                 else picked[name])
-        scores.append(_true_class_prob(e_all, y_all, np.r_[base, picks], val, p, seed, start))
+    rows = [interleave(list(picked.values()), np.ones(len(p.names)), q) if name == MIX
+            else picked[name] for name in p.options]
     rng = np.random.default_rng(seed + 1)
-    random = np.mean([_true_class_prob(e_all, y_all, np.r_[base, rng.choice(pool, q, False)],
-                                       val, p, seed, start) for _ in range(p.random_draws)])
-    return np.asarray(scores) - random
+    rows += [rng.choice(pool, q, False) for _ in range(p.random_draws)]
+    settings = dataclasses.replace(p.heads, iters=min(p.heads.iters, REFIT_ITERS))
+    heads = fit_heads(e, y, np.stack([np.r_[base, r] for r in rows]), p.num_classes,
+                      settings, start)
+    score = heads.true_class_prob(e[val], y[val])
+    k = len(p.options)
+    return score[:k] - score[k:].mean()
 
 
 def simulate(p: GainProblem, splits: Sequence[int]) -> np.ndarray:
     """[len(splits), len(p.options)]: the gains of the given splits, in order."""
-    return np.stack([split_gains(p, s) for s in splits]) if len(splits) else np.zeros(
-        (0, len(p.options)))
+    if not len(splits):
+        return np.zeros((0, len(p.options)))
+    e, = standardize(p.emb[p.base], p.emb)[1:]
+    y = torch.from_numpy(p.y.astype(np.int64))
+    start = base_head(p, e, y)
+    return np.stack([split_gains(p, s, e, y, start) for s in splits])
 
 
 Simulate = Callable[[GainProblem, Sequence[int]], np.ndarray]

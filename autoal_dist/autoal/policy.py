@@ -85,8 +85,9 @@ def embed_policy(ctx: RoundContext, r: float) -> Selection:
 
 
 def gain_problem(ctx: RoundContext, seed: int) -> gain.GainProblem:
-    """The simulation's input: f_B (trained on a seeded half B of L) and its scoring pass
-    over L, L's labels, and which labels were drawn at random (the journal's round 0)."""
+    """The simulation's input: f_B (trained on a seeded half B of L, its step floor scaled
+    to B's share) and its scoring pass over L, L's labels, and which labels were drawn at
+    random (the journal's round 0)."""
     cfg, a = ctx.cfg, ctx.cfg.autoal
     if ctx.fit is None:
         raise ValueError("autoal.reward 'gain' trains a model of its own: the round context "
@@ -94,7 +95,9 @@ def gain_problem(ctx: RoundContext, seed: int) -> gain.GainProblem:
     journal = ctx.run.journal()
     initial = journal.column("id").to_numpy()[journal.column("round").to_numpy() == 0]
     base = gain.base_rows(len(ctx.labeled), seed)
-    f_b = ctx.fit(ctx.labeled[base], seed, f"simulate{ctx.round:03d}")
+    f_b = ctx.fit(ctx.labeled[base], seed, f"simulate{ctx.round:03d}",
+                  min_steps=gain.base_min_steps(cfg.train.min_steps, int(base.sum()),
+                                                len(base)))
     out = compute_outputs(f_b, ctx.data.train_x[ctx.labeled], ctx.labeled, ctx.normalize,
                           needs=needs_of(list(cfg.candidates)), batch_size=cfg.score.batch_size,
                           mc_samples=cfg.score.mc_samples, seed=seed, device=ctx.device)
