@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from autoal_dist.albl.policy import albl_policy
+from autoal_dist.autoal.gain import base_min_steps
 from autoal_dist.autoal.policy import autoal_policy, vote_policy
 from autoal_dist.campaign import Campaign, initial_ids, start_journal
-from autoal_dist.config import DEFAULT_CANDIDATES, Config
+from autoal_dist.config import DEFAULT_CANDIDATES, Config, TrainConfig
 from autoal_dist.data import Dataset
 from autoal_dist.rounds import RoundContext
 from autoal_dist.run import Run
@@ -147,11 +148,19 @@ def table(res: dict[str, np.ndarray]) -> str:
     return "\n".join(lines)
 
 
+def f_b_steps(labeled: int, t: TrainConfig) -> int:
+    """Steps of AutoAL's f_B at |L| = labeled: half of L, its step floor scaled alike."""
+    half = max(1, labeled // 2)
+    return num_steps(half, dataclasses.replace(
+        t, min_steps=base_min_steps(t.min_steps, half, labeled)))
+
+
 def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
     """Scale the measured tiny round to N = TARGET_N and the default training/search.
 
     t_round(N) = t_step * S + t_search + (c_score + c_select) * N, with the measured
-    per-step and per-pool-sample costs; S is the default's. t_search: `autoal-paper`
+    per-step and per-pool-sample costs; S is the default's at |L| = TARGET_L (the training
+    and f_B's are projected at the same |L|). t_search: `autoal-paper`
     per iteration times the default iterations; `autoal`: f_B's training per step times
     the default's steps on TARGET_L / 2 rows, plus the rest (a pass over L and head fits,
     whose cost grows with |L|, not with the pool) scaled linearly from the measured |L|.
@@ -159,7 +168,7 @@ def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
     d, t = Config(), cfg.train
     measured = t
     full = dataclasses.replace(t, epochs=d.train.epochs, min_steps=d.train.min_steps)
-    steps, steps_full = num_steps(cfg.init, measured), num_steps(cfg.init, full)
+    steps, steps_full = num_steps(cfg.init, measured), num_steps(TARGET_L, full)
     cut = PAPER_ITERS.get(cfg.dataset, {})
     iters = cut.get("search_iters", d.autoal.search_iters) + cut.get(
         "fitnet_pretrain_iters", d.autoal.fitnet_pretrain_iters)
@@ -173,8 +182,8 @@ def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
         per_sample = (score_s + select_s) / n_u
         if name == "autoal":
             fb_s = float(np.mean(SIM_TRAIN_S.get(cfg.dataset, [0.0])))
-            fb_steps = num_steps(max(1, cfg.init // 2), measured)
-            search_full = (fb_s / fb_steps * num_steps(TARGET_L // 2, full)
+            fb_steps = f_b_steps(cfg.init, measured)
+            search_full = (fb_s / fb_steps * f_b_steps(TARGET_L, full)
                            + (search_s - fb_s) * TARGET_L / cfg.init)
         else:
             search_full = search_s / iters * iters_full if iters else 0.0
@@ -189,7 +198,8 @@ def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
         "`autoal` its defaults. Projection: "
         f"t_round(N) = t_step * S + t_search + (c_score + c_select) * N with the measured "
         f"t_step = train_s / {steps} and c = seconds per unlabeled sample; "
-        f"S = {steps_full} (default epochs {d.train.epochs} at |L| = {cfg.init}); t_search "
+        f"S = {steps_full} (default epochs {d.train.epochs} at |L| = {TARGET_L:,}, the paper "
+        "recipe's initial set, the |L| f_B's half is taken of too); t_search "
         f"of `autoal-paper` = its search_s / {iters} x {iters_full} default iterations (an "
         "upper bound: it also carries the fixed L_search pass), of `autoal` = f_B's training "
         f"per step x the default's steps on {TARGET_L // 2:,} rows, plus the rest of its "
