@@ -39,7 +39,8 @@ def add_pool_parser(sub: Any) -> argparse.ArgumentParser:
     i = ops.add_parser("info", help="print a stored pool's metadata (reads pool.json only)")
     i.add_argument("location", help="the pool's directory or URI")
     v = ops.add_parser("verify", help="read all of a stored pool and check it against its "
-                       "pool.json (files, ids, labels, fingerprint, normalizer statistics)")
+                       "pool.json (pool.json's own digest, files, ids, labels, samples, "
+                       "fingerprint, normalizer statistics)")
     v.add_argument("location", help="the pool's directory or URI")
     return pool
 
@@ -89,4 +90,7 @@ def cmd_pool(args: argparse.Namespace) -> int:
     else:
         meta = verify_pool(args.location)
         print("ok: " + describe(meta, normalize_location(args.location)))
+        if not meta.header_digest:
+            print("note: pool.json has no header digest (written by an older version): an edit "
+                  "to its header fields (class count, sample layout, ...) is not detected")
     return 0

@@ -500,7 +500,8 @@ def _check_split(location: str, meta: PoolMeta, split: str) -> np.ndarray:
 def open_pool(location: str, *, materialize_test: bool = True, name: str | None = None) -> Dataset:
     """The stored pool at `location` as a Dataset whose train_x is a StoredArray.
 
-    Checks pool.json and every file's footer, ids and labels (the id and label columns
+    Checks pool.json (against its header digest, where it has one) and every file's
+    footer, ids and labels (the id and label columns
     are read: 16 bytes a row); the samples are read only when indexed. The test split
     is read into memory when `materialize_test` (every round evaluates all of it, so a
     lazy one would be re-read from storage every round; it is the small split)."""
@@ -521,8 +522,11 @@ def open_pool(location: str, *, materialize_test: bool = True, name: str | None 
 
 
 def verify_pool(location: str) -> PoolMeta:
-    """Read all of a pool and check its content against pool.json: the fingerprint and the
-    Normalizer statistics recomputed from the samples must equal the recorded ones."""
+    """Read all of a pool and check its content against pool.json: everything `open_pool`
+    checks (pool.json's header digest included), then every row group's samples against their
+    digests, and the fingerprint and Normalizer statistics recomputed from the samples must
+    equal the recorded ones. The returned metadata's `header_digest` is "" for a pool
+    written before pool.json recorded one (still accepted)."""
     from autoal_dist.data.transforms import Normalizer
 
     data = open_pool(location)

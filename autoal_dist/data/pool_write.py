@@ -135,7 +135,7 @@ def _write_locked(data: Dataset, location: str, shape: tuple[int, ...], encoding
             data, train_x=part("train"), test_x=part("test")))
     meta.check(f"pool {location}")
     _commit_meta(fs, root, location, meta)
-    return meta
+    return meta.sealed()
 
 
 def _with_statistics(meta: PoolMeta, data: Dataset) -> PoolMeta:
@@ -206,7 +206,8 @@ def _discard(fs: Any, target: str, path: str) -> None:
 
 
 def _commit_meta(fs: Any, root: str, location: str, meta: PoolMeta) -> None:
-    """pool.json, last and whole: one PUT on an object store, temp + rename on a disk."""
+    """pool.json, last and whole: one PUT on an object store, temp + rename on a disk; with
+    its header digest (`PoolMeta.to_json`)."""
     data = meta.to_json().encode()
     dest = f"{root}/{META_FILE}"
     try:
