@@ -542,7 +542,8 @@ def test_an_edited_pool_json_is_refused_when_read(pool, key):
     for fn in (lambda: read_meta(str(pool)), lambda: open_pool(str(pool))):
         one_line_error(fn, str(pool / "pool.json"), "edited after `pool write` wrote it",
                              "its header no longer matches its digest", "num_classes, "
-                             "sample_shape, splits", "undo the edit, or write the pool again")
+                             "sample_shape, splits", "undo the edit, or write the pool again",
+                             f"`autoal-dist pool seal {pool}`")
 
 
 def test_the_header_digest_ignores_layout_and_sample_shape_edits_are_caught(pool):
@@ -589,8 +590,42 @@ def test_pool_verify_of_an_edited_a_fresh_and_an_older_pool(digits, tmp_path, ca
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("ok: ") and out[1].startswith(
         "note: pool.json has no header digest (written by an older version)")
+    assert out[1].endswith(f"`autoal-dist pool seal {pool}` records one")
     data = open_pool(str(pool))
     assert data.num_classes == 10 and len(data.train_y) == len(digits.train_y)
     edit_meta(pool, old=True, num_classes=5)
     fails_cleanly(capsys, ["pool", "verify", str(pool)], "row 1 has label 6, outside [0, 4] "
                   "(num_classes=5)")
+
+
+def test_pool_seal_records_the_digest_of_an_intended_edit_after_checking_the_pool(
+        digits, tmp_path, capsys):
+    """`pool seal`: an intended edit (or an older pool) gets a header digest once the whole
+    pool checks out against pool.json as it now reads; a pool that does not is left as it is."""
+    from autoal_dist.cli import main
+    from autoal_dist.data.stored_pool import seal_pool
+
+    pool = Path(write(digits, tmp_path))
+    text = (pool / "pool.json").read_text()
+    edit_meta(pool, num_classes=12, extra="dropped")
+    one_line_error(lambda: open_pool(str(pool)), "edited after")
+    assert main(["pool", "seal", str(pool)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"sealed: {pool}:") and "12 classes" in out and out.count("\n") == 1
+    assert "extra" not in json.loads((pool / "pool.json").read_text())
+    assert open_pool(str(pool)).num_classes == 12
+    assert main(["pool", "verify", str(pool)]) == 0 and "note" not in capsys.readouterr().out
+
+    edit_meta(pool, old=True, num_classes=10)  # an older pool: sealed as it reads
+    assert read_meta(str(pool)).header_digest == ""
+    assert seal_pool(str(pool)).header_digest == read_meta(str(pool)).header_digest
+    assert (pool / "pool.json").read_text() == text  # what `pool write` wrote, byte for byte
+
+    part = pool / "train" / "part-00000.parquet"  # a pool that no longer checks out
+    _swap_samples(part)
+    edit_meta(pool, num_classes=11)
+    edited = (pool / "pool.json").read_text()
+    fails_cleanly(capsys, ["pool", "seal", str(pool)],
+                  f"{part}: the samples of row group 0 are not the ones pool.json recorded")
+    assert (pool / "pool.json").read_text() == edited  # not sealed
+    fails_cleanly(capsys, ["pool", "seal", str(tmp_path / "nowhere")], "does not exist")

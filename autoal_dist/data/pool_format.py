@@ -132,9 +132,11 @@ class PoolMeta:
         return json.dumps(d, indent=1, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, where: str) -> PoolMeta:
-        """Parse pool.json; anything malformed, or edited since its header digest was taken,
-        is a one-line DataError naming `where`."""
+    def from_json(cls, text: str, where: str, location: str = "DIR",
+                  check_digest: bool = True) -> PoolMeta:
+        """Parse pool.json; anything malformed, or edited since its header digest was taken
+        (unless not `check_digest`: `pool seal`), is a one-line DataError naming `where`, the
+        file of the pool at `location`."""
         try:
             d = json.loads(text)
         except ValueError as e:
@@ -149,12 +151,14 @@ class PoolMeta:
                             f"supported (this version of autoal-dist reads {VERSION})")
         sealed = HEADER_DIGEST in d  # not in pools written before it existed
         recorded = d.pop(HEADER_DIGEST, None)
-        if sealed and recorded != header_digest(d):
+        if check_digest and sealed and recorded != header_digest(d):
             raise DataError(
                 f"{where}: edited after `pool write` wrote it: its header no longer matches its "
                 f"digest ({HEADER_DIGEST} covers {', '.join(sorted(d))}; which field changed "
                 "cannot be told); undo the edit, or write the pool again with `autoal-dist "
-                "pool write`")
+                "pool write`, or, if the edit was intended, `autoal-dist pool seal "
+                f"{location}` checks the pool against pool.json as it now reads and records "
+                "its digest")
         try:
             splits = {s: tuple(PartFile(str(f["path"]), int(f["rows"]),
                                         tuple(int(g) for g in f["row_groups"]),
