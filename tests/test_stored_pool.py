@@ -18,7 +18,13 @@ import pytest
 
 from autoal_dist.data import DataError, load_dataset, validate
 from autoal_dist.data.pool_read import StoredArray
-from autoal_dist.data.stored_pool import open_pool, read_meta, verify_pool, write_pool
+from autoal_dist.data.stored_pool import (
+    open_pool,
+    read_meta,
+    seal_pool,
+    verify_pool,
+    write_pool,
+)
 from autoal_dist.data.transforms import Normalizer
 from conftest import fails_cleanly
 
@@ -365,6 +371,7 @@ def test_s3_round_trip(s3_bucket, images, rng):
     np.testing.assert_array_equal(shard[:], images.train_x[250:650])
     np.testing.assert_array_equal(stored.test_x, images.test_x)
     assert verify_pool(uri) == meta
+    assert seal_pool(uri).header_digest == meta.header_digest == read_meta(uri).header_digest
     one_line_error(lambda: write_pool(images, uri), uri, "not empty")
     one_line_error(lambda: load_dataset(f"pool:{s3_bucket}/nothing"), f"{s3_bucket}/nothing")
 
@@ -603,7 +610,6 @@ def test_pool_seal_records_the_digest_of_an_intended_edit_after_checking_the_poo
     """`pool seal`: an intended edit (or an older pool) gets a header digest once the whole
     pool checks out against pool.json as it now reads; a pool that does not is left as it is."""
     from autoal_dist.cli import main
-    from autoal_dist.data.stored_pool import seal_pool
 
     pool = Path(write(digits, tmp_path))
     text = (pool / "pool.json").read_text()
