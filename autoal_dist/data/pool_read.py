@@ -503,8 +503,8 @@ def open_pool(location: str, *, materialize_test: bool = True, name: str | None 
     """The stored pool at `location` as a Dataset whose train_x is a StoredArray.
 
     Checks pool.json (against its header digest, where it has one) and every file's
-    footer, ids and labels (the id and label columns
-    are read: 16 bytes a row); the samples are read only when indexed. The test split
+    footer, ids and labels (the id and label columns are read: 16 bytes a row); the
+    samples are read only when indexed. The test split
     is read into memory when `materialize_test` (every round evaluates all of it, so a
     lazy one would be re-read from storage every round; it is the small split). `meta`:
     pool.json as already read (by default it is read here)."""
