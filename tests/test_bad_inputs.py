@@ -80,6 +80,23 @@ def tiny_root(d: Path, wnids: bytes) -> str:
     return str(root)
 
 
+def stored_pool(d: Path, old: bool = False, **fields) -> str:
+    """A stored pool (4 classes, 8x8 grayscale) whose pool.json has `fields` edited after it
+    was written; `old`: without its header digest, as a pool an older version wrote."""
+    import json
+
+    from autoal_dist.data import load_dataset
+    from autoal_dist.data.stored_pool import write_pool
+
+    write_pool(load_dataset("synthetic:n=200,test=40,hw=8,c=1,classes=4"), str(d / "pool"))
+    meta = json.loads((d / "pool" / "pool.json").read_text())
+    meta.update(fields)
+    if old:
+        del meta["header_digest"]
+    (d / "pool" / "pool.json").write_text(json.dumps(meta))
+    return f"pool:{d / 'pool'}"
+
+
 def features_with(value: float) -> list[list[float]]:
     return [[float(i), value if i == 7 else 1.0] for i in range(60)]
 
@@ -151,6 +168,10 @@ RUN_CASES: list[tuple[str, Args, str]] = [
      "test split is empty"),
     ("parquet-bad-split", lambda d: ["--dataset", parquet(d, split=["train", "dev"] * 30)],
      "column 'split'"),
+    ("pool-edited-num-classes", lambda d: ["--dataset", stored_pool(d, num_classes=1000)],
+     "pool.json: edited after `pool write` wrote it: its header no longer matches its digest"),
+    ("pool-old-too-few-classes", lambda d: ["--dataset", stored_pool(d, True, num_classes=2)],
+     "outside [0, 1] (num_classes=2)"),
     # the model against the data, checked before the run directory exists
     ("model-mlp-on-images", lambda d: ["--model", "mlp"], "mlp takes flat feature vectors"),
     ("model-smallcnn-on-features", lambda d: ["--model", "smallcnn", "--rounds", "1",

@@ -18,8 +18,15 @@ import pytest
 
 from autoal_dist.data import DataError, load_dataset, validate
 from autoal_dist.data.pool_read import StoredArray
-from autoal_dist.data.stored_pool import open_pool, read_meta, verify_pool, write_pool
+from autoal_dist.data.stored_pool import (
+    open_pool,
+    read_meta,
+    seal_pool,
+    verify_pool,
+    write_pool,
+)
 from autoal_dist.data.transforms import Normalizer
+from conftest import fails_cleanly
 
 GROUP = 64  # rows per row group in these tests; files hold 300 rows (not a multiple)
 PER_FILE = 300
@@ -244,6 +251,18 @@ def pool(digits, tmp_path) -> Path:
     return Path(write(digits, tmp_path))
 
 
+def edit_meta(pool: Path, *, old: bool = False, **changes) -> None:
+    """Edit pool.json's fields (None = drop); `old`: drop its header digest too, as a pool
+    written before pool.json recorded one."""
+    meta = json.loads((pool / "pool.json").read_text())
+    for key, value in {**changes, **({"header_digest": None} if old else {})}.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    (pool / "pool.json").write_text(json.dumps(meta))
+
+
 def test_missing_or_bad_pool_json(pool, tmp_path):
     meta = pool / "pool.json"
     text = meta.read_text()
@@ -251,9 +270,11 @@ def test_missing_or_bad_pool_json(pool, tmp_path):
     one_line_error(lambda: load_dataset(f"pool:{pool}"), str(meta), "not valid JSON")
     meta.write_text(json.dumps({**json.loads(text), "version": 99}))
     one_line_error(lambda: load_dataset(f"pool:{pool}"), str(meta), "version 99")
-    broken = json.loads(text)
-    del broken["num_classes"]
-    meta.write_text(json.dumps(broken))
+    meta.write_text(text)
+    edit_meta(pool, num_classes=None)  # caught by the header digest ...
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), str(meta), "edited after")
+    meta.write_text(text)
+    edit_meta(pool, old=True, num_classes=None)  # ... and in an older pool, which has none
     one_line_error(lambda: load_dataset(f"pool:{pool}"), str(meta), "malformed")
     meta.unlink()  # what a writer killed before its last step leaves
     one_line_error(lambda: load_dataset(f"pool:{pool}"), str(meta), "incomplete pool")
@@ -350,6 +371,7 @@ def test_s3_round_trip(s3_bucket, images, rng):
     np.testing.assert_array_equal(shard[:], images.train_x[250:650])
     np.testing.assert_array_equal(stored.test_x, images.test_x)
     assert verify_pool(uri) == meta
+    assert seal_pool(uri).header_digest == meta.header_digest == read_meta(uri).header_digest
     one_line_error(lambda: write_pool(images, uri), uri, "not empty")
     one_line_error(lambda: load_dataset(f"pool:{s3_bucket}/nothing"), f"{s3_bucket}/nothing")
 
@@ -447,7 +469,7 @@ def test_a_pool_without_digests_is_checked_against_the_runs_pool_parquet(digits,
     for files in meta["splits"].values():
         for f in files:
             f.pop("labels"), f.pop("samples")
-    (pool / "pool.json").write_text(json.dumps(meta))
+    edit_meta(pool, old=True, splits=meta["splits"])
     run = tmp_path / "run"
     assert main(["run", "--dataset", f"pool:{pool}", "--local", "--quiet", "--init", "20",
                  "--budget", "10", "--epochs", "1", "--rounds", "1", "--out", str(run)]) == 0
@@ -475,18 +497,22 @@ def test_normalizing_a_stored_pools_read_only_rows_warns_nothing():
 
 
 def test_a_pool_json_with_another_class_count_is_refused_on_resume(digits, tmp_path, capsys):
-    """num_classes edited in pool.json (10 -> 1000) passes the pool's own checks (its labels are
-    in range), but not the campaign's: config.json recorded 10."""
+    """num_classes edited in pool.json (10 -> 1000): its header digest no longer matches, so the
+    resume refuses the pool when it opens it; in an older pool without one, the edit passes
+    the pool's own checks (its labels are in range) but not the campaign's: config.json
+    recorded 10."""
     from autoal_dist.cli import main
 
     pool = Path(write(digits, tmp_path))
     run = tmp_path / "run"
     assert main(["run", "--dataset", f"pool:{pool}", "--local", "--quiet", "--init", "20",
                  "--budget", "10", "--epochs", "1", "--rounds", "1", "--out", str(run)]) == 0
-    meta = json.loads((pool / "pool.json").read_text())
-    meta["num_classes"] = 1000
-    (pool / "pool.json").write_text(json.dumps(meta))
+    edit_meta(pool, num_classes=1000)
     capsys.readouterr()
+    assert main(["run", "--resume", "--out", str(run), "--rounds", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(pool / "pool.json") in err and "edited after `pool write` wrote it" in err
+    edit_meta(pool, old=True)
     assert main(["run", "--resume", "--out", str(run), "--rounds", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "the data has 1000 classes, the campaign 10" in err
@@ -495,7 +521,117 @@ def test_a_pool_json_with_another_class_count_is_refused_on_resume(digits, tmp_p
 def test_a_pool_json_missing_a_file_entry_says_so(pool):
     meta = json.loads((pool / "pool.json").read_text())
     dropped = meta["splits"]["train"].pop(1)["path"]
-    (pool / "pool.json").write_text(json.dumps(meta))
+    text = (pool / "pool.json").read_text()
+    edit_meta(pool, splits=meta["splits"])
+    one_line_error(lambda: load_dataset(f"pool:{pool}"), "pool.json", "edited after")
+    (pool / "pool.json").write_text(text)
+    edit_meta(pool, old=True, splits=meta["splits"])  # a pool without a header digest
     msg = one_line_error(lambda: load_dataset(f"pool:{pool}"), "part-00002.parquet",
                          "the entry of a file before train/part-00002.parquet is missing")
     assert dropped == "train/part-00001.parquet" and "ids 300..599" in msg
+
+
+# ---- pool.json's own header digest (#27) ------------------------------------------------------
+
+EDITS = {  # field -> an edited value; none of them is caught by any other check at open
+    "num_classes": 1000, "name": "cifar10", "fingerprint": "0" * 32,
+    "normalizer_mean": [0.5], "normalizer_std": [0.25], "extra": 1, "header_digest": None,
+}
+
+
+@pytest.mark.parametrize("key", list(EDITS))
+def test_an_edited_pool_json_is_refused_when_read(pool, key):
+    """Any field edited after `pool write` (or added, or the digest itself nulled: not taken
+    for an older pool) is one line naming pool.json, listing the fields the digest covers."""
+    meta = json.loads((pool / "pool.json").read_text())
+    meta[key] = EDITS[key]
+    (pool / "pool.json").write_text(json.dumps(meta))
+    for fn in (lambda: read_meta(str(pool)), lambda: open_pool(str(pool))):
+        one_line_error(fn, str(pool / "pool.json"), "edited after `pool write` wrote it",
+                             "its header no longer matches its digest", "num_classes, "
+                             "sample_shape, splits", "undo the edit, or write the pool again",
+                             f"`autoal-dist pool seal {pool}`")
+
+
+def test_the_header_digest_ignores_layout_and_sample_shape_edits_are_caught(pool):
+    """The digest is over canonical JSON: re-indenting pool.json or reordering its keys is no
+    edit. An edited sample shape or dtype is caught by the digest, and in an older pool by
+    the part files' recorded layout, as before."""
+    meta = json.loads((pool / "pool.json").read_text())
+    text = (pool / "pool.json").read_text()
+    (pool / "pool.json").write_text(json.dumps(dict(reversed(meta.items())), indent=7))
+    assert read_meta(str(pool)).header_digest == meta["header_digest"]
+    for key, value, older in (("sample_shape", [4, 16, 1], "sample layout"),
+                              ("dtype", "float32", "unsupported sample layout")):
+        (pool / "pool.json").write_text(text)
+        edit_meta(pool, **{key: value})
+        one_line_error(lambda: load_dataset(f"pool:{pool}"), "edited after")
+        edit_meta(pool, old=True)
+        one_line_error(lambda: load_dataset(f"pool:{pool}"), older)
+
+
+def test_pool_verify_of_an_edited_a_fresh_and_an_older_pool(digits, tmp_path, capsys):
+    """`pool verify`: a fresh pool is ok; an edited num_classes is exit 2 with the one line
+    (and `run` refuses the pool the same way, before anything is written); an older pool
+    without a header digest still verifies and opens, with a note saying it has none; in one,
+    a num_classes below max(label)+1 is still refused by the label check."""
+    from autoal_dist.cli import main
+
+    pool = Path(write(digits, tmp_path))
+    text = (pool / "pool.json").read_text()
+    assert main(["pool", "verify", str(pool)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok: ") and out.count("\n") == 1 and "header digest" not in out
+
+    edit_meta(pool, num_classes=1000)
+    for argv in (["pool", "verify", str(pool)], ["pool", "info", str(pool)],
+                 ["run", "--dataset", f"pool:{pool}", "--local", "--quiet",
+                  "--out", str(tmp_path / "run")]):
+        fails_cleanly(capsys, argv, f"{pool / 'pool.json'}: edited after `pool write` wrote "
+                      "it: its header no longer matches its digest (header_digest covers ")
+    assert not (tmp_path / "run").exists()
+
+    (pool / "pool.json").write_text(text)
+    edit_meta(pool, old=True)  # as an older version wrote it
+    assert main(["pool", "verify", str(pool)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("ok: ") and out[1].startswith(
+        "note: pool.json has no header digest (written by an older version)")
+    assert out[1].endswith(f"`autoal-dist pool seal {pool}` records one")
+    data = open_pool(str(pool))
+    assert data.num_classes == 10 and len(data.train_y) == len(digits.train_y)
+    edit_meta(pool, old=True, num_classes=5)
+    fails_cleanly(capsys, ["pool", "verify", str(pool)], "row 1 has label 6, outside [0, 4] "
+                  "(num_classes=5)")
+
+
+def test_pool_seal_records_the_digest_of_an_intended_edit_after_checking_the_pool(
+        digits, tmp_path, capsys):
+    """`pool seal`: an intended edit (or an older pool) gets a header digest once the whole
+    pool checks out against pool.json as it now reads; a pool that does not is left as it is."""
+    from autoal_dist.cli import main
+
+    pool = Path(write(digits, tmp_path))
+    text = (pool / "pool.json").read_text()
+    edit_meta(pool, num_classes=12, extra="dropped")
+    one_line_error(lambda: open_pool(str(pool)), "edited after")
+    assert main(["pool", "seal", str(pool)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"sealed: {pool}:") and "12 classes" in out and out.count("\n") == 1
+    assert "extra" not in json.loads((pool / "pool.json").read_text())
+    assert open_pool(str(pool)).num_classes == 12
+    assert main(["pool", "verify", str(pool)]) == 0 and "note" not in capsys.readouterr().out
+
+    edit_meta(pool, old=True, num_classes=10)  # an older pool: sealed as it reads
+    assert read_meta(str(pool)).header_digest == ""
+    assert seal_pool(str(pool)).header_digest == read_meta(str(pool)).header_digest
+    assert (pool / "pool.json").read_text() == text  # what `pool write` wrote, byte for byte
+
+    part = pool / "train" / "part-00000.parquet"  # a pool that no longer checks out
+    _swap_samples(part)
+    edit_meta(pool, num_classes=11)
+    edited = (pool / "pool.json").read_text()
+    fails_cleanly(capsys, ["pool", "seal", str(pool)],
+                  f"{part}: the samples of row group 0 are not the ones pool.json recorded")
+    assert (pool / "pool.json").read_text() == edited  # not sealed
+    fails_cleanly(capsys, ["pool", "seal", str(tmp_path / "nowhere")], "does not exist")

@@ -1,8 +1,9 @@
-"""`autoal-dist pool write|info|verify`: the stored-pool commands, for cli.py to mount.
+"""`autoal-dist pool write|info|verify|seal`: the stored-pool commands, for cli.py to mount.
 
     sub = parser.add_subparsers(...)
-    add_pool_parser(sub)              # registers `pool` with its three subcommands:
+    add_pool_parser(sub)              # registers `pool` with its four subcommands:
     # pool write --dataset SPEC --to DIR_OR_URI [--rows-per-file N] | info LOC | verify LOC
+    # | seal LOC
     COMMANDS["pool"] = cmd_pool       # returns an exit status; raises DataError to report
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from autoal_dist.data.pool_format import ENCODINGS, PoolMeta
 
 
 def add_pool_parser(sub: Any) -> argparse.ArgumentParser:
-    """Add `pool` (with `write`, `info`, `verify`) to an argparse subparsers object."""
+    """Add `pool` (with `write`, `info`, `verify`, `seal`) to an argparse subparsers object."""
     pool = sub.add_parser("pool", help="write a dataset as a stored pool (parquet files on a "
                           "disk, shared mount or object store), inspect or verify one")
     ops = pool.add_subparsers(dest="pool_command", required=True)
@@ -39,8 +40,13 @@ def add_pool_parser(sub: Any) -> argparse.ArgumentParser:
     i = ops.add_parser("info", help="print a stored pool's metadata (reads pool.json only)")
     i.add_argument("location", help="the pool's directory or URI")
     v = ops.add_parser("verify", help="read all of a stored pool and check it against its "
-                       "pool.json (files, ids, labels, fingerprint, normalizer statistics)")
+                       "pool.json (pool.json's own digest, files, ids, labels, samples, "
+                       "fingerprint, normalizer statistics)")
     v.add_argument("location", help="the pool's directory or URI")
+    s = ops.add_parser("seal", help="record pool.json's header digest after an intended edit "
+                       "(or for a pool an older version wrote): reads all of the pool and "
+                       "checks it against pool.json as it now reads first, as verify does")
+    s.add_argument("location", help="the pool's directory or URI")
     return pool
 
 
@@ -68,7 +74,7 @@ def cmd_pool(args: argparse.Namespace) -> int:
     from autoal_dist.data.base import load_dataset
     from autoal_dist.data.pool_format import normalize_location
     from autoal_dist.data.pool_read import read_meta, verify_pool
-    from autoal_dist.data.pool_write import write_pool
+    from autoal_dist.data.pool_write import seal_pool, write_pool
 
     if args.pool_command == "write":
         for flag, value in (("--rows-per-file", args.rows_per_file),
@@ -86,7 +92,15 @@ def cmd_pool(args: argparse.Namespace) -> int:
         print(f"use it with: --dataset pool:{args.to}")
     elif args.pool_command == "info":
         print(describe(read_meta(args.location), normalize_location(args.location)))
+    elif args.pool_command == "seal":
+        meta = seal_pool(args.location)
+        print(f"sealed: {describe(meta, normalize_location(args.location))}; pool.json's header "
+              f"digest {meta.header_digest} recorded")
     else:
         meta = verify_pool(args.location)
         print("ok: " + describe(meta, normalize_location(args.location)))
+        if not meta.header_digest:
+            print("note: pool.json has no header digest (written by an older version): an edit "
+                  "to its header fields (class count, sample layout, ...) is not detected; "
+                  f"`autoal-dist pool seal {args.location}` records one")
     return 0

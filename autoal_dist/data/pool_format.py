@@ -13,10 +13,14 @@ nothing), `label` int64 and `sample`: per-sample uint8 bytes as fixed_size_binar
 features as fixed_size_list<float32>[F]. pool.json records everything a reader needs to
 map a row to (file, row group) without opening any file: every file's row count and its
 row groups' row counts, plus the sample shape, dtype, encoding, class count, the content
-fingerprint (`Dataset.fingerprint()` of the in-memory data) and the Normalizer statistics.
+fingerprint (`Dataset.fingerprint()` of the in-memory data) and the Normalizer statistics,
+and `header_digest`: the `digest` of its own other fields (canonical JSON), so an edit to
+pool.json after the pool was written (its class count, sample layout, file table) is refused
+when it is read. Pools written before it existed have none and are read as before.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -38,6 +42,7 @@ SPLITS = ("train", "test")
 ENCODINGS = ("raw", "png")
 SCHEMA_KEY = b"autoal_dist.pool"  # parquet key-value metadata: the file's sample layout
 PNG_MODES = {1: "L", 3: "RGB"}
+HEADER_DIGEST = "header_digest"  # pool.json's digest of its own other fields
 
 
 def one_line(err: BaseException) -> str:
@@ -72,6 +77,15 @@ def digest(values: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(values).data).hexdigest()[:32]
 
 
+def header_digest(fields: dict) -> str:
+    """pool.json's digest of its own fields (all but `header_digest`): `digest` of their
+    canonical JSON (sorted keys, no whitespace), so re-indenting the file changes nothing
+    and a changed value, added or removed field changes it. Taken over the parsed JSON, not
+    over PoolMeta, so a field a later writer adds (as the part digests were) is covered too."""
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return digest(np.frombuffer(text.encode(), np.uint8))
+
+
 @dataclass(frozen=True)
 class PoolMeta:
     """The contents of pool.json."""
@@ -86,6 +100,9 @@ class PoolMeta:
     splits: dict[str, tuple[PartFile, ...]] = field(default_factory=dict)
     format: str = FORMAT
     version: int = VERSION
+    # as read from pool.json ("": none, a pool written before it existed); not part of the
+    # metadata itself: `to_json` computes it afresh, equality ignores it
+    header_digest: str = field(default="", compare=False)
 
     @property
     def is_image(self) -> bool:
@@ -98,14 +115,28 @@ class PoolMeta:
         return (np.asarray(self.normalizer_mean, np.float32),
                 np.asarray(self.normalizer_std, np.float32))
 
-    def to_json(self) -> str:
+    def json_fields(self) -> dict:
+        """pool.json's fields but its header digest (tuples are written as JSON lists)."""
         d = asdict(self)
+        del d[HEADER_DIGEST]
         d["splits"] = {s: [asdict(f) for f in files] for s, files in self.splits.items()}
+        return d
+
+    def sealed(self) -> PoolMeta:
+        """This metadata with its header digest (what `to_json` records)."""
+        return dataclasses.replace(self, header_digest=header_digest(self.json_fields()))
+
+    def to_json(self) -> str:
+        d = self.json_fields()
+        d[HEADER_DIGEST] = header_digest(d)
         return json.dumps(d, indent=1, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, where: str) -> PoolMeta:
-        """Parse pool.json; anything malformed is a one-line DataError naming `where`."""
+    def from_json(cls, text: str, where: str, location: str = "DIR",
+                  check_digest: bool = True) -> PoolMeta:
+        """Parse pool.json; anything malformed, or edited since its header digest was taken
+        (unless not `check_digest`: `pool seal`), is a one-line DataError naming `where`, the
+        file of the pool at `location`."""
         try:
             d = json.loads(text)
         except ValueError as e:
@@ -118,6 +149,16 @@ class PoolMeta:
         if d.get("version") != VERSION:
             raise DataError(f"{where}: pool format version {d.get('version')!r} is not "
                             f"supported (this version of autoal-dist reads {VERSION})")
+        sealed = HEADER_DIGEST in d  # not in pools written before it existed
+        recorded = d.pop(HEADER_DIGEST, None)
+        if check_digest and sealed and recorded != header_digest(d):
+            raise DataError(
+                f"{where}: edited after `pool write` wrote it: its header no longer matches its "
+                f"digest ({HEADER_DIGEST} covers {', '.join(sorted(d))}; which field changed "
+                "cannot be told); undo the edit, or write the pool again with `autoal-dist "
+                "pool write`, or, if the edit was intended, `autoal-dist pool seal "
+                f"{location}` checks the pool against pool.json as it now reads and records "
+                "its digest")
         try:
             splits = {s: tuple(PartFile(str(f["path"]), int(f["rows"]),
                                         tuple(int(g) for g in f["row_groups"]),
@@ -130,7 +171,7 @@ class PoolMeta:
                 encoding=str(d["encoding"]), fingerprint=str(d["fingerprint"]),
                 normalizer_mean=tuple(float(v) for v in d["normalizer_mean"]),
                 normalizer_std=tuple(float(v) for v in d["normalizer_std"]),
-                splits=splits,
+                splits=splits, header_digest=recorded if isinstance(recorded, str) else "",
             )
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{where}: malformed pool metadata ({one_line(e)})") from None

@@ -413,8 +413,9 @@ def check_file(pf: pq.ParquetFile, meta: PoolMeta, rows: int,
 # ---- opening a pool --------------------------------------------------------------------
 
 
-def read_meta(location: str) -> PoolMeta:
-    """pool.json of the pool at `location`; a missing or malformed one is a DataError."""
+def read_meta(location: str, check_digest: bool = True) -> PoolMeta:
+    """pool.json of the pool at `location`; a missing, malformed or (if `check_digest`)
+    edited one is a DataError."""
     location = normalize_location(location)
     fs, root = filesystem(location)
     name = full_name(location, META_FILE)
@@ -435,7 +436,7 @@ def read_meta(location: str) -> PoolMeta:
         raise
     except Exception as e:  # noqa: BLE001
         raise DataError(f"stored pool: cannot read {name}: {one_line(e)}") from None
-    return PoolMeta.from_json(text, name)
+    return PoolMeta.from_json(text, name, location, check_digest)
 
 
 def _check_split(location: str, meta: PoolMeta, split: str) -> np.ndarray:
@@ -497,15 +498,18 @@ def _check_split(location: str, meta: PoolMeta, split: str) -> np.ndarray:
         return np.concatenate(list(ex.map(check, range(len(files)))))
 
 
-def open_pool(location: str, *, materialize_test: bool = True, name: str | None = None) -> Dataset:
+def open_pool(location: str, *, materialize_test: bool = True, name: str | None = None,
+              meta: PoolMeta | None = None) -> Dataset:
     """The stored pool at `location` as a Dataset whose train_x is a StoredArray.
 
-    Checks pool.json and every file's footer, ids and labels (the id and label columns
-    are read: 16 bytes a row); the samples are read only when indexed. The test split
+    Checks pool.json (against its header digest, where it has one) and every file's
+    footer, ids and labels (the id and label columns are read: 16 bytes a row); the
+    samples are read only when indexed. The test split
     is read into memory when `materialize_test` (every round evaluates all of it, so a
-    lazy one would be re-read from storage every round; it is the small split)."""
+    lazy one would be re-read from storage every round; it is the small split). `meta`:
+    pool.json as already read (by default it is read here)."""
     location = normalize_location(location)
-    meta = read_meta(location)
+    meta = read_meta(location) if meta is None else meta
     train_y = _check_split(location, meta, "train")
     test_y = _check_split(location, meta, "test")
     stored = StoredArray(location, "test", meta)
@@ -520,13 +524,17 @@ def open_pool(location: str, *, materialize_test: bool = True, name: str | None 
                    normalizer_stats=meta.normalizer_stats())
 
 
-def verify_pool(location: str) -> PoolMeta:
-    """Read all of a pool and check its content against pool.json: the fingerprint and the
-    Normalizer statistics recomputed from the samples must equal the recorded ones."""
+def verify_pool(location: str, meta: PoolMeta | None = None) -> PoolMeta:
+    """Read all of a pool and check its content against pool.json: everything `open_pool`
+    checks (pool.json's header digest included), then every row group's samples against their
+    digests, and the fingerprint and Normalizer statistics recomputed from the samples must
+    equal the recorded ones. The returned metadata's `header_digest` is "" for a pool
+    written before pool.json recorded one (still accepted). `meta`: pool.json as already
+    read (`pool seal` reads it without checking its digest)."""
     from autoal_dist.data.transforms import Normalizer
 
-    data = open_pool(location)
-    meta = read_meta(location)
+    meta = read_meta(location) if meta is None else meta
+    data = open_pool(location, meta=meta)
     where = full_name(normalize_location(location), META_FILE)
     found = content_fingerprint(data.train_x, data.train_y, data.test_x, data.test_y)
     if found != meta.fingerprint:

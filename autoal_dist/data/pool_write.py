@@ -135,7 +135,7 @@ def _write_locked(data: Dataset, location: str, shape: tuple[int, ...], encoding
             data, train_x=part("train"), test_x=part("test")))
     meta.check(f"pool {location}")
     _commit_meta(fs, root, location, meta)
-    return meta
+    return meta.sealed()
 
 
 def _with_statistics(meta: PoolMeta, data: Dataset) -> PoolMeta:
@@ -205,8 +205,27 @@ def _discard(fs: Any, target: str, path: str) -> None:
             pass
 
 
+def seal_pool(location: str) -> PoolMeta:
+    """Record the header digest of pool.json as it now reads, after checking the whole pool
+    against it (`verify_pool`: files, ids, labels, samples, fingerprint, normaliser
+    statistics): for an edit to pool.json that was intended, or a pool an older version wrote
+    without one. Under the pool's lock, as `pool write` holds it; pool.json is rewritten as
+    this version writes it (unknown fields dropped)."""
+    from autoal_dist.data.pool_read import read_meta, verify_pool
+
+    location = normalize_location(location)
+    read_meta(location, check_digest=False)  # a missing pool.json: the one-line message first
+    with run_lock(location, "autoal-dist pool seal", field="pool", create=False):
+        meta = read_meta(location, check_digest=False)
+        verify_pool(location, meta)
+        fs, root = filesystem(location)
+        _commit_meta(fs, root, location, meta)
+    return meta.sealed()
+
+
 def _commit_meta(fs: Any, root: str, location: str, meta: PoolMeta) -> None:
-    """pool.json, last and whole: one PUT on an object store, temp + rename on a disk."""
+    """pool.json, last and whole: one PUT on an object store, temp + rename on a disk; with
+    its header digest (`PoolMeta.to_json`)."""
     data = meta.to_json().encode()
     dest = f"{root}/{META_FILE}"
     try:

@@ -12,7 +12,7 @@ the `pool:` dataset loader in pool_read.py.
 """
 from autoal_dist.data.pool_format import META_FILE, PartFile, PoolMeta
 from autoal_dist.data.pool_read import StoredArray, load_pool, open_pool, read_meta, verify_pool
-from autoal_dist.data.pool_write import write_pool
+from autoal_dist.data.pool_write import seal_pool, write_pool
 
 __all__ = ["META_FILE", "PartFile", "PoolMeta", "StoredArray", "load_pool", "open_pool",
-           "read_meta", "verify_pool", "write_pool"]
+           "read_meta", "seal_pool", "verify_pool", "write_pool"]
