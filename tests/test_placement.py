@@ -7,6 +7,7 @@ import pytest
 
 from autoal_dist import placement, ray_cluster
 from autoal_dist.placement import Stall, StallWatch, placeable
+from autoal_dist.training.watch import job_label
 
 TRAIN = Stall("training round 1's classifier on 2 Ray Train workers cannot place its workers",
               {"CPU": 1.0}, 2, 2, "--workers", unit="worker")
@@ -77,3 +78,12 @@ def test_on_an_autoscaling_cluster_a_stall_is_a_line_and_the_wait_goes_on(cluste
         line.startswith(f"  waiting for the autoscaler: {TRAIN.what}: it waits for 2 workers")
         for line in lines)
 
+
+@pytest.mark.parametrize("name, label", [
+    ("round003", "training round 3's classifier"),
+    ("simulate012", "round 12's AutoAL base classifier (f_B)"),
+    ("search001", "round 1's AutoAL search"),
+    ("other", "Ray Train job other"),
+])
+def test_a_train_job_is_named_by_what_it_fits(name, label):
+    assert job_label(name) == label
