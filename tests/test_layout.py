@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "autoal_dist"
 
 # Lowest first: a module may import its own layer (without a cycle) and the layers below.
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "config", "seeds", "faults", "outputs", "remote", "ray_cluster", "lazy", "dirlock",
+    ("__init__", "config", "seeds", "faults", "outputs", "remote", "ray_cluster", "placement",
+     "lazy", "dirlock",
      "errors",
      "progress"),  # leaves
     ("store", "data", "models", "strategies"),  # files, datasets, networks, strategy math

@@ -185,10 +185,64 @@ def test_a_scorer_that_lost_its_node_is_named_and_the_run_stops(tmp_path):
         assert p.wait(timeout=120) == 2, "".join(lines[-20:])
         assert removed_at is not None and time.monotonic() - removed_at < 60
         last = lines[-1].strip()
-        assert last.startswith("autoal-dist: error: scorer actor ") and "no node has 1 CPU" in last
+        assert last.startswith("autoal-dist: error: scorer actor ") and "waits for 1 CPU" in last
         assert "--shards 1" in last
         done = subprocess.run([sys.executable, "-m", "autoal_dist", "run", "--resume", "--out",
                                str(out), "--shards", "1", "--quiet"], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "the campaign is complete" not in done.stdout  # it ran the rounds left
+    finally:
+        cluster.shutdown()
+
+
+ALIVE_DETACHED = """
+import ray, ray._private.state as gcs
+ray.init(log_to_driver=False)
+print(sorted(a["ActorClassName"] for a in gcs.actors(actor_state_name="ALIVE").values()
+             if a["IsDetached"]))
+"""
+
+
+@pytest.mark.slow
+def test_train_workers_that_lost_their_node_are_named_and_the_run_stops(tmp_path):
+    """Two nodes of 1 CPU, --workers 2 (a Train worker on each); the second node is removed
+    after round 0: round 1's worker group (2 x 1 CPU) has one CPU to go to. The run names the
+    Train job within ~30 s and stops (a fixed cluster cannot grow), exit 2, through Train's own
+    shutdown (its detached placement-group cleaner is not left behind); `--resume --workers 1`
+    finishes the campaign on what is left."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        env = {**os.environ, "RAY_ADDRESS": cluster.address}
+        out = tmp_path / "run"
+        cmd = [sys.executable, "-m", "autoal_dist", "run", "--ray", "--dataset", "digits",
+               "--rounds", "2", "--epochs", "1", "--workers", "2", "--shards", "1",
+               "--out", str(out)]
+        p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        assert p.stderr is not None
+        lines, removed_at = [], None
+        for line in p.stderr:
+            lines.append(line)
+            if line.startswith("round   0/") and removed_at is None:
+                cluster.remove_node(worker)
+                removed_at = time.monotonic()
+        assert p.wait(timeout=120) == 2, "".join(lines[-20:])
+        assert removed_at is not None and time.monotonic() - removed_at < 60
+        last = lines[-1].strip()
+        assert last.startswith("autoal-dist: error: training round 1's classifier on 2 Ray "
+                               "Train workers cannot place its workers"), last
+        assert "it waits for 2 workers x 1 CPU, and the cluster has 1 CPU free on 1 node" in last
+        assert "add a node" in last and "--resume --out DIR --workers 1" in last
+        left = subprocess.run([sys.executable, "-c", ALIVE_DETACHED], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert "PlacementGroupCleaner" not in left.stdout, left.stdout + left.stderr[-2000:]
+        done = subprocess.run([sys.executable, "-m", "autoal_dist", "run", "--resume", "--out",
+                               str(out), "--workers", "1", "--quiet"], env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "the campaign is complete" not in done.stdout  # it ran the rounds left

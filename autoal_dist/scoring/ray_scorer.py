@@ -35,6 +35,7 @@ from autoal_dist.data.base import DataError
 from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models.backbones import Classifier, ModelSpec
 from autoal_dist.outputs import PoolOutputs
+from autoal_dist.placement import WATCH_S, Stall, StallWatch
 from autoal_dist.progress import QUIET, Progress
 from autoal_dist.scoring.actors import NeedsRebuild, ScorerActor, ShardTask
 from autoal_dist.scoring.base import Selection
@@ -71,10 +72,6 @@ def _user_error(err: RayTaskError) -> BaseException:
     run started) as the one-line DataError the CLI reports; any other error unchanged."""
     cause = getattr(err, "cause", None)
     return DataError(str(cause)) if isinstance(cause, DataError) else err
-
-
-WATCH_S = 5.0  # how often a wait looks at its actors
-STUCK_S = 20.0  # an actor not ALIVE this long, with no room for it, is named (polls: ~25 s)
 
 
 def _actor_state(actor: Any) -> tuple[str | None, str | None]:
@@ -191,45 +188,29 @@ class RayScorer:
 
     def _get(self, refs: Any) -> Any:
         """`_get`, watching the actors while it waits: one that lost its node and cannot be
-        placed again is named after STUCK_S (`placement_problem`)."""
+        placed again is named after STUCK_S (`_watch`)."""
         pending = list(refs) if isinstance(refs, list) else [refs]
-        stuck_since: dict[int, float] = {}
+        watch = StallWatch(self.progress.note)
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=WATCH_S)
             if pending:
-                self._watch(stuck_since)
+                self._watch(watch)
         return _get(refs)
 
-    def _watch(self, stuck_since: dict[int, float]) -> None:
-        """Each actor not ALIVE for STUCK_S with no room for it in the cluster: a
-        ResourceError on a fixed cluster (the run stops: its rounds are saved), a line every
-        STUCK_S while an autoscaler may add the node."""
-        from autoal_dist.ray_cluster import ResourceError, ensure_ray
-
-        now = time.monotonic()
+    def _watch(self, watch: StallWatch) -> None:
+        """Each actor not ALIVE (and not DEAD) is a stall of one bundle, its CPU (and GPU):
+        `StallWatch` names it after STUCK_S with no room for it, and stops the run on a
+        fixed cluster (`--resume --shards K-1` goes on)."""
         for k, actor in enumerate(self.actors):
             state, node = _actor_state(actor)
             if state in (None, "ALIVE", "DEAD"):
-                stuck_since.pop(k, None)
+                watch.check(k, None)
                 continue
-            since = stuck_since.setdefault(k, now)
-            if now - since < STUCK_S:
-                continue
-            need = {"CPU": float(self.options["num_cpus"]), "GPU": float(self.options["num_gpus"])}
-            free = ray.available_resources()
-            if all(free.get(r, 0.0) >= n for r, n in need.items() if n):
-                continue  # room exists: Ray is placing it
             what = (f"scorer actor {k + 1} of {len(self.actors)} is {state}"
-                    + (f": its node {node} left the cluster" if node else "")
-                    + f", and no node has {need['CPU']:g} CPU"
-                    + (f" and {need['GPU']:g} GPU" if need["GPU"] else "") + " free for it")
-            if not ensure_ray().autoscaling:
-                raise ResourceError(
-                    f"{what} ({now - since:.0f} s); the cluster cannot grow: add a node, or "
-                    f"continue on what is left: autoal-dist run --resume --out DIR --shards "
-                    f"{max(1, len(self.actors) - 1)} (every finished round is saved)")
-            self.progress.note(f"  waiting for the autoscaler: {what} ({now - since:.0f} s)")
-            stuck_since[k] = now
+                    + (f" (its node {node} left the cluster)" if node else ""))
+            bundle = {"CPU": float(self.options["num_cpus"]),
+                      "GPU": float(self.options["num_gpus"])}
+            watch.check(k, Stall(what, bundle, 1, len(self.actors), "--shards", least=1))
 
     def resolve(self, proxy: ShardProxy, ref: ray.ObjectRef) -> Any:
         """ray.get, rebuilding the shard and replaying its log if its actor restarted."""
@@ -253,11 +234,11 @@ class RayScorer:
     def _gather(self, refs: list[ray.ObjectRef], done: str) -> list[Any]:
         """`_get` of one call per shard, saying as each shard finishes (`progress`)."""
         start, pending = time.monotonic(), list(refs)
-        stuck_since: dict[int, float] = {}
+        watch = StallWatch(self.progress.note)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=WATCH_S)
             if not ready:
-                self._watch(stuck_since)
+                self._watch(watch)
                 continue
             self.progress.note(f"    shard {len(refs) - len(pending)}/{len(refs)} {done} "
                                f"({time.monotonic() - start:.1f} s)")

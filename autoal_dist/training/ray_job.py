@@ -14,6 +14,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,13 @@ class JobRunner:
         checkpoints exist to survive a crash inside this fit; once its result is back
         they are deleted (~100 MB per ResNet round would otherwise fill the disk).
         Local mode needs a local `storage`. `config` gains `local_dir` for report_state.
+        A worker group that cannot be placed is named, and on a fixed cluster ends the fit
+        with a ResourceError (`TrainWatch`).
         """
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
+
+        from autoal_dist.training.watch import StopGate, TrainWatch
 
         workers = self.workers
         run_name = f"{name}-{uuid.uuid4().hex[:8]}"
@@ -114,17 +119,25 @@ class JobRunner:
         else:
             storage = str(Path(self.storage).absolute())
         local_dir = str(Path(storage, run_name, "local")) if workers == 0 else ""
+        gate: list[Any] = [StopGate()] if workers else []  # a Train callback, not a user one
         trainer = _interruptible(TorchTrainer)(
             loop, train_loop_config={**config, "local_dir": local_dir},
             scaling_config=ScalingConfig(num_workers=workers,
                                          use_gpu=self.use_gpu and workers > 0),
             run_config=RunConfig(name=run_name, storage_path=storage,
                                  failure_config=FailureConfig(max_failures=self.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=1)))
+                                 checkpoint_config=CheckpointConfig(num_to_keep=1),
+                                 callbacks=gate))
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.getsignal(signal.SIGINT) if main_thread else None
         try:
-            result = trainer.fit()
+            with TrainWatch(name, workers) if workers else nullcontext() as watch:
+                try:
+                    result = trainer.fit()
+                except Exception:
+                    if watch is not None:  # it stopped the run: its line, not Train's
+                        watch.reraise()
+                    raise
         finally:
             if main_thread:  # Train leaves its handler installed: it would swallow Ctrl-C
                 signal.signal(signal.SIGINT, previous)
