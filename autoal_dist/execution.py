@@ -7,9 +7,15 @@
 
 Both give the same journal for the same seed. `run` (`--local` / `--ray`, kept in
 config.json) and `tune` (`tune.mode` of the sweep file) choose by the same word.
+
+In mode `ray` the scorer actors live for the whole campaign, beside the Train workers of
+every round's fits (`Reservation`): their CPUs (and GPUs) are counted together against the
+cluster before anything starts, so each shard's rows are read from storage once per
+campaign (as its keep budget allows), and the Train workers always find room.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -61,37 +67,91 @@ class Local:
 
 
 @dataclass(frozen=True)
+class Reservation:
+    """What a mode-`ray` campaign holds at once: `shards` scorer actors of `actor` resources
+    each, for the whole campaign, and while a round fits a network, `workers` Ray Train
+    workers of `worker` each (Train's own default: a CPU, or with --gpu a whole GPU and no
+    CPU). The driver process reserves nothing (it waits on both), nor does Train's
+    controller (num_cpus=0)."""
+
+    shards: int
+    actor: Mapping[str, float]
+    workers: int
+    worker: Mapping[str, float]
+
+    def total(self, resource: str) -> float:
+        """`resource` held at once: every scorer actor's and every Train worker's."""
+        return (self.shards * self.actor.get(resource, 0.0)
+                + self.workers * self.worker.get(resource, 0.0))
+
+
+def reservation(cfg: Config, cluster: Mapping[str, float]) -> Reservation:
+    """The scorer actors and Train workers of `cfg` on a cluster of `cluster` resources.
+
+    `--shards 0` takes what the Train workers leave: one scorer actor per CPU (per GPU with
+    --gpu) beyond the workers', at least one. A scorer actor takes a CPU and, with --gpu,
+    a share of the GPUs left: with Train workers beside it a whole GPU (Train's workers need
+    whole GPUs, and fractional shares spread over GPUs could leave none whole for them),
+    without them an even share of every GPU, at most one each."""
+    gpu = cfg.gpu
+    gpus = float(cluster.get("GPU", 0.0)) if gpu else 0.0
+    spare_gpus = max(0.0, gpus - (cfg.workers if gpu else 0))
+    spare_cpus = float(cluster.get("CPU", 1.0)) - (0 if gpu else cfg.workers)
+    shards = cfg.shards or max(1, int(spare_gpus if gpu else spare_cpus))
+    if gpu and cfg.workers:
+        share = 1.0 if gpus else 0.0
+    else:
+        share = min(1.0, gpus / shards) if gpus else 0.0
+    return Reservation(shards, {"CPU": 1.0, "GPU": share}, cfg.workers,
+                       {"GPU": 1.0} if gpu else {"CPU": 1.0})
+
+
+def _need(n: int, one: str) -> str:
+    return f"{n} {one}{'s' * (n != 1)}"
+
+
+@dataclass(frozen=True)
 class OnRay:
     name: str = "ray"
 
     def start(self, cfg: Config) -> str:
-        """Scorer actors take a CPU each; with `workers: 0` they live for the whole campaign
-        (Train runs in the driver), else they exist only during scoring and the Train
-        workers (a CPU, or a GPU with --gpu, each) only during fitting: never both."""
-        from autoal_dist.ray_cluster import announce, require
+        """Scorer actors hold a CPU each (and with --gpu a GPU share) for the whole campaign;
+        with `workers > 0` the Train workers (a CPU, or with --gpu a GPU, each) are placed
+        beside them every round, so the cluster must hold both at once (`reservation`)."""
+        from autoal_dist.ray_cluster import announce, cluster_resources, require
         from autoal_dist.scoring.ray_scorer import default_cache_bytes
 
         default_cache_bytes()  # a bad AUTOAL_DIST_SCORER_CACHE_MB: one line, before Ray starts
         line = announce()
-        if cfg.shards:
-            require(cfg.shards, 0, f"--shards {cfg.shards} (one scorer actor per CPU)",
-                    "lower --shards (0 = one per CPU the cluster has)")
-        if cfg.workers:
-            require(0 if cfg.gpu else cfg.workers, cfg.workers if cfg.gpu else 0,
-                    f"--workers {cfg.workers} (one Ray Train worker per "
-                    f"{'GPU' if cfg.gpu else 'CPU'})", "lower --workers (0 = train in the driver)")
+        r = reservation(cfg, cluster_resources())
+        if not cfg.workers:
+            if cfg.shards:  # the default, one per CPU (GPU), fits by construction
+                require(r.total("CPU"), r.total("GPU"),
+                        f"--shards {cfg.shards} (one scorer actor per CPU)",
+                        "lower --shards (0 = one per CPU the cluster has)")
+            return line
+        unit = "GPU" if cfg.gpu else "CPU"
+        held = "a CPU and a whole GPU" if r.actor["GPU"] >= 1 else "a CPU"
+        scorers = (f"--shards {cfg.shards} ({held} per scorer actor" if cfg.shards else
+                   f"{_need(r.shards, 'scorer actor')} (--shards 0; {held} each")
+        require(r.total("CPU"), r.total("GPU"),
+                f"--workers {cfg.workers} (one Ray Train worker per {unit}) beside {scorers}, "
+                f"for the whole campaign)",
+                f"lower --workers or --shards: both are held at once, so --shards plus "
+                f"--workers may be at most the cluster's {unit}s (--shards 0 = the {unit}s "
+                f"--workers leaves; --workers 0 = train in the driver)")
         return line
 
     def scorer(self, cfg: Config, data: Dataset, normalize: Normalizer, spec: ModelSpec,
                device: str, show_progress: bool) -> Scorer:
-        from autoal_dist.ray_cluster import default_shards, ensure_ray
+        from autoal_dist.ray_cluster import cluster_resources, ensure_ray
         from autoal_dist.scoring.ray_scorer import RayScorer
 
         ensure_ray()
-        return RayScorer(data.train_x, normalize, spec,
-                         shards=cfg.shards or default_shards(cfg.gpu),
+        r = reservation(cfg, cluster_resources())
+        return RayScorer(data.train_x, normalize, spec, shards=r.shards,
                          batch_size=cfg.score.batch_size, mc_samples=cfg.score.mc_samples,
-                         use_gpu=cfg.gpu, persistent=cfg.workers == 0,
+                         use_gpu=cfg.gpu, gpu_share=r.actor["GPU"],
                          progress=Progress(show_progress))
 
     def fitter(self, cfg: Config, run: Run) -> Fitter:

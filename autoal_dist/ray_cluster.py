@@ -192,11 +192,14 @@ def announce(dashboard: bool = False) -> str:
     return line
 
 
-def default_shards(use_gpu: bool) -> int:
-    """One scorer per CPU Ray sees (per GPU with --gpu)."""
-    res = _resources()
-    n = res.get("GPU", 0) if use_gpu else res.get("CPU", 1)
-    return max(1, int(n))
+def cluster_resources() -> dict[str, float]:
+    """What the cluster has in all (joining or starting Ray first)."""
+    ensure_ray()
+    return _resources()
+
+
+def _amounts(cpus: float, gpus: float) -> str:
+    return f"{cpus:g} CPU{'s' * (cpus != 1)} and {gpus:g} GPU{'s' * (gpus != 1)}"
 
 
 def require(cpus: float, gpus: float, what: str, fix: str) -> None:
@@ -217,8 +220,8 @@ def require(cpus: float, gpus: float, what: str, fix: str) -> None:
     res = _resources()
     if not session.autoscaling:
         raise ResourceError(
-            f"{what} needs {cpus:g} CPUs and {gpus:g} GPUs at once, but the Ray cluster "
-            f"has {res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs and cannot grow; "
+            f"{what} needs {_amounts(cpus, gpus)} at once, but the Ray cluster has "
+            f"{_amounts(res.get('CPU', 0), res.get('GPU', 0))} and cannot grow; "
             f"{fix} (or, if the cluster autoscales, set {AUTOSCALING_ENV}=1 to wait for it)")
     from ray.autoscaler.sdk import request_resources
 

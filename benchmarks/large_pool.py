@@ -7,7 +7,7 @@ deleted at the end. Each case runs in a fresh process, as a campaign driver woul
 the pool (`pool:DIR`), fingerprint and normaliser from pool.json, read the seed set's rows
 by id (what training reads) and evaluate on the test split (materialised, fixed at
 --test rows for every size), then one scoring round (entropy) on K Ray scorer actors
-(one CPU each, a tiny CNN, `workers: 0`: persistent actors) and a second round on the
+(one CPU each, a tiny CNN, actors kept across rounds) and a second round on the
 remaining pool (the next round's shards: the actors' kept row groups are hit). Before a
 stored case the pool's files are dropped from the page cache (posix_fadvise DONTNEED), so
 round 1 reads from disk.
@@ -192,7 +192,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     res["rss_before_scoring"] = rss_now()
     t = time.perf_counter()
     scorer = RayScorer(pool, norm, spec, shards=args.actors, batch_size=args.batch_size,
-                       mc_samples=1, persistent=True)
+                       mc_samples=1)
     scorer.stats()  # actors started (and, in memory, the pool mapped) before timing
     res["start_s"] = time.perf_counter() - t
     unlabeled = np.setdiff1d(np.arange(n), labeled)
@@ -263,7 +263,7 @@ def report(cases: list[dict], written: dict[int, dict], args: argparse.Namespace
              f"pixels, `write_pool` defaults (raw, ~4 MiB row groups); test split {args.test} rows "
              f"(materialised by `open_pool`); seed set {args.init} rows read by id; entropy, "
              f"b = {args.budget}, batch {args.batch_size}, a tiny CNN (2 convs, 16-d embedding), "
-             "1 torch thread per process, persistent actors (`workers: 0`), keep budget "
+             "1 torch thread per process, actors kept across rounds, keep budget "
              f"{args.keep_budget} per actor; page cache dropped for the pool's files before each "
              "stored case\n"]
     lines.append("\n## Pools written\n\n| rows | samples | on disk | write (s) |\n"

@@ -26,6 +26,7 @@ import yaml
 from autoal_dist import remote
 from autoal_dist.cli import main
 from autoal_dist.config import read_config_file
+from autoal_dist.execution import reservation
 from autoal_dist.registry import load_config
 from autoal_dist.run import Run
 
@@ -136,10 +137,12 @@ def test_rayjob_runs_a_shipped_config_on_the_raycluster_spec():
 def test_campaign_config_loads(path):
     cfg = load_config(read_config_file(path))
     assert cfg.strategy == "autoal" and cfg.gpu and Path(cfg.data_root).is_absolute()
-    # With workers > 0 scorer actors exist only while a round scores, so scoring and
-    # Ray Train each fit the cluster's GPUs on their own.
+    # The scorer actors hold a GPU each for the whole campaign, beside the Ray Train workers'
+    # GPUs: the cluster holds both at once (execution.reservation).
     gpus = total_gpus(load(KUBERAY["raycluster.yaml"])["spec"])
-    assert cfg.workers > 0 and cfg.shards <= gpus and cfg.workers <= gpus
+    r = reservation(cfg, {"CPU": 64.0, "GPU": float(gpus)})
+    assert cfg.workers > 0 and cfg.shards >= 1 and r.total("GPU") == cfg.shards + cfg.workers
+    assert r.total("GPU") <= gpus
 
 
 def test_campaign_configs_cover_the_three_datasets():

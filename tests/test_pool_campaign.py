@@ -229,6 +229,51 @@ def test_policy_campaign_on_the_stored_pool_equals_in_memory(ray_cluster, pool_d
     assert len(journal(tmp_path / "pool")) == 20 + 2 * 10
 
 
+@pytest.mark.slow
+def test_scorer_actors_stay_across_rounds_with_train_workers(ray_cluster, pool_dir, fast,
+                                                             tmp_path, monkeypatch, capsys):
+    """`--workers 1 --shards 1` (every fit on a Ray Train worker): the scorer actor is the
+    same process in every round, so it reads its shard's row groups from storage in round 0
+    only (the shard is within its keep budget), and each round says what it read; the
+    campaign journals what the in-process one does, and its end stops the actor."""
+    import ray._private.state as gcs
+
+    seen: list[list[dict]] = []  # each round: every actor's stats after its forward pass
+    prepare = RayScorer.prepare
+
+    def recorded(self, *args, **kw):
+        got = prepare(self, *args, **kw)
+        seen.append(self.stats())
+        return got
+
+    monkeypatch.setattr(RayScorer, "prepare", recorded)
+    common = ["run", "--strategy", "entropy", "--init", "20", "--budget", "10", "--rounds", "3",
+              "--epochs", "1", "--seed", "3", "--config", fast]
+    capsys.readouterr()
+    assert main([*common, "--dataset", f"pool:{pool_dir}", "--ray", "--workers", "1",
+                 "--shards", "1", "--out", str(tmp_path / "pool")]) == 0
+    reads = [line.strip() for line in capsys.readouterr().err.splitlines()
+             if "from storage; kept for the next round" in line]
+    assert len(reads) == 3 and not reads[0].startswith("read 0 ")
+    assert reads[1].startswith("read 0 row groups (0 B) from storage") and reads[2] == reads[1]
+    assert len(seen) == 3 and all(len(r) == 1 for r in seen)
+    (first,), rest = seen[0], [st for (st,) in seen[1:]]
+    # round 0 reads the whole shard: its 22 row groups (a group the read-ahead thread and the
+    # pass both miss at once is fetched twice), and keeps them
+    assert first["stored"] and first["groups_read"] >= 22 and first["bytes_read"] > 0
+    assert first["kept_bytes"] == 1348 * 64
+    for st in rest:  # the same process, and nothing read again
+        assert st["pid"] == first["pid"]
+        assert (st["groups_read"], st["bytes_read"]) == (first["groups_read"],
+                                                         first["bytes_read"])
+    alive = [a for a in gcs.actors(actor_state_name="ALIVE").values()
+             if a["ActorClassName"] == "ScorerActor" and a.get("Pid") == first["pid"]]
+    assert not alive  # the campaign's close stopped it
+    assert main([*common, "--dataset", "digits", "--local", "--quiet",
+                 "--out", str(tmp_path / "mem")]) == 0
+    assert_same_campaign(tmp_path / "pool", tmp_path / "mem")
+
+
 def test_resume_of_a_pool_campaign_checks_the_recorded_fingerprint(pool_dir, fast, tmp_path,
                                                                    capsys):
     """Resumes do not read the pool to fingerprint it (the recorded one), and refuse

@@ -90,6 +90,58 @@ def test_a_fixed_cluster_refuses_in_one_line(monkeypatch):
     assert "\n" not in str(e.value) and "has 2 CPUs and 0 GPUs" in str(e.value)
 
 
+def _cfg(**kw):
+    from autoal_dist.registry import load_config
+
+    return load_config({}, {"dataset": "digits", **kw})
+
+
+@pytest.mark.parametrize("kw, cluster, shards, cpus, gpus", [
+    ({"workers": 1}, {"CPU": 2.0}, 1, 2, 0),  # a 2-CPU machine: one actor beside one worker
+    ({"workers": 1, "shards": 1}, {"CPU": 2.0}, 1, 2, 0),
+    ({}, {"CPU": 4.0}, 4, 4, 0),  # no Train workers: one actor per CPU
+    ({"workers": 3}, {"CPU": 4.0}, 1, 4, 0),
+    ({"workers": 8}, {"CPU": 2.0}, 1, 9, 0),  # at least one actor, however many workers
+    ({"workers": 2, "gpu": True}, {"CPU": 16.0, "GPU": 4.0}, 2, 2, 4),  # whole GPUs each
+    ({"workers": 2, "shards": 3, "gpu": True}, {"CPU": 16.0, "GPU": 4.0}, 3, 3, 5),
+    ({"gpu": True}, {"CPU": 16.0, "GPU": 4.0}, 4, 4, 4),  # no workers: one per GPU
+    ({"shards": 8, "gpu": True}, {"CPU": 16.0, "GPU": 4.0}, 8, 8, 4),  # half a GPU each
+])
+def test_scorer_actors_and_train_workers_are_counted_together(kw, cluster, shards, cpus, gpus):
+    """The scorer actors stay for the campaign, beside every fit's Train workers: the
+    cluster must hold both at once, and --shards 0 takes what --workers leaves."""
+    from autoal_dist.execution import reservation
+
+    r = reservation(_cfg(**kw), cluster)
+    assert (r.shards, r.total("CPU"), r.total("GPU")) == (shards, cpus, gpus)
+
+
+@pytest.mark.parametrize("kw, named, needs", [
+    ({"workers": 2}, "--workers 2 (one Ray Train worker per CPU) beside 1 scorer actor "
+                     "(--shards 0; a CPU each, for the whole campaign)", "3 CPUs and 0 GPUs"),
+    ({"workers": 1, "shards": 2}, "--workers 1 (one Ray Train worker per CPU) beside --shards 2 "
+                                  "(a CPU per scorer actor, for the whole campaign)",
+     "3 CPUs and 0 GPUs"),
+    ({"shards": 3}, "--shards 3 (one scorer actor per CPU)", "3 CPUs and 0 GPUs"),
+])
+def test_actors_and_workers_a_fixed_cluster_cannot_hold_are_refused_in_one_line(
+        monkeypatch, kw, named, needs):
+    from autoal_dist.execution import OnRay
+
+    monkeypatch.setattr(ray_cluster, "_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(ray_cluster, "ensure_ray", lambda *a: ray_cluster.RaySession(None, False))
+    monkeypatch.setattr(ray_cluster, "announce", lambda *a: "ray: a 2-CPU cluster")
+    with pytest.raises(ray_cluster.ResourceError) as e:
+        OnRay().start(_cfg(**kw))
+    line = str(e.value)
+    assert "\n" not in line and line.startswith(named), line
+    assert f"needs {needs} at once, but the Ray cluster has 2 CPUs and 0 GPUs" in line
+    if "workers" in kw:
+        assert "lower --workers or --shards" in line
+    for ok in ({"workers": 1}, {"workers": 1, "shards": 1}, {"shards": 2}, {}):
+        assert OnRay().start(_cfg(**ok)) == "ray: a 2-CPU cluster"
+
+
 FOREGROUND = ("import runpy, signal, sys; "
               "signal.signal(signal.SIGINT, signal.default_int_handler); "
               "sys.argv[0] = 'autoal-dist'; runpy.run_module('autoal_dist', run_name='__main__')")
@@ -206,15 +258,16 @@ print(sorted(a["ActorClassName"] for a in gcs.actors(actor_state_name="ALIVE").v
 
 @pytest.mark.slow
 def test_train_workers_that_lost_their_node_are_named_and_the_run_stops(tmp_path):
-    """Two nodes of 1 CPU, --workers 2 (a Train worker on each); the second node is removed
-    after round 0: round 1's worker group (2 x 1 CPU) has one CPU to go to. The run names the
-    Train job within ~30 s and stops (a fixed cluster cannot grow), exit 2, through Train's own
-    shutdown (its detached placement-group cleaner is not left behind); `--resume --workers 1`
-    finishes the campaign on what is left."""
+    """A head of 2 CPUs (the scorer actor, which stays for the campaign, and a Train worker)
+    and a node of 1 CPU, --workers 2 --shards 1; the node is removed after round 0: round 1's
+    worker group (2 x 1 CPU) has one CPU to go to. The run names the Train job within ~30 s
+    and stops (a fixed cluster cannot grow), exit 2, through Train's own shutdown (its
+    detached placement-group cleaner is not left behind); `--resume --workers 1` finishes the
+    campaign on what is left."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+                      head_node_args={"num_cpus": 2, "include_dashboard": False})
     try:
         worker = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()

@@ -135,9 +135,16 @@ def test_a_range_reads_only_its_row_groups(digits, tmp_path):
     lo, hi = PER_FILE - 10, PER_FILE + 70  # file 0's last group, file 1's first two
     np.testing.assert_array_equal(x[lo:hi], digits.train_x[lo:hi])
     assert x.groups_read == 3
+    files = [pq.ParquetFile(Path(x.location, p)).metadata for p in x._paths[:2]]
+    stored = [files[0].row_group(files[0].num_row_groups - 1), files[1].row_group(0),
+              files[1].row_group(1)]
+    read = x.bytes_read  # what left storage: the 3 groups' sample chunks, as stored
+    assert read == sum(g.column(c).total_compressed_size for g in stored
+                       for c in range(g.num_columns) if g.column(c).path_in_schema == "sample")
+    assert read > 0
     for b in range(lo, hi, 16):  # a batch-by-batch sweep hits the cache
         x[b:b + 16]
-    assert x.groups_read == 3
+    assert x.groups_read == 3 and x.bytes_read == read
     bounds = x.row_group_bounds()
     assert bounds[0] == 0 and bounds[-1] == len(x) and PER_FILE in bounds and GROUP in bounds
 

@@ -180,8 +180,7 @@ def scorers(ray_cluster):
 
     three = RayScorer(np.zeros((1, 1), np.float32), None, None, shards=3, batch_size=BLOCK)
     one = RayScorer(np.zeros((1, 1), np.float32), None, None, shards=1, batch_size=BLOCK,
-                    persistent=False)
-    one.actors = three.actors[:1]
+                    actors=three.actors[:1])
     try:
         yield {1: one, 3: three}
     finally:

@@ -253,3 +253,29 @@ def test_a_trial_takes_the_run_lock_as_run_does(tmp_path, monkeypatch):
             runner._trial({}, campaign=campaign, data=None, meta={}, trials_dir=str(trials),
                           mode="local")
     assert not (trials / "t1" / "config.json").exists()
+
+
+def test_a_trial_holds_its_scorer_actors_beside_its_train_workers(monkeypatch):
+    """tune.mode ray: a trial's scorer actors live in its placement group for the whole trial,
+    beside its Ray Train job's workers, so one trial is checked with both at once."""
+    from autoal_dist import ray_cluster
+    from autoal_dist.sweep.runner import _start_ray, _trial_resources
+
+    cluster = {"CPU": 4.0}
+    monkeypatch.setattr(ray_cluster, "_resources", lambda: cluster)
+    monkeypatch.setattr(ray_cluster, "ensure_ray", lambda *a: ray_cluster.RaySession(None, False))
+    monkeypatch.setattr(ray_cluster, "announce", lambda *a, **kw: "ray: a 4-CPU cluster")
+    sweep = parse_sweep({**SWEEP, "campaign": {**SWEEP["campaign"], "workers": 2, "shards": 1}})
+    assert sweep.mode == "ray"
+    _start_ray(sweep)  # 1 (the trial) + 1 scorer actor + 2 Train workers = 4 CPUs
+    cluster["CPU"] = 3.0
+    with pytest.raises(ray_cluster.ResourceError) as e:
+        _start_ray(sweep)
+    assert str(e.value).startswith(
+        "one trial (tune.resources_per_trial cpu 1, gpu 0, + 1 scorer actors, + its Ray Train "
+        "job's 2 workers) needs 4 CPUs and 0 GPUs at once, but the Ray cluster has 3 CPUs")
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    bundles = _trial_resources(sweep.base, sweep.cpu, sweep.gpu, sweep.mode).bundles
+    assert bundles == [{"CPU": 1.0}, {"CPU": 1.0}]  # the trial, its one scorer actor

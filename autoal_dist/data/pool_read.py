@@ -92,9 +92,11 @@ class StoredArray:
         self._rows: OrderedDict[int, np.ndarray] = OrderedDict()  # global row -> sample
         self._rows_bytes = 0
         self.groups_read = 0  # row groups fetched from storage by this process's copy
+        self.bytes_read = 0  # their bytes in storage (the sample column's chunks, as stored)
 
     _PROCESS_LOCAL = ("_lock", "_cache", "_cached", "_kept", "_kept_bytes", "_keep_groups",
-                      "_keep_budget", "_footers", "_rows", "_rows_bytes", "groups_read")
+                      "_keep_budget", "_footers", "_rows", "_rows_bytes", "groups_read",
+                      "bytes_read")
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -341,9 +343,10 @@ class StoredArray:
             if block is not None:
                 self._cache.move_to_end(g)
                 return block
-        block = self._read_group(g)
+        block, stored = self._read_group(g)
         with self._lock:
             self.groups_read += 1
+            self.bytes_read += stored
             if g in self._kept:
                 return self._kept[g]
             if (g in self._keep_groups
@@ -360,7 +363,9 @@ class StoredArray:
                     self._cached -= old.nbytes
         return block
 
-    def _read_group(self, g: int) -> np.ndarray:
+    def _read_group(self, g: int) -> tuple[np.ndarray, int]:
+        """Row group `g` decoded, and the bytes its sample column takes in storage (what
+        was fetched for it, the file's footer aside)."""
         fi, gi = int(self._gfile[g]), int(self._gindex[g])
         rel = self._paths[fi]
         name = full_name(self.location, rel)
@@ -373,6 +378,10 @@ class StoredArray:
                     self._check_footer(fi, pf, name)
                     self._footers[fi] = pf.metadata
                 table = pf.read_row_group(gi, columns=["sample"])
+                group = pf.metadata.row_group(gi)
+                stored = sum(group.column(c).total_compressed_size
+                             for c in range(group.num_columns)
+                             if group.column(c).path_in_schema.split(".")[0] == "sample")
         except DataError:
             raise
         except Exception as e:  # noqa: BLE001 - filesystem/parquet errors of any kind
@@ -387,7 +396,7 @@ class StoredArray:
                             "recorded (the file was replaced or changed after the pool was "
                             "written); a campaign needs the pool it started with")
         block.flags.writeable = False  # cached and shared between calls
-        return block
+        return block, stored
 
     def _check_footer(self, fi: int, pf: pq.ParquetFile, name: str) -> None:
         """The file still is the one pool.json describes (it may have been replaced)."""

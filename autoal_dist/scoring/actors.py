@@ -141,6 +141,7 @@ class ScorerActor:
         """For tests and benchmarks: what this process read and holds."""
         return {"pid": os.getpid(), "stored": self.stored,
                 "groups_read": getattr(self.x, "groups_read", 0),
+                "bytes_read": getattr(self.x, "bytes_read", 0),
                 "cached_bytes": getattr(self.x, "cached_bytes", 0),
                 "kept_bytes": getattr(self.x, "kept_bytes", 0),
                 "outputs_bytes": 0 if self.outputs is None else sum(

@@ -63,6 +63,17 @@ def default_cache_bytes() -> int | None:
     return int(min(mb * (1 << 20), float(1 << 62)))  # beyond any machine: keep everything
 
 
+def _size(n: float) -> str:
+    """`n` bytes in B, KB, MB or GB (powers of 1000)."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    units = ["KB", "MB", "GB"]
+    n /= 1000
+    while n >= 1000 and len(units) > 1:
+        n, units = n / 1000, units[1:]
+    return f"{n:.1f} {units[0]}"
+
+
 def _needs_rebuild(err: BaseException) -> bool:
     return isinstance(err, RayTaskError) and isinstance(err.as_instanceof_cause(), NeedsRebuild)
 
@@ -131,41 +142,49 @@ class RayScorer:
     """K ScorerActors over the campaign's pool: an in-memory array (put in the object
     store once) or a stored pool's StoredArray (never put: each actor reads its shard).
 
-    `persistent` actors live for the whole campaign. Otherwise they are started for
-    each round's scoring and stopped after it, giving their CPUs/GPUs back to the
-    Ray Train workers of the next round's training: actors that held them across
-    phases would leave training unschedulable (a deadlock) on a small cluster. (Their
-    kept rows of a stored pool go with them: such actors read their shard every round.)
+    The actors live until `close`: for the whole campaign, rounds of Ray Train fits
+    included (the cluster holds both at once: `execution.reservation`), so a stored pool's
+    actor keeps its shard's rows across rounds and reads them from storage once (as far as
+    its keep budget allows). `actors` given: run on those instead of starting its own
+    (tests: a scorer over another one's first actor).
     """
 
     def __init__(self, x: np.ndarray, normalize: Normalizer, spec: ModelSpec, *, shards: int,
                  batch_size: int = 256, mc_samples: int = 10, use_gpu: bool = False,
-                 persistent: bool = True, cache_bytes: int | None = None,
-                 progress: Progress = QUIET) -> None:
+                 gpu_share: float | None = None, cache_bytes: int | None = None,
+                 progress: Progress = QUIET, actors: list[Any] | None = None) -> None:
+        """`gpu_share`: each actor's part of a GPU with `use_gpu` (default: the cluster's
+        GPUs split evenly over the actors, at most one each)."""
         self.batch_size, self.mc_samples = batch_size, mc_samples
         self.progress = progress
         self.normalize, self.spec = normalize, spec
-        self.shards, self.persistent = shards, persistent
+        self.shards = shards
         self.stored = not isinstance(x, np.ndarray)
         self.cache_bytes = default_cache_bytes() if cache_bytes is None else int(cache_bytes)
         # In memory: put once per campaign, actors read it zero-copy ([ref]: nested, so
         # each actor fetches it). Stored: the StoredArray itself, pickled into each actor.
         self.pool: Any = x if self.stored else [ray.put(x)]
-        gpus = ray.cluster_resources().get("GPU", 0) if use_gpu else 0
-        self.options: dict[str, Any] = {"num_cpus": 1,
-                                        "num_gpus": min(1.0, gpus / shards) if gpus else 0}
+        if not use_gpu:
+            gpu_share = 0.0
+        elif gpu_share is None:
+            gpus = ray.cluster_resources().get("GPU", 0)
+            gpu_share = min(1.0, gpus / shards) if gpus else 0.0
+        self.options: dict[str, Any] = {"num_cpus": 1, "num_gpus": gpu_share}
         if self.stored:
             # An in-memory pool stays packed near the driver (Ray's default): each node
             # hosting an actor pulls a whole copy of it. A stored pool is read from storage
             # by shard, so spreading costs nothing and uses every node's CPUs and memory.
             self.options["scheduling_strategy"] = "SPREAD"
-        self.device = "cuda" if gpus else "cpu"
+        self.device = "cuda" if gpu_share else "cpu"
         self.actors: list[ray.actor.ActorHandle] = []
         self.key = ""
         self.tasks: list[ShardTask] = []
         self.rebuild: list[tuple[str, tuple]] = []  # per shard: the call that rebuilds its round
-        if persistent:
+        self.reads: dict[int, tuple[int, int]] = {}  # actor pid -> (groups, bytes) read so far
+        if actors is None:
             self.start()
+        else:
+            self.actors = list(actors)
 
     @property
     def num_shards(self) -> int:
@@ -180,6 +199,20 @@ class RayScorer:
     def stats(self) -> list[dict[str, Any]]:
         """Each actor's `ScorerActor.stats()`: rows read, bytes kept, RSS (tests, benchmarks)."""
         return ray.get([a.stats.remote() for a in self.actors])
+
+    def _note_reads(self) -> None:
+        """Say what the actors read from storage since the last round, and what they keep
+        for the next: counters of each actor's process (one that restarted starts again)."""
+        stats = self._get([a.stats.remote() for a in self.actors])
+        groups = nbytes = 0
+        for st in stats:
+            g0, b0 = self.reads.get(st["pid"], (0, 0))
+            groups, nbytes = groups + st["groups_read"] - g0, nbytes + st["bytes_read"] - b0
+        self.reads = {st["pid"]: (st["groups_read"], st["bytes_read"]) for st in stats}
+        kept = sum(st["kept_bytes"] for st in stats)
+        self.progress.note(f"    read {groups} row group{'s' * (groups != 1)} "
+                           f"({_size(nbytes)}) from storage; kept for the next round: "
+                           f"{_size(kept)} decoded")
 
     def close(self) -> None:
         for a in self.actors:
@@ -262,6 +295,8 @@ class RayScorer:
         self.rebuild = [("prepare", (t, weights_ref, self.pool)) for t in self.tasks]
         parts = self._gather([a.prepare.remote(*args) for a, (_, args)
                               in zip(self.actors, self.rebuild)], "scored")
+        if self.stored and self.progress.enabled:
+            self._note_reads()
         embs = [p for p in parts if p is not None]
         return np.concatenate(embs) if want_lab and embs else None
 
@@ -307,17 +342,11 @@ class RayScorer:
     def select_many(self, model, positions, names, budget, seed, labeled_positions,
                     timings=None) -> dict[str, Selection]:
         t0 = time.perf_counter()
-        if not self.actors:
-            self.start()
-        try:
-            lab_emb = self.prepare(model, np.asarray(positions, np.int64), names, seed,
-                                   np.asarray(labeled_positions, np.int64))
-            t1 = time.perf_counter()
-            out = {n: self._top_b(n, budget, seed) if get(n).kind == "scoring"
-                   else self.select_set(n, budget, seed, lab_emb) for n in names}
-        finally:
-            if not self.persistent:
-                self.close()
+        lab_emb = self.prepare(model, np.asarray(positions, np.int64), names, seed,
+                               np.asarray(labeled_positions, np.int64))
+        t1 = time.perf_counter()
+        out = {n: self._top_b(n, budget, seed) if get(n).kind == "scoring"
+               else self.select_set(n, budget, seed, lab_emb) for n in names}
         if timings is not None:
             timings["score_s"] = timings.get("score_s", 0.0) + t1 - t0
             timings["select_s"] = timings.get("select_s", 0.0) + time.perf_counter() - t1

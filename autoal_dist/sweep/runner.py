@@ -15,7 +15,7 @@ How Tune and Ray Train fit (Ray 2.60, Train V2: a Tune function launches the Tra
   Ray Train gives their worker group a placement group of its own, outside the trial's
   reservation (so keep max_concurrent_trials within what the cluster holds besides). Scorer
   actors are child actors, which Tune captures into the trial's placement group, so the trial
-  reserves one bundle per shard for them.
+  reserves one bundle per shard for them, for its whole life (they stay between rounds).
   `TuneReportCallback` is deliberately absent: it forwards each Train report as a Tune result,
   and those are per-step training checkpoints ({"step": n}). The tuned metric exists only
   after a round's training and evaluation, in the trial, which reports it itself; a forwarded
@@ -138,10 +138,12 @@ def _trial_resources(cfg: Config, cpu: float, gpu: float, mode: str) -> Any:
     import ray
     from ray import tune
 
+    from autoal_dist.execution import reservation
+
     bundles = [{"CPU": cpu, "GPU": gpu}]
     if mode == "ray":  # each bundle is what one RayScorer actor asks for
-        gpus = ray.cluster_resources().get("GPU", 0) if cfg.gpu else 0
-        bundles += [{"CPU": 1.0, "GPU": min(1.0, gpus / cfg.shards)}] * cfg.shards
+        r = reservation(cfg, ray.cluster_resources())
+        bundles += [dict(r.actor)] * r.shards
     return tune.PlacementGroupFactory(bundles)
 
 
@@ -412,7 +414,8 @@ def _prepare(values: dict[str, Any], num_samples: int | None
 def _start_ray(sweep: Sweep) -> None:
     """Start or join Ray (saying which) and check that one trial fits the cluster, before
     the sweep directory is written."""
-    from autoal_dist.ray_cluster import announce, require
+    from autoal_dist.execution import reservation
+    from autoal_dist.ray_cluster import announce, cluster_resources, require
     from autoal_dist.scoring.ray_scorer import default_cache_bytes
 
     if sweep.mode == "ray":
@@ -421,16 +424,19 @@ def _start_ray(sweep: Sweep) -> None:
     # placement group cleaner asks the dashboard's state API about the job before freeing
     # its workers.
     print(announce(dashboard=True), file=sys.stderr, flush=True)
-    shards = sweep.base.shards if sweep.mode == "ray" else 0
-    require(sweep.cpu + shards, sweep.gpu,
-            f"one trial (tune.resources_per_trial cpu {sweep.cpu:g}, gpu {sweep.gpu:g}"
-            + (f", + {shards} scorer actors" if shards else "") + ")",
-            "lower tune.resources_per_trial (or campaign.shards)")
-    if sweep.mode == "ray" and sweep.base.workers:
-        require(0 if sweep.base.gpu else sweep.base.workers,
-                sweep.base.workers if sweep.base.gpu else 0,
-                f"a trial's Ray Train job (campaign.workers {sweep.base.workers})",
-                "lower campaign.workers")
+    if sweep.mode != "ray":
+        require(sweep.cpu, sweep.gpu, f"one trial (tune.resources_per_trial cpu "
+                f"{sweep.cpu:g}, gpu {sweep.gpu:g})", "lower tune.resources_per_trial")
+        return
+    # a trial's scorer actors live as long as the trial, beside its Train workers
+    r = reservation(sweep.base, cluster_resources())
+    workers = sweep.base.workers
+    require(sweep.cpu + r.total("CPU"), sweep.gpu + r.total("GPU"),
+            f"one trial (tune.resources_per_trial cpu {sweep.cpu:g}, gpu {sweep.gpu:g}, "
+            f"+ {r.shards} scorer actors" + (f", + its Ray Train job's {workers} workers"
+                                               if workers else "") + ")",
+            "lower tune.resources_per_trial (or campaign.shards"
+            + (", campaign.workers" if workers else "") + ")")
 
 
 def _sweep(sweep: Sweep, campaign: dict[str, Any], domains: dict[str, Any],
