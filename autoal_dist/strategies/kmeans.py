@@ -83,8 +83,8 @@ class KMeansShard(EmbeddingShard):
         half = arrays.put((0.5 * sq_norms(centers)).astype(np.float32))
 
         def chunk(ch: slice) -> tuple[int, Array, Array]:
-            x = self.x[ch]
-            d = arrays.block_matmul(arrays.cast(x, arrays.f32), c32)
+            x = self.rows64(ch)
+            d = arrays.block_matmul(self.x32[ch], c32)
             labels = arrays.xp.subtract(half, d, out=d).argmin(1)  # argmin |c|^2/2 - x.c
             v = max(0, min(ch.stop, self.n) - ch.start)  # rows that are not padding
             labels, mine = labels[:v], slice(ch.start, ch.start + v)
@@ -108,7 +108,7 @@ class KMeansShard(EmbeddingShard):
 
         def chunk(ch: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             v = max(0, min(ch.stop, self.n) - ch.start)
-            d = sq_dists(arrays, self.x[ch], self.x_sqn[ch], *c).T[:, :v]
+            d = sq_dists(arrays, self.rows64(ch), self.x_sqn[ch], *c).T[:, :v]
             if v > r:  # keep every tie at the r-th value; smallest_r decides exactly
                 rows, cols = np.nonzero(arrays.host(d <= arrays.kth_smallest(d, r)))
             else:
