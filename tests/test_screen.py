@@ -11,7 +11,7 @@ import torch
 from autoal_dist.outputs import PoolOutputs
 from autoal_dist.strategies.badge import BadgeShard
 from autoal_dist.strategies.kcenter import KCenterShard
-from autoal_dist.strategies.kmeans import KMeansShard
+from autoal_dist.strategies.kmeans import FIXED_POINT, KMeansShard, lloyd
 from autoal_dist.strategies.screen import exact_sq_dists, row_dots
 from autoal_dist.strategies.sharded import greedy_select, sq_norms
 from conftest import random_outputs
@@ -78,6 +78,19 @@ def test_kcenter_labeled_seed_is_the_exact_minimum(scale):
         exact = np.minimum(exact, exact_sq_dists(np, out.embeddings, sq_norms(out.embeddings),
                                                  c, sq_norms(c)))
     assert np.array_equal(shard.min_d2, exact)
+
+
+def test_kmeans_sums_kept_across_passes_equal_the_labels_sums():
+    out = random_outputs(n=500, d=6, seed=2)
+    shard = KMeansShard(out, block=32)
+    seeds = np.stack([c.payload[0] for c in greedy_select([shard], 9, seed=0)])
+    _, changes = lloyd([shard], seeds, tol=0.0)
+    assert len(changes) > 2  # passes after the first moved rows one by one
+    labels = shard.labels[: shard.n]
+    fixed = np.round(out.embeddings.astype(np.float64) * FIXED_POINT).astype(np.int64)
+    sums, counts = shard.totals
+    assert np.array_equal(counts, np.bincount(labels, minlength=9))
+    assert np.array_equal(sums, np.stack([fixed[labels == j].sum(0) for j in range(9)]))
 
 
 def test_coarse_float32_products_widen_the_screen(monkeypatch):

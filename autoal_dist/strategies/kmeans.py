@@ -64,12 +64,15 @@ def smallest_r(rows: np.ndarray, d: np.ndarray, ids: np.ndarray, k: int,
 
 
 class KMeansShard(EmbeddingShard):
-    """One shard's k-means state: its embeddings, k-means++ seeding state, and labels."""
+    """One shard's k-means state: its embeddings, k-means++ seeding state, labels, and the
+    fixed-point cluster sums of those labels (kept from pass to pass: a pass only moves
+    the rows whose label changed, and integer sums are the same however they were added)."""
 
     def __init__(self, out: PoolOutputs, block: int = BLOCK, start: int = 0,
                  device: str = "cpu") -> None:
         super().__init__(out.ids, out.embeddings, block, start, device)
         self.labels = self.arrays.full(self.rows, -1, self.arrays.i64)
+        self.totals: Partial | None = None  # the current labels' (sums, counts), host
 
     def _keys(self, ch: slice, seed: int, step: int):
         if not self.seeded:
@@ -81,25 +84,39 @@ class KMeansShard(EmbeddingShard):
         arrays, k = self.arrays, len(centers)
         c32 = arrays.put(np.ascontiguousarray(centers.T, dtype=np.float32))
         half = arrays.put((0.5 * sq_norms(centers)).astype(np.float32))
+        fresh = self.totals is None or len(self.totals[1]) != k  # sums of other labels
 
-        def chunk(ch: slice) -> tuple[int, Array, Array]:
-            x = self.rows64(ch)
+        def chunk(ch: slice) -> tuple[int, Array | None, Array | None]:
             d = arrays.block_matmul(self.x32[ch], c32)
             labels = arrays.xp.subtract(half, d, out=d).argmin(1)  # argmin |c|^2/2 - x.c
             v = max(0, min(ch.stop, self.n) - ch.start)  # rows that are not padding
             labels, mine = labels[:v], slice(ch.start, ch.start + v)
-            changed = int((labels != self.labels[mine]).sum())
+            moved = arrays.nonzero(labels != self.labels[mine])
+            away = self.labels[mine][moved]  # the moved rows' previous labels
             self.labels[mine] = labels
-            return (changed, arrays.segment_sum(fixed_point(arrays, x[:v]), labels, k),
-                    arrays.xp.bincount(labels, minlength=k))
+            if fresh:
+                return (len(moved), arrays.segment_sum(self.fixed(mine), labels, k),
+                        arrays.xp.bincount(labels, minlength=k))
+            if len(moved) == 0:
+                return 0, None, None
+            x, to = self.fixed(moved + ch.start), labels[moved]
+            return (len(moved), arrays.segment_sum(x, to, k) - arrays.segment_sum(x, away, k),
+                    arrays.xp.bincount(to, minlength=k) - arrays.xp.bincount(away, minlength=k))
 
         parts = arrays.map(chunk, self.rows)
-        sums = np.zeros((k, centers.shape[1]), dtype=np.int64)
-        counts = np.zeros(k, dtype=np.int64)
+        if fresh or self.totals is None:
+            self.totals = (np.zeros((k, centers.shape[1]), dtype=np.int64),
+                           np.zeros(k, dtype=np.int64))
+        sums, counts = self.totals
         for _, s, c in parts:
-            sums += arrays.host(s)
-            counts += arrays.host(c)
-        return sum(p[0] for p in parts), (sums, counts)
+            if s is not None:
+                sums += arrays.host(s)
+                counts += arrays.host(c)
+        return sum(p[0] for p in parts), (sums.copy(), counts.copy())
+
+    def fixed(self, rows: Any) -> Array:
+        """Rows of the embeddings in fixed point (the exact cluster sums' terms)."""
+        return fixed_point(self.arrays, self.rows64(rows))
 
     def nearest(self, centers: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
         """Per center, this shard's r nearest rows: (d2 [k, r'], ids [k, r']) by (d2, id)."""
