@@ -124,6 +124,10 @@ class Backend(ABC):
     def ceil32(self, a: Array) -> Array:
         """float32 values >= a's float64 ones (a float32 comparison that misses nothing)."""
 
+    @abstractmethod
+    def floor32(self, a: Array) -> Array:
+        """float32 values <= a's float64 ones."""
+
     @property
     def f32_unit(self) -> float:
         """Unit roundoff of this library's float32 products (screen.py's bounds)."""
@@ -171,6 +175,9 @@ class NumpyBackend(Backend):
 
     def ceil32(self, a: np.ndarray) -> np.ndarray:
         return np.nextafter(a.astype(np.float32), np.float32(np.inf))
+
+    def floor32(self, a: np.ndarray) -> np.ndarray:
+        return np.nextafter(a.astype(np.float32), np.float32(-np.inf))
 
     def segment_sum(self, values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
         counts = np.bincount(labels, minlength=k)
@@ -236,6 +243,10 @@ class TorchBackend(Backend):
 
     def ceil32(self, a: Any) -> Any:
         inf = self.xp.tensor(float("inf"), dtype=self.f32, device=self.device)
+        return self.xp.nextafter(a.to(self.f32), inf)
+
+    def floor32(self, a: Any) -> Any:
+        inf = self.xp.tensor(float("-inf"), dtype=self.f32, device=self.device)
         return self.xp.nextafter(a.to(self.f32), inf)
 
     @property

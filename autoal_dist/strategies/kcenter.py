@@ -8,49 +8,19 @@ driver takes the global max (ties: smallest id) and broadcasts that vector.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import numpy as np
 
 from autoal_dist.outputs import PoolOutputs
-from autoal_dist.strategies.arrays import Array, Backend
 from autoal_dist.strategies.base import register_set
-from autoal_dist.strategies.screen import (
-    SLACK,
-    U32,
-    batches,
-    exact_sq_dists,
-    screenable,
-    underflow,
-)
+from autoal_dist.strategies.screen import batches
 from autoal_dist.strategies.sharded import (
     BLOCK,
     LABELED_BLOCK,
+    Centers,
     EmbeddingShard,
     greedy_ids,
-    sq_norms,
 )
-
-
-@dataclass(frozen=True)
-class Centers:
-    """Many centers on a shard's device: float64 rows (exact), float32 columns and
-    |c|^2 / 2 (the screen), and the bounds' largest norms."""
-
-    c: Array  # [k, D] float64
-    c_sqn: Array  # [k] float64
-    c32: Array  # [D, k] float32
-    half32: Array  # [k] float32
-    norm_max: float
-    sqn_max: float
-
-    @classmethod
-    def of(cls, arrays: Backend, c: np.ndarray) -> Centers:
-        c_sqn = sq_norms(c)
-        top = float(c_sqn.max()) if len(c_sqn) else 0.0
-        return cls(arrays.put(c), arrays.put(c_sqn),
-                   arrays.put(np.ascontiguousarray(c.T, dtype=np.float32)),
-                   arrays.put((0.5 * c_sqn).astype(np.float32)), float(np.sqrt(top)), top)
 
 
 class KCenterShard(EmbeddingShard):
@@ -76,32 +46,24 @@ class KCenterShard(EmbeddingShard):
         self.seeded = True
 
     def _fold_nearest(self, centers: Centers, chunk: slice) -> None:
-        """Fold the chunk's nearest of `centers` into d2. A float32 GEMM screens the pairs:
-        with s = |c|^2/2 - x.c (d = |x|^2 + 2 s) known to within `err` per row, only pairs
-        within 2 err of the row's smallest s, and below its d2, can set the new minimum;
-        those get their float64 distance (`screen.py`)."""
-        arrays, xp, k = self.arrays, self.arrays.xp, len(centers.half32)
+        """Fold the chunk's nearest of `centers` into d2: only pairs within 2 err of the
+        row's smallest screened s, and below its d2, can set the new minimum; those get
+        their float64 distance (`screen.py`)."""
+        arrays, xp = self.arrays, self.arrays.xp
         ch = slice(chunk.start, min(chunk.stop, self.n))  # padding rows: never selected
         if ch.start >= ch.stop:
             return
-        s = self.x32[ch] @ centers.c32
-        s = xp.subtract(centers.half32, s, out=s)
-        if self.screened and screenable(self.x_norm_max, centers.norm_max):
-            x_sqn = self.x_sqn[ch]
-            err = self.x_norm_k[ch] * (centers.norm_max / 2.0)  # kappa |x| |c|
-            err += x_sqn * SLACK
-            err += (2.0 * U32 + SLACK) * centers.sqn_max + underflow(
-                self.x.shape[1], self.x_norm_max, centers.norm_max)
-            low = arrays.cast(xp.amin(s, 1), arrays.f64) + 2.0 * err
-            thr = xp.minimum(low, (self.d2[ch] - x_sqn) / 2.0 + err)
-        else:
+        s, err = self.screen(ch, centers)
+        if err is None:
             thr = arrays.full(ch.stop - ch.start, np.inf, arrays.f64)
+        else:
+            low = arrays.cast(xp.amin(s, 1), arrays.f64) + 2.0 * err
+            thr = xp.minimum(low, (self.d2[ch] - self.x_sqn[ch]) / 2.0 + err)
+        k = len(centers.c_sqn)
         pairs = arrays.nonzero((s <= arrays.ceil32(thr)[:, None]).reshape(-1))
         for part in batches(pairs):
             rows, cols = part // k + ch.start, part % k
-            d = exact_sq_dists(xp, self.x[rows], self.x_sqn[rows], centers.c[cols],
-                               centers.c_sqn[cols])
-            arrays.min_at(self.d2, rows, d)
+            arrays.min_at(self.d2, rows, self.exact_pairs(rows, centers, cols))
 
     def _keys(self, ch: slice, seed: int, step: int):
         if not self.seeded:

@@ -26,13 +26,14 @@ import numpy as np
 from autoal_dist.outputs import PoolOutputs
 from autoal_dist.strategies.arrays import Array, Backend
 from autoal_dist.strategies.base import register_set
+from autoal_dist.strategies.screen import U32, batches
 from autoal_dist.strategies.sharded import (
     BLOCK,
+    Centers,
     EmbeddingShard,
     GreedyShardLike,
     gather,
     greedy_select,
-    sq_dists,
     sq_norms,
 )
 
@@ -69,8 +70,8 @@ class KMeansShard(EmbeddingShard):
     the rows whose label changed, and integer sums are the same however they were added)."""
 
     def __init__(self, out: PoolOutputs, block: int = BLOCK, start: int = 0,
-                 device: str = "cpu") -> None:
-        super().__init__(out.ids, out.embeddings, block, start, device)
+                 device: str = "cpu", unit: bool = False) -> None:
+        super().__init__(out.ids, out.embeddings, block, start, device, unit)
         self.labels = self.arrays.full(self.rows, -1, self.arrays.i64)
         self.totals: Partial | None = None  # the current labels' (sums, counts), host
 
@@ -119,21 +120,31 @@ class KMeansShard(EmbeddingShard):
         return fixed_point(self.arrays, self.rows64(rows))
 
     def nearest(self, centers: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per center, this shard's r nearest rows: (d2 [k, r'], ids [k, r']) by (d2, id)."""
-        arrays, k = self.arrays, len(centers)
-        c = arrays.put(np.ascontiguousarray(centers.T)), arrays.put(sq_norms(centers))
+        """Per center, this shard's r nearest rows: (d2 [k, r'], ids [k, r']) by (d2, id).
 
-        def chunk(ch: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            v = max(0, min(ch.stop, self.n) - ch.start)
-            d = sq_dists(arrays, self.rows64(ch), self.x_sqn[ch], *c).T[:, :v]
-            if v > r:  # keep every tie at the r-th value; smallest_r decides exactly
-                rows, cols = np.nonzero(arrays.host(d <= arrays.kth_smallest(d, r)))
-            else:
-                rows, cols = np.divmod(np.arange(k * v), v)
-            dv = arrays.host(d[arrays.put(rows), arrays.put(cols)])
-            return rows, dv, self.ids[ch.start + cols]
+        Each chunk screens its rows in float32 and keeps, per center, every row within the
+        screen's error of its r-th nearest there; their float64 distances decide exactly."""
+        arrays, k, xp = self.arrays, len(centers), self.arrays.xp
+        c = Centers.of(arrays, centers)
 
-        parts = arrays.map(chunk, self.rows) or [(np.empty(0, np.int64),) * 3]
+        def chunk(ch: slice) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            s, err = self.screen(ch, c)
+            if ch.stop - ch.start <= r or err is None:
+                mask = s == s
+            else:  # h = d / 2 = |x|^2 / 2 + s, to within e
+                h = xp.add(s, arrays.cast(self.x_sqn[ch] / 2.0, arrays.f32)[:, None], out=s)
+                e = float(xp.amax(err)) + 2.0 * U32 * (float(xp.amax(self.x_sqn[ch])) + c.sqn_max)
+                kth = arrays.cast(arrays.kth_smallest(h.T, r)[:, 0], arrays.f64)
+                mask = h <= arrays.ceil32(kth + 2.0 * e)[None, :]
+            found = []
+            for part in batches(arrays.nonzero(mask.reshape(-1))):
+                rows, cols = part // k + ch.start, part % k
+                found.append((arrays.host(cols), arrays.host(self.exact_pairs(rows, c, cols)),
+                              self.ids[arrays.host(rows)]))
+            return found
+
+        parts = [p for found in arrays.map(chunk, self.n) for p in found]
+        parts = parts or [(np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64))]
         all_rows, all_d, all_ids = (np.concatenate(p) for p in zip(*parts))
         return smallest_r(all_rows, all_d, all_ids, k, min(r, self.n))
 

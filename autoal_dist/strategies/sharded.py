@@ -42,6 +42,7 @@ from autoal_dist.strategies.base import BLOCK
 from autoal_dist.strategies.screen import (
     DENSE,
     SLACK,
+    U32,
     batches,
     dot_bound,
     exact_sq_dists,
@@ -83,6 +84,14 @@ def row_sq_norms(x: np.ndarray) -> np.ndarray:
     for i in range(0, len(x), CHUNK_ROWS):
         out[i : i + CHUNK_ROWS] = sq_norms(x[i : i + CHUNK_ROWS].astype(np.float64))
     return out
+
+
+def to_unit(x: np.ndarray) -> np.ndarray:
+    """x (float64) with its rows scaled to unit L2 norm in place, zero rows kept: a per-row
+    function, so no sharding changes a bit."""
+    norm = np.sqrt(sq_norms(x))
+    x /= np.where(norm > 0, norm, 1.0)[:, None]
+    return x
 
 
 def exact_dtype(x: np.ndarray) -> Any:
@@ -284,6 +293,28 @@ def greedy_ids(shards: Sequence[GreedyShardLike], budget: int, seed: int) -> np.
     return np.array([c.id for c in greedy_select(shards, budget, seed)], dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class Centers:
+    """Many centers (or reference rows) on a shard's device: float64 rows (exact), float32
+    columns and |c|^2 / 2 (the screen), and the bounds' largest norms."""
+
+    c: Array  # [k, D] float64
+    c_sqn: Array  # [k] float64
+    c32: Array  # [D, k] float32
+    half32: Array  # [k] float32
+    norm_max: float
+    sqn_max: float
+
+    @classmethod
+    def of(cls, arrays: Backend, c: np.ndarray) -> Centers:
+        """`c` [k, D] (float64, host) on the backend's device."""
+        c_sqn = sq_norms(c)
+        top = float(c_sqn.max()) if len(c_sqn) else 0.0
+        return cls(arrays.put(c), arrays.put(c_sqn),
+                   arrays.put(np.ascontiguousarray(c.T, dtype=np.float32)),
+                   arrays.put((0.5 * c_sqn).astype(np.float32)), float(np.sqrt(top)), top)
+
+
 class EmbeddingShard(GreedyShard):
     """A greedy shard in Euclidean embedding space (kcenter, the k-means++ seeding).
 
@@ -294,9 +325,11 @@ class EmbeddingShard(GreedyShard):
     """
 
     def __init__(self, ids: np.ndarray, embeddings: np.ndarray, block: int, start: int,
-                 device: str) -> None:
+                 device: str, unit: bool = False) -> None:
         super().__init__(ids, block, start, device)
-        x = pad_rows(embeddings, self.rows, 0.0, exact_dtype(embeddings))
+        x = pad_rows(embeddings, self.rows, 0.0, np.float64 if unit else exact_dtype(embeddings))
+        if unit:  # the low-budget strategies' L2-normalized embeddings, float64
+            to_unit(x)
         x_sqn = row_sq_norms(x)
         self.x_sqn = self.arrays.put(x_sqn)
         self.x = self.arrays.put(x)
@@ -342,3 +375,23 @@ class EmbeddingShard(GreedyShard):
     def _exact_d2(self, rows: Any, c: Array, c32: Array, c_sqn: float,
                   c_norm: float) -> Array:
         return exact_sq_dists(self.arrays.xp, self.x[rows], self.x_sqn[rows], c, c_sqn)
+
+    def screen(self, ch: slice, centers: Centers) -> tuple[Array, Array | None]:
+        """s = |c|^2 / 2 - x.c [rows, k] in float32 (so d = |x|^2 + 2 s) for the rows `ch`,
+        and per row a bound err with |s - exact s| <= err, the float64 roundings of the
+        exact distance and of thresholds made from s included; None where none holds."""
+        xp = self.arrays.xp
+        s = self.x32[ch] @ centers.c32
+        s = xp.subtract(centers.half32, s, out=s)
+        if not (self.screened and screenable(self.x_norm_max, centers.norm_max)):
+            return s, None
+        err = self.x_norm_k[ch] * (centers.norm_max / 2.0)  # kappa |x| |c|
+        err += self.x_sqn[ch] * SLACK
+        err += (2.0 * U32 + SLACK) * centers.sqn_max + underflow(
+            self.x.shape[1], self.x_norm_max, centers.norm_max)
+        return s, err
+
+    def exact_pairs(self, rows: Array, centers: Centers, cols: Array) -> Array:
+        """The float64 squared distances of rows `rows` to centers `cols`, pair by pair."""
+        return exact_sq_dists(self.arrays.xp, self.x[rows], self.x_sqn[rows], centers.c[cols],
+                              centers.c_sqn[cols])
