@@ -102,3 +102,17 @@ def test_coarse_float32_products_widen_the_screen(monkeypatch):
     shard = KMeansShard(out, block=16, device="torch-cpu")
     assert shard.arrays.f32_unit == 2.0**-8
     assert [c.id for c in greedy_select([shard], 20, seed=3)] == expected
+
+
+def test_probcover_without_its_ball_graph_selects_the_same(monkeypatch):
+    """A shard whose within-delta pairs exceed PAIRS_MAX measures every step again: same ids
+    (1 and 3 shards)."""
+    from autoal_dist.strategies import probcover, select, typiclust
+    from conftest import run_sharded
+
+    monkeypatch.setattr(typiclust, "REF_MAX", 64)
+    out = random_outputs(n=300, d=3, seed=6)  # 3-d: balls hold many rows
+    want = select("probcover", out, 30, seed=1)
+    monkeypatch.setattr(probcover, "PAIRS_MAX", 0)
+    assert np.array_equal(select("probcover", out, 30, seed=1), want)
+    assert np.array_equal(run_sharded("probcover", out, 30, 1, 3, block=16), want)
