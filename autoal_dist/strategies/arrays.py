@@ -270,7 +270,9 @@ def backend_for(device: str, block: int) -> Backend:
 
 
 def pad_rows(x: np.ndarray, rows: int, value: Any = 0, dtype: Any = None) -> np.ndarray:
-    """x (cast to `dtype`) with rows of `value` appended up to `rows`, in one allocation."""
-    out = np.full((rows,) + x.shape[1:], value, dtype=dtype or x.dtype)
+    """x (cast to `dtype`) with rows of `value` appended up to `rows`, in one allocation
+    written once."""
+    out = np.empty((rows,) + x.shape[1:], dtype=dtype or x.dtype)
     out[: len(x)] = x
+    out[len(x) :] = value
     return out
