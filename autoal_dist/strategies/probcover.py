@@ -72,6 +72,25 @@ def pairwise_d2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(d, 0.0, None, out=d)
 
 
+def nearest_other(shard: KMeansShard, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each row of x (the shard's rows)'s squared distance to its nearest row of another
+    cluster (inf: none), in float64: a float32 screen keeps the pairs within its error of a
+    row's smallest, and their float64 distances decide."""
+    n, ref = len(x), Centers.of(shard.arrays, x)
+    other = np.full(n, np.inf)
+    for i in range(0, n, DRIVER_ROWS):
+        ch = slice(i, min(i + DRIVER_ROWS, n))
+        s, err = shard.screen(ch, ref)
+        s[labels[ch, None] == labels[None, :]] = np.inf
+        keep = s < np.inf
+        if err is not None:
+            keep &= s <= shard.arrays.ceil32(s.min(1).astype(np.float64) + 2.0 * err)[:, None]
+        for part in batches(np.flatnonzero(keep)):
+            rows, cols = part // n + i, part % n
+            np.minimum.at(other, rows, shard.exact_pairs(rows, ref, cols))
+    return other
+
+
 def purity_delta(ids: np.ndarray, x: np.ndarray, classes: int,
                  seed: int) -> tuple[float, np.ndarray]:
     """(delta^2, cluster labels of R): about the largest delta whose balls are pure for at
@@ -88,12 +107,7 @@ def purity_delta(ids: np.ndarray, x: np.ndarray, classes: int,
     seeds = greedy_select([shard], k, seed)
     centers, _ = lloyd([shard], np.stack([c.payload[0] for c in seeds]))
     labels = pairwise_d2(x, centers).argmin(1)
-    other = np.empty(n)
-    for i in range(0, n, DRIVER_ROWS):
-        d = pairwise_d2(x[i:i + DRIVER_ROWS], x)
-        d[labels[i:i + DRIVER_ROWS, None] == labels[None, :]] = np.inf
-        other[i:i + DRIVER_ROWS] = d.min(1)
-    other = np.sort(other)
+    other = np.sort(nearest_other(shard, x, labels))
     q = math.ceil(ALPHA * n - 1e-9)
     top = float(other[n - q])  # d_q^2
     if not math.isfinite(top):
