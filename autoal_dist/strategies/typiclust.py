@@ -124,14 +124,14 @@ class TypiClustShard(KMeansShard, ReferenceShard):
         return (self.arrays.put(np.ascontiguousarray(centers.T)),
                 self.arrays.put(sq_norms(centers)))
 
-    def _exact_among(self, rows: Any, c: Centers, s: Array, mask: Array) -> Array:
+    def _exact_among(self, rows: Any, c: Centers, mask: Array) -> Array:
         """[len(rows), k] float64: the exact distances of the pairs in `mask`, inf elsewhere."""
         arrays, k = self.arrays, len(c.c_sqn)
-        d = arrays.full(s.shape[0] * k, np.inf, arrays.f64)
+        d = arrays.full(mask.shape[0] * k, np.inf, arrays.f64)
         for part in batches(arrays.nonzero(mask.reshape(-1))):
             at = part // k + rows.start if isinstance(rows, slice) else rows[part // k]
             d[part] = self.exact_pairs(at, c, part % k)
-        return d.reshape(s.shape[0], k)
+        return d.reshape(mask.shape[0], k)
 
     def assign_final(self, centers: np.ndarray, ref_ids: np.ndarray) -> tuple[
             np.ndarray, np.ndarray, np.ndarray]:
@@ -151,7 +151,7 @@ class TypiClustShard(KMeansShard, ReferenceShard):
             else:
                 low = self.arrays.cast(xp.amin(s, 1), self.arrays.f64) + 2.0 * err
                 mask = s <= self.arrays.ceil32(low)[:, None]
-            d = self._exact_among(ch, c, s, mask)
+            d = self._exact_among(ch, c, mask)
             self.cluster[ch] = self.arrays.host(d.argmin(1))
             self.center_d2[ch] = self.arrays.host(xp.amin(d, 1))
 
@@ -196,15 +196,17 @@ class TypiClustShard(KMeansShard, ReferenceShard):
         row itself excluded): the screen keeps every pair within its error of a row's k-th
         smallest, and their exact distances decide."""
         arrays, c = self.arrays, Centers.of(self.arrays, rx)
-        at = arrays.put(rows)
-        s, err = self.screen(at, c)
-        s[arrays.put(self.ids[rows][:, None] == rid[None, :])] = np.inf  # itself
-        if err is None or k >= len(rid) - 1:
-            mask = s < np.inf
+        at, other = arrays.put(rows), arrays.put(self.ids[rows][:, None] != rid[None, :])
+        if k >= len(rid) - 1:  # every R row but itself counts: no screen
+            d = arrays.host(self._exact_among(at, c, other))
         else:
-            kth = arrays.cast(arrays.kth_smallest(s, k)[:, 0], arrays.f64)
-            mask = s <= arrays.ceil32(kth + 2.0 * err)[:, None]
-        d = arrays.host(self._exact_among(at, c, s, mask))
+            s, err = self.screen(at, c)
+            s[~other] = np.inf  # itself
+            mask = other
+            if err is not None:
+                kth = arrays.cast(arrays.kth_smallest(s, k)[:, 0], arrays.f64)
+                mask = mask & (s <= arrays.ceil32(kth + 2.0 * err)[:, None])
+            d = arrays.host(self._exact_among(at, c, mask))
         near = np.sort(np.partition(d, k - 1, axis=1)[:, :k], axis=1)
         total = np.zeros(len(near))
         for j in range(k):  # one fixed order of additions per row
