@@ -46,9 +46,10 @@ Partial = tuple[np.ndarray, np.ndarray]  # (sums [k, D] int64 fixed point, count
 
 def fixed_point(arrays: Backend, x: Array) -> Array:
     """x as int64 multiples of 2^-24, refusing values whose sums could overflow."""
-    if len(x) and float(abs(x).max()) >= MAX_ABS:
+    if len(x) and max(float(x.max()), -float(x.min())) >= MAX_ABS:
         raise ValueError("k-means: embeddings too large for exact fixed-point sums")
-    return arrays.cast(arrays.xp.round(x * FIXED_POINT), arrays.i64)
+    scaled = x * FIXED_POINT
+    return arrays.cast(arrays.xp.round(scaled, out=scaled), arrays.i64)
 
 
 def smallest_r(rows: np.ndarray, d: np.ndarray, ids: np.ndarray, k: int,

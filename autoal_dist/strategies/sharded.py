@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from autoal_dist.seeds import hashed_uniform, splitmix64
+from autoal_dist.seeds import hashed_uniform, splitmix64_int
 from autoal_dist.strategies.arrays import CHUNK_ROWS, Array, Backend, backend_for, pad_rows
 from autoal_dist.strategies.base import BLOCK
 from autoal_dist.strategies.screen import (
@@ -115,8 +115,7 @@ def sq_dists(arrays: Backend, x: Array, x_sqn: Array, c: Array, c_sqn: Any) -> A
 
 def stream_seed(seed: int, step: int) -> int:
     """A 64-bit seed per (seed, step), so each step draws an independent hash stream."""
-    h = splitmix64(np.array([seed], dtype=np.uint64))
-    return int(splitmix64(h ^ np.uint64(step))[0])
+    return splitmix64_int(splitmix64_int(seed) ^ int(np.uint64(step)))
 
 
 def exp_keys(ids: np.ndarray, seed: int, step: int) -> np.ndarray:
