@@ -60,7 +60,8 @@ TIE_STREAM = (1 << 40) + 1  # hash stream ordering rows that cover nothing new
 REF_BLOCK = 256  # block of the driver's in-process k-means over R
 DRIVER_ROWS = 1024  # R rows per product when the driver measures R against itself
 PIECE = 1 << 22  # row x R-row pairs screened per product (16 MiB of float32)
-PAIRS_MAX = 1 << 24  # within-delta pairs a shard keeps; beyond, each step measures again
+PAIRS_MAX = 1 << 24  # within-delta pairs a shard keeps (int32 pairs, 128 MiB); beyond, each
+# step measures again
 
 
 def pairwise_d2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -204,31 +205,47 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
             pairs.append(part[within])
         return arrays.xp.concatenate(pairs) if len(pairs) > 1 else pairs[0]
 
-    def _pairs(self, ref: Centers, open_: Array | None) -> list[tuple[Array, Array]]:
-        """Every (row, R row) pair within delta over the shard, one product per run of
-        rows (PIECE values at most: the screen's products may take any shape)."""
-        size, k = max(1, PIECE // max(1, len(ref.c_sqn))), len(ref.c_sqn)
+    def _fold(self, ref: Centers, open_: Array | None, sign: int,
+              keep: bool = False) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """counts += sign * (rows of `ref`, those `open_`, within each row's reach), one
+        product per run of rows (PIECE values at most: the screen's products may take any
+        shape). With `keep`, also the pairs themselves (host: rows, R rows), or None where
+        a span's do not fit in its share of PAIRS_MAX."""
+        k = len(ref.c_sqn)
+        size, spans = max(1, PIECE // max(1, k)), self.arrays.spans(self.rows)
+        share = PAIRS_MAX // max(1, len(spans))
 
-        def span(ch: slice) -> list[tuple[Array, Array]]:
-            out = []
+        def span(ch: slice) -> list[tuple[np.ndarray, np.ndarray]] | None:
+            kept: list[tuple[np.ndarray, np.ndarray]] | None = [] if keep else None
+            total = 0
             for part in runs(slice(ch.start, min(ch.stop, self.n)), size):
                 flat = self._reach(part, ref, open_)
-                out.append((flat // k + part.start, flat % k))
-            return out
+                rows = flat // k
+                self.counts[part] += sign * self.arrays.xp.bincount(
+                    rows, minlength=part.stop - part.start)
+                total += len(flat)
+                if kept is not None and total <= share:
+                    kept.append((self.arrays.host(rows + part.start).astype(np.int32),
+                                 self.arrays.host(flat % k).astype(np.int32)))
+                else:
+                    kept = None
+            return kept
 
-        return [p for found in self.arrays.map(span, self.rows, spans=True) for p in found]
+        found = self.arrays.map(span, self.rows, spans=True)
+        if not keep or any(f is None for f in found):
+            return None
+        return [p for f in found if f is not None for p in f]
 
     def cover_init(self, ref_x: np.ndarray, delta2: float, uncovered: np.ndarray,
                    seed: int) -> None:
-        """Hold R, find each row's uncovered R rows in reach and count them."""
+        """Hold R, count each row's uncovered R rows in reach, and keep those pairs."""
         self.ref, self.delta2 = ref_x, delta2
         self.ref_centers = Centers.of(self.arrays, ref_x)
         self.tie = self.arrays.put(hashed_uniform(self.ids, stream_seed(seed, TIE_STREAM)))
-        pairs = self._pairs(self.ref_centers, self.arrays.put(uncovered))
-        rows = np.concatenate([self.arrays.host(r) for r, _ in pairs] or [np.empty(0, int)])
-        self.counts += self.arrays.put(np.bincount(rows, minlength=self.rows))
-        if len(rows) <= PAIRS_MAX:
-            refs = np.concatenate([self.arrays.host(c) for _, c in pairs] or [rows])
+        pairs = self._fold(self.ref_centers, self.arrays.put(uncovered), 1, keep=True)
+        if pairs is not None:
+            empty = np.empty(0, np.int32)
+            rows, refs = (np.concatenate([p[i] for p in pairs] or [empty]) for i in (0, 1))
             self.balls = Balls.of(rows, refs, self.rows, len(ref_x))
 
     def add_center(self, center_id: int, payload: tuple[np.ndarray, ...]) -> None:
@@ -239,8 +256,7 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
             rows = self.balls.rows_of(new)
             self.counts -= self.arrays.put(np.bincount(rows, minlength=self.rows))
         elif len(new):
-            for rows, _ in self._pairs(Centers.of(self.arrays, self.ref[new]), None):
-                self.counts -= self.arrays.xp.bincount(rows, minlength=self.rows)
+            self._fold(Centers.of(self.arrays, self.ref[new]), None, -1)
         mine = np.flatnonzero(self.ids[: self.n] == center_id)
         if mine.size:
             self.taken[int(mine[0])] = True
