@@ -31,7 +31,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -332,6 +332,9 @@ class EmbeddingShard(GreedyShard):
         x_sqn = row_sq_norms(x)
         self.x_sqn = self.arrays.put(x_sqn)
         self.x = self.arrays.put(x)
+        # the float32 embeddings of the screen's and Lloyd's products
+        f32 = self.arrays.f32
+        self.x32 = self.x if self.x.dtype == f32 else self.arrays.cast(self.x, f32)
         # the screen's per-row terms: |x|^2 less the rounding slack, |x| times the bound
         # on the error of -2 x.c, and the largest norm
         kappa = 2.0 * dot_bound(x.shape[1], self.arrays.f32_unit)
@@ -339,12 +342,6 @@ class EmbeddingShard(GreedyShard):
         self.screened = math.isfinite(kappa)
         self.x_sqn_lo = self.arrays.put(x_sqn * (1.0 - SLACK))
         self.x_norm_k = self.arrays.put(np.sqrt(x_sqn) * (kappa if self.screened else 0.0))
-
-    @cached_property
-    def x32(self) -> Array:
-        """The embeddings in float32 (the screen's and Lloyd's products)."""
-        return self.x if self.x.dtype == self.arrays.f32 else self.arrays.cast(self.x,
-                                                                                self.arrays.f32)
 
     def rows64(self, rows: Any) -> Array:
         """Rows of the embeddings in float64 (their exact values)."""
