@@ -64,7 +64,7 @@ def row_dots(a: Any, b: Any) -> Any:
         h = w // 2
         p[:, :h] += p[:, w - h : w]
         w -= h
-    return p[:, 0]
+    return p[:, 0] * 1.0  # a compact copy (exact): a view would hold on to all of p
 
 
 def exact_sq_dists(xp: Any, x: Any, x_sqn: Any, c: Any, c_sqn: Any) -> Any:
