@@ -123,31 +123,43 @@ class KMeansShard(EmbeddingShard):
     def nearest(self, centers: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
         """Per center, this shard's r nearest rows: (d2 [k, r'], ids [k, r']) by (d2, id).
 
-        Each chunk screens its rows in float32 and keeps, per center, every row within the
-        screen's error of its r-th nearest there; their float64 distances decide exactly."""
+        Each chunk screens its rows in float32 and keeps, per center, the rows within the
+        screen's bound of its r-th nearest there; of those, the ones that may be among the
+        shard's r nearest get their float64 distances, which decide exactly."""
         arrays, k, xp = self.arrays, len(centers), self.arrays.xp
         c = Centers.of(arrays, centers)
 
-        def chunk(ch: slice) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        def chunk(ch: slice) -> tuple[np.ndarray, ...]:
+            """(center, row, lo, hi) of the chunk's candidates, lo <= d / 2 <= hi."""
             s, err = self.screen(ch, c)
-            if ch.stop - ch.start <= r or err is None:
-                mask = s == s
-            else:  # h = d / 2 = |x|^2 / 2 + s, to within e
-                h = xp.add(s, arrays.cast(self.x_sqn[ch] / 2.0, arrays.f32)[:, None], out=s)
-                e = float(xp.amax(err)) + 2.0 * U32 * (float(xp.amax(self.x_sqn[ch])) + c.sqn_max)
-                kth = arrays.cast(arrays.kth_smallest(h.T, r)[:, 0], arrays.f64)
-                mask = h <= arrays.ceil32(kth + 2.0 * e)[None, :]
-            found = []
-            for part in batches(arrays.nonzero(mask.reshape(-1))):
-                rows, cols = part // k + ch.start, part % k
-                found.append((arrays.host(cols), arrays.host(self.exact_pairs(rows, c, cols)),
-                              self.ids[arrays.host(rows)]))
-            return found
+            h = xp.add(s, arrays.cast(self.x_sqn[ch] / 2.0, arrays.f32)[:, None], out=s)
+            if err is None:
+                e, mask = np.inf, h == h
+            else:  # h = |x|^2 / 2 + s = d / 2, to within e
+                e = float(xp.amax(err)) + 2.0 * U32 * (float(xp.amax(self.x_sqn[ch]))
+                                                       + c.sqn_max)
+                mask = h == h
+                if ch.stop - ch.start > r:
+                    kth = arrays.cast(arrays.kth_smallest(h.T, r)[:, 0], arrays.f64)
+                    mask = h <= arrays.ceil32(kth + 2.0 * e)[None, :]
+            flat = arrays.nonzero(mask.reshape(-1))
+            hv = arrays.host(h.reshape(-1)[flat]).astype(np.float64)
+            flat = arrays.host(flat)
+            return flat % k, flat // k + ch.start, hv - e, hv + e
 
-        parts = [p for found in arrays.map(chunk, self.n) for p in found]
-        parts = parts or [(np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64))]
-        all_rows, all_d, all_ids = (np.concatenate(p) for p in zip(*parts))
-        return smallest_r(all_rows, all_d, all_ids, k, min(r, self.n))
+        parts = arrays.map(chunk, self.n) or [(np.empty(0, np.int64),) * 2 + (np.empty(0),) * 2]
+        cols, rows, lo, hi = (np.concatenate(p) for p in zip(*parts))
+        # a center's r-th smallest hi bounds its r-th nearest: keep what may lie below it
+        order = np.lexsort((hi, cols))
+        rank = np.arange(len(order)) - np.searchsorted(cols[order], cols[order])
+        top = np.full(k, np.inf)
+        top[cols[order[rank == r - 1]]] = hi[order[rank == r - 1]]
+        keep = np.flatnonzero(lo <= top[cols])
+        cols, rows = cols[keep], rows[keep]
+        d = np.concatenate([arrays.host(self.exact_pairs(arrays.put(rows[b]), c,
+                                                         arrays.put(cols[b])))
+                            for b in batches(np.arange(len(keep)))] or [np.empty(0)])
+        return smallest_r(cols, d, self.ids[rows], k, min(r, self.n))
 
 
 class KMeansShardLike(GreedyShardLike, Protocol):
