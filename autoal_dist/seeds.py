@@ -22,8 +22,18 @@ def splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+def splitmix64_int(x: int) -> int:
+    """`splitmix64` of one value in Python integers (a greedy step hashes its seed every
+    step: dozens of one-element numpy calls otherwise); x must fit in a uint64."""
+    m = (1 << 64) - 1
+    z = (int(np.uint64(x)) + 0x9E3779B97F4A7C15) & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
 def hashed_uniform(ids: np.ndarray, seed: int) -> np.ndarray:
     """A uniform [0, 1) value per id, a pure function of (seed, id)."""
     with np.errstate(over="ignore"):
-        key = np.asarray(ids).astype(np.uint64) ^ splitmix64(np.array([seed], dtype=np.uint64))[0]
+        key = np.asarray(ids).astype(np.uint64) ^ np.uint64(splitmix64_int(seed))
     return (splitmix64(key) >> np.uint64(11)).astype(np.float64) / float(1 << 53)

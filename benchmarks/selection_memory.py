@@ -1,13 +1,18 @@
-"""Time and peak memory of the set-selecting strategies (kcenter, kmeans, badge),
-against the hardware floor measured in the same process, and over Ray actors.
+"""Time and peak memory of the set-selecting strategies (kcenter, kmeans, badge,
+typiclust, probcover), against the hardware floor measured in the same process, and
+over Ray actors.
 
 Each case runs in a fresh subprocess. The floor is the arithmetic a strategy cannot
 avoid, timed as single library calls on the float32 inputs with the same threads:
 one GEMV over the embeddings E [N, D] per greedy step (BADGE: and one over the
-probabilities [N, C]), one GEMM E @ [D, b] per Lloyd pass (and, for kcenter, the
-GEMM against the labeled set). Memory is resident memory (RSS, so BLAS
-workspaces count too): peak RSS during selection minus RSS just before it
-(/proc/self/clear_refs resets the peak; falls back to ru_maxrss).
+probabilities [N, C]), one GEMM E @ [D, k] per Lloyd pass and for the final
+labels or pick (and, for kcenter, the GEMM against the labeled set); ProbCover's
+are E against its reference sample R and R against itself (and R's k-means).
+Each ratio is given on wall time and on the process's CPU time (on a shared
+machine, waiting for a core inflates the wall time of a long run more than that of
+the floor's short calls). Memory is resident memory (RSS, so BLAS workspaces count
+too): peak RSS during selection minus RSS just before it (/proc/self/clear_refs
+resets the peak; falls back to ru_maxrss).
 
 Ray rows (largest N only) run the same selection on K scorer actors (one CPU
 each) right after the single-process run with K threads, in the same process,
@@ -33,13 +38,13 @@ from typing import Any
 import numpy as np
 
 from autoal_dist.outputs import PoolOutputs
-from autoal_dist.strategies import STRATEGIES
+from autoal_dist.strategies import STRATEGIES, probcover, typiclust
 from autoal_dist.strategies.kmeans import converged, lloyd, nearest_distinct
 from autoal_dist.strategies.sharded import greedy_select
 from common import RESULTS as RESULTS_DIR
 from common import HelpFormatter, command, load_average, machine
 
-STRATEGIES_RUN = ("kcenter", "kmeans", "badge")
+STRATEGIES_RUN = ("kcenter", "kmeans", "badge", "typiclust", "probcover")
 RESULTS = RESULTS_DIR / "selection_memory.md"
 MiB = 1024 * 1024
 
@@ -76,78 +81,138 @@ def reset_peak() -> bool:
         return False
 
 
-def median_time(fn: Callable[[], Any], reps: int, sync: Callable[[], None]) -> float:
+def median_time(fn: Callable[[], Any], reps: int, sync: Callable[[], None]) -> tuple[float, float]:
+    """Median (wall, CPU) seconds of `fn` over `reps` calls, after one warm-up call."""
     fn()
     sync()
-    times = []
+    wall, cpu = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         sync()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return float(np.median(wall)), float(np.median(cpu))
 
 
-def floors(out: PoolOutputs, budget: int, device: str) -> dict[str, float]:
-    """One GEMV over E and over P, one GEMM E @ [D, b]: float32, as single library calls."""
+def ref_rows(n: int) -> int:
+    """Rows of TypiClust's and ProbCover's reference sample R."""
+    return min(typiclust.REF_MAX, n)
+
+
+def clusters(strategy: str, n: int, budget: int, labeled: int) -> int:
+    """The k of the case's Lloyd passes: b (kmeans), K (typiclust)."""
+    if strategy == "typiclust":
+        return min(labeled + budget, typiclust.MAX_CLUSTERS, n)
+    return budget
+
+
+def floors(out: PoolOutputs, strategy: str, k: int, classes: int,
+           device: str) -> dict[str, tuple[float, float]]:
+    """The float32 single calls the case's floor is made of, (wall, CPU) each: one GEMV over
+    E and over P, one GEMM E @ [D, k]; ProbCover: E @ R^T, R @ R^T, and R's k-means (a GEMV
+    over R, a GEMM R @ [D, classes])."""
     e, p = out.embeddings, out.probs
-    cols = np.ascontiguousarray(e[:budget].T)
     if device == "cpu":
         sync, put = (lambda: None), (lambda a: a)
     else:
         import torch
 
         sync, put = torch.cuda.synchronize, (lambda a: torch.from_numpy(a).to(device))
-    e, p, cols = put(e), put(p), put(cols)
+    cols = put(np.ascontiguousarray(e[:k].T))
+    e, p = put(e), put(p)
     ev, pv = e[3] * 1, p[3] * 1
-    return {"gemv_e": median_time(lambda: e @ ev, 15, sync),
-            "gemv_p": median_time(lambda: p @ pv, 15, sync),
-            "gemm": median_time(lambda: e @ cols, 3, sync)}
+    f = {"gemv_e": median_time(lambda: e @ ev, 15, sync),
+         "gemv_p": median_time(lambda: p @ pv, 15, sync),
+         "gemm": median_time(lambda: e @ cols, 3, sync)}
+    if strategy == "probcover":
+        r = e[: ref_rows(len(out))]
+        rt = put(np.ascontiguousarray(out.embeddings[: len(r)].T))
+        rc = put(np.ascontiguousarray(out.embeddings[:classes].T))
+        f |= {"gemm_r": median_time(lambda: e @ rt, 3, sync),
+              "gemm_rr": median_time(lambda: r @ rt, 3, sync),
+              "gemv_r": median_time(lambda: r @ ev, 15, sync),
+              "gemm_rc": median_time(lambda: r @ rc, 5, sync)}
+    return f
 
 
-def floor_of(strategy: str, f: dict[str, float], budget: int, labeled: int) -> float:
-    """The strategy's unavoidable products (kmeans: its seeding; Lloyd is per pass)."""
+def floor_of(strategy: str, f: dict[str, float], row: dict, budget: int, labeled: int,
+             classes: int) -> float:
+    """The strategy's unavoidable products, from one clock's floors `f`."""
     if strategy == "badge":
         return budget * (f["gemv_e"] + f["gemv_p"])
     if strategy == "kcenter":
         return budget * f["gemv_e"] + f["gemm"] * labeled / budget
-    return budget * f["gemv_e"]
+    if strategy == "probcover":  # counts: E x R; delta: R x R and R's k-means
+        return (f["gemm_r"] + f["gemm_rr"] + classes * f["gemv_r"]
+                + row["passes"] * f["gemm_rc"])
+    # kmeans, typiclust: k seeding steps, each Lloyd pass and the final labels or pick
+    return row["k"] * f["gemv_e"] + (row["passes"] + 1) * f["gemm"]
+
+
+class LloydPasses:
+    """Counts the passes of the `lloyd` runs a low-budget driver makes (its floor)."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def __enter__(self) -> LloydPasses:
+        def counted(*args: Any, **kw: Any) -> Any:
+            centers, changes = lloyd(*args, **kw)
+            self.passes += len(changes)
+            return centers, changes
+
+        self.saved = typiclust.lloyd, probcover.lloyd
+        typiclust.lloyd = probcover.lloyd = counted
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        typiclust.lloyd, probcover.lloyd = self.saved
 
 
 def run(name: str, make_shards: Callable[[], list], budget: int) -> tuple[np.ndarray, dict]:
     """One selection, phase by phase for kmeans (seeding, Lloyd, pick)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     shards = make_shards()
     if name != "kmeans":
-        ids = STRATEGIES[name].drive(shards, budget, 0)
-        return ids, {"seconds": time.perf_counter() - t0}
+        with LloydPasses() as lloyd_passes:
+            ids = STRATEGIES[name].drive(shards, budget, 0)
+        return ids, {"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                     "passes": lloyd_passes.passes}
     seeds = greedy_select(shards, budget, seed=0)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     centers, changes = lloyd(shards, np.stack([c.payload[0] for c in seeds]))
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     ids = nearest_distinct(shards, centers)
-    t3 = time.perf_counter()
-    return ids, {"seconds": t3 - t0, "seed_s": t1 - t0, "lloyd_s": t2 - t1, "pick_s": t3 - t2,
-                 "passes": len(changes), "last_changed": changes[-1]}
+    t3, c3 = time.perf_counter(), time.process_time()
+    return ids, {"seconds": t3 - t0, "cpu_s": c3 - c0, "seed_s": t1 - t0, "seed_cpu": c1 - c0,
+                 "lloyd_s": t2 - t1, "lloyd_cpu": c2 - c1, "pick_s": t3 - t2,
+                 "pick_cpu": c3 - c2, "passes": len(changes), "last_changed": changes[-1]}
 
 
 def local_case(args: argparse.Namespace, out: PoolOutputs) -> dict:
     """Single process: time, memory, and the floor measured around it."""
     strategy = STRATEGIES[args.case]
-    f_before = floors(out, args.budget, args.device)
+    labeled = args.labeled if args.case == "kcenter" else 0
+    k = clusters(args.case, args.case_n, args.budget, labeled)
+    f_before = floors(out, args.case, k, args.classes, args.device)
     base = rss_bytes("VmRSS")
     exact_peak = reset_peak()
     _, row = run(args.case, lambda: [strategy.make_shard(out, args.block, 0, device=args.device)],
                  args.budget)
     peak = rss_bytes("VmHWM") if exact_peak else (
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    f_after = floors(out, args.budget, args.device)
-    f = {k: (f_before[k] + f_after[k]) / 2 for k in f_before}
+    f_after = floors(out, args.case, k, args.classes, args.device)
+    f = {key: (f_before[key][0] + f_after[key][0]) / 2 for key in f_before}
+    f_cpu = {key: (f_before[key][1] + f_after[key][1]) / 2 for key in f_before}
+    row["k"] = k
     if args.case == "kmeans":
         row["converged"] = converged([row.pop("last_changed")], args.case_n)
     return {**row, "peak_above_inputs_mib": (peak - base) / MiB,
             "peak_method": "VmHWM" if exact_peak else "ru_maxrss",
-            "floor_s": floor_of(args.case, f, args.budget, args.labeled), **f}
+            "floor_s": floor_of(args.case, f, row, args.budget, labeled, args.classes),
+            "floor_cpu": floor_of(args.case, f_cpu, row, args.budget, labeled, args.classes),
+            **f, **{key + "_cpu": v for key, v in f_cpu.items()}}
 
 
 def ray_case(args: argparse.Namespace, out: PoolOutputs) -> dict:
@@ -198,18 +263,26 @@ def spawn(args: argparse.Namespace, strategy: str, n: int, actors: int = 0) -> d
 
 
 def kmeans_note(r: dict) -> str:
-    per_pass = r["lloyd_s"] / r["passes"]
-    return (f"seed {r['seed_s']:.1f}s; Lloyd {r['passes']} passes "
+    per_pass = r["lloyd_cpu"] / r["passes"]
+    return (f"seed {r['seed_s']:.1f}s = {r['seed_cpu'] / (r['k'] * r['gemv_e_cpu']):.2f}x b "
+            f"GEMV; Lloyd {r['passes']} passes "
             f"({'converged' if r['converged'] else 'not converged'}), "
-            f"{per_pass:.2f}s/pass = {per_pass / r['gemm']:.2f}x GEMM; pick {r['pick_s']:.1f}s")
+            f"{per_pass / r['gemm_cpu']:.2f}x GEMM a pass; pick {r['pick_s']:.1f}s = "
+            f"{r['pick_cpu'] / r['gemm_cpu']:.1f}x GEMM (CPU time)")
 
 
 def note(r: dict, budget: int) -> str:
-    """kmeans: its phases; BADGE: its ratio to the GEMV(E)-only floor too."""
+    """kmeans: its phases; BADGE: its ratio to the GEMV(E)-only floor too; the low-budget
+    strategies: the sizes their floors count."""
     if r["strategy"] == "kmeans":
         return kmeans_note(r)
     if r["strategy"] == "badge":
-        return f"{r['seconds'] / (budget * r['gemv_e']):.2f}x b GEMV(E) alone"
+        return f"{r['cpu_s'] / (budget * r['gemv_e_cpu']):.2f}x b GEMV(E) alone (CPU time)"
+    if r["strategy"] == "typiclust":
+        return f"K = {r['k']} clusters, {r['passes']} Lloyd passes"
+    if r["strategy"] == "probcover":
+        return f"GEMM(E, R) {r['gemm_r']:.2f}s, GEMM(R, R) {r['gemm_rr']:.2f}s; " \
+               f"R's k-means {r['passes']} passes"
     return ""
 
 
@@ -228,18 +301,23 @@ def report(args: argparse.Namespace, rows: list[dict], loads: tuple[str, str]) -
             f"{args.device}; {args.threads} thread(s) per single-process case.\n"
             f"- Floor: float32 single calls in the same process (mean of before and after the "
             f"selection, each a median): kcenter b GEMV(E) + GEMM(E, labeled); BADGE b x "
-            f"(GEMV(E) + GEMV(P)); kmeans seeding b GEMV(E), Lloyd one GEMM(E, b) per pass.\n"
+            f"(GEMV(E) + GEMV(P)); kmeans b GEMV(E) (seeding) + one GEMM(E, b) per Lloyd pass "
+            f"and one for the pick; typiclust K GEMV(E) + one GEMM(E, K) per Lloyd pass and "
+            f"one for the final labels (its typicality, each row against its own cluster's "
+            f"rows of R, is not counted); probcover GEMM(E, R) + GEMM(R, R) + R's k-means "
+            f"(C GEMV(R) + a GEMM(R, C) per pass), |R| = min(4096, N). x floor: seconds / "
+            f"floor on wall time, and on the process's CPU time (both clocks read around the "
+            f"same calls).\n"
             f"- Memory: peak RSS during selection minus RSS after the inputs were built, each "
             f"case in a fresh subprocess ({local[0]['peak_method'] if local else '-'}).\n\n"
-            "| strategy | N | inputs MiB | peak above inputs MiB | seconds | floor s | x floor "
-            "| GEMV(E) ms | GEMV(P) ms | GEMM s | notes |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+            "| strategy | N | inputs MiB | peak above inputs MiB | seconds | floor s "
+            "| x floor (wall) | x floor (CPU) | GEMV(E) ms | GEMV(P) ms | GEMM s | notes |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
     body = ""
     for r in local:
-        ratio = (r["seed_s"] if r["strategy"] == "kmeans" else r["seconds"]) / r["floor_s"]
         body += (f"| {r['strategy']} | {r['n']} | {r['inputs_mib']:.0f} | "
                  f"{r['peak_above_inputs_mib']:.0f} | {r['seconds']:.1f} | {r['floor_s']:.1f} | "
-                 f"{ratio:.2f}{' (seed)' if r['strategy'] == 'kmeans' else ''} | "
+                 f"{r['seconds'] / r['floor_s']:.2f} | {r['cpu_s'] / r['floor_cpu']:.2f} | "
                  f"{r['gemv_e'] * 1e3:.1f} | {r['gemv_p'] * 1e3:.1f} | {r['gemm']:.2f} | "
                  f"{note(r, args.budget)} |\n")
     if remote:
@@ -294,7 +372,8 @@ def main() -> None:
         r = rows[-1]
         detail = (f"x{r['seconds'] / r['single_s']:.2f} vs single, same ids {r['same_ids']}"
                   if actors else
-                  f"floor {r['floor_s']:.1f} s  +{r['peak_above_inputs_mib']:.0f} MiB")
+                  f"floor {r['floor_s']:.1f} s  x{r['seconds'] / r['floor_s']:.2f} wall  "
+                  f"x{r['cpu_s'] / r['floor_cpu']:.2f} CPU  +{r['peak_above_inputs_mib']:.0f} MiB")
         print(f"{strategy:8s} N={n:>7d} actors={actors}  {r['seconds']:7.1f} s  {detail}",
               flush=True)
     text = report(args, rows, (start_load, load_average()))

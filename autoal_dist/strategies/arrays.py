@@ -9,12 +9,14 @@ the faster library here (OpenBLAS GEMV ~1.2-2x torch/MKL's on the project's
 machines), so the torch backend serves CUDA (and torch on CPU, for the tests that
 hold the two libraries to the same selections).
 
-Exactness (sharded.py's rule 1) rests on one property: every product runs on
-row blocks of one fixed shape, so a row's value does not depend on which shard
-holds it. numpy calls BLAS once per block (a stacked matmul, single-threaded);
-torch pads a shard to whole chunks of a fixed row count and runs one product
-per chunk, so every CUDA call has the same shape. CPU parallelism comes from
-running chunks on the actor's threads, never from threading inside one product.
+Exactness (sharded.py's rule 1) rests on one property: every product whose bits a
+selection keeps runs on row blocks of one fixed shape, so a row's value does not
+depend on which shard holds it. numpy calls BLAS once per block (a stacked matmul,
+single-threaded); torch pads a shard to whole chunks of a fixed row count and runs
+one product per chunk, so every CUDA call has the same shape. CPU parallelism comes
+from running chunks on the actor's threads, never from threading inside one product.
+The greedy steps' float32 screening products (`screen.py`) are the exception: their
+bits decide nothing, so they run as one call over the shard on BLAS's own threads.
 """
 from __future__ import annotations
 
@@ -98,12 +100,38 @@ class Backend(ABC):
         """The shard's units of work: whole blocks, `self.chunk` rows at most."""
         return [slice(i, min(i + self.chunk, n_rows)) for i in range(0, n_rows, self.chunk)]
 
-    def map(self, fn: Callable[[slice], Any], n_rows: int) -> list[Any]:
-        """fn over the chunks of `n_rows` rows, in order (CPU: on the actor's threads)."""
-        return [fn(ch) for ch in self.chunks(n_rows)]
+    def spans(self, n_rows: int) -> list[slice]:
+        """The shard in one run of whole blocks per thread (per-row work: no memory bound)."""
+        return [slice(0, n_rows)]
+
+    def map(self, fn: Callable[[slice], Any], n_rows: int, spans: bool = False) -> list[Any]:
+        """fn over the chunks (or `spans`) of `n_rows` rows, in order (CPU: on the actor's
+        threads)."""
+        return [fn(ch) for ch in (self.spans if spans else self.chunks)(n_rows)]
 
     def flatnonzero(self, mask: Array) -> np.ndarray:
         return np.flatnonzero(self.host(mask))
+
+    @abstractmethod
+    def nonzero(self, mask: Array) -> Array:
+        """Positions of a 1-d mask's True entries, on this device."""
+
+    @abstractmethod
+    def min_at(self, target: Array, rows: Array, values: Array) -> None:
+        """target[rows] = min(target[rows], values), repeated rows included (exact: a min)."""
+
+    @abstractmethod
+    def ceil32(self, a: Array) -> Array:
+        """float32 values >= a's float64 ones (a float32 comparison that misses nothing)."""
+
+    @abstractmethod
+    def floor32(self, a: Array) -> Array:
+        """float32 values <= a's float64 ones."""
+
+    @property
+    def f32_unit(self) -> float:
+        """Unit roundoff of this library's float32 products (screen.py's bounds)."""
+        return 2.0**-24
 
 
 class NumpyBackend(Backend):
@@ -139,6 +167,18 @@ class NumpyBackend(Backend):
     def kth_smallest(self, d: np.ndarray, r: int) -> np.ndarray:
         return np.partition(d, r - 1, axis=1)[:, r - 1 : r]
 
+    def nonzero(self, mask: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(mask)
+
+    def min_at(self, target: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+        np.minimum.at(target, rows, values)
+
+    def ceil32(self, a: np.ndarray) -> np.ndarray:
+        return np.nextafter(a.astype(np.float32), np.float32(np.inf))
+
+    def floor32(self, a: np.ndarray) -> np.ndarray:
+        return np.nextafter(a.astype(np.float32), np.float32(-np.inf))
+
     def segment_sum(self, values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
         counts = np.bincount(labels, minlength=k)
         filled = np.flatnonzero(counts)
@@ -147,10 +187,17 @@ class NumpyBackend(Backend):
         sums[filled] = np.add.reduceat(values[np.argsort(labels, kind="stable")], starts, axis=0)
         return sums
 
-    def map(self, fn: Callable[[slice], Any], n_rows: int) -> list[Any]:
-        # BLAS pinned to one thread: a product's rounding must not depend on its thread split.
+    def spans(self, n_rows: int) -> list[slice]:
+        blocks = -(-n_rows // self.block)
+        cuts = [min(n_rows, blocks * i // self.threads * self.block)
+                for i in range(self.threads + 1)]
+        return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+    def map(self, fn: Callable[[slice], Any], n_rows: int, spans: bool = False) -> list[Any]:
+        # BLAS pinned to one thread: a product's rounding must not depend on its thread split
+        # (and threads inside BLAS besides threads over chunks would oversubscribe the CPUs).
         with _blas().limit(limits=1, user_api="blas"):
-            chunks = self.chunks(n_rows)
+            chunks = (self.spans if spans else self.chunks)(n_rows)
             if self.threads == 1 or len(chunks) == 1:
                 return [fn(ch) for ch in chunks]
             return list(_pool(self.threads).map(fn, chunks))
@@ -188,6 +235,28 @@ class TorchBackend(Backend):
     def kth_smallest(self, d: Any, r: int) -> Any:
         return d.kthvalue(r, dim=1, keepdim=True).values
 
+    def nonzero(self, mask: Any) -> Any:
+        return mask.nonzero().squeeze(1)
+
+    def min_at(self, target: Any, rows: Any, values: Any) -> None:
+        target.scatter_reduce_(0, rows, values, reduce="amin")
+
+    def ceil32(self, a: Any) -> Any:
+        inf = self.xp.tensor(float("inf"), dtype=self.f32, device=self.device)
+        return self.xp.nextafter(a.to(self.f32), inf)
+
+    def floor32(self, a: Any) -> Any:
+        inf = self.xp.tensor(float("-inf"), dtype=self.f32, device=self.device)
+        return self.xp.nextafter(a.to(self.f32), inf)
+
+    @property
+    def f32_unit(self) -> float:
+        # TF32 ("high") or bf16 ("medium") float32 matmuls round far more coarsely
+        precision = self.xp.get_float32_matmul_precision()
+        tf32 = self.device.type == "cuda" and self.xp.backends.cuda.matmul.allow_tf32
+        return {"highest": 2.0**-11 if tf32 else 2.0**-24, "high": 2.0**-11}.get(precision,
+                                                                                  2.0**-8)
+
     def segment_sum(self, values: Any, labels: Any, k: int) -> Any:
         sums = self.xp.zeros((k, values.shape[1]), dtype=values.dtype, device=self.device)
         return sums.index_add_(0, labels, values)
@@ -201,7 +270,9 @@ def backend_for(device: str, block: int) -> Backend:
 
 
 def pad_rows(x: np.ndarray, rows: int, value: Any = 0, dtype: Any = None) -> np.ndarray:
-    """x (cast to `dtype`) with rows of `value` appended up to `rows`, in one allocation."""
-    out = np.full((rows,) + x.shape[1:], value, dtype=dtype or x.dtype)
+    """x (cast to `dtype`) with rows of `value` appended up to `rows`, in one allocation
+    written once."""
+    out = np.empty((rows,) + x.shape[1:], dtype=dtype or x.dtype)
     out[: len(x)] = x
+    out[len(x) :] = value
     return out

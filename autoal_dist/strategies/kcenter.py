@@ -12,23 +12,22 @@ import functools
 import numpy as np
 
 from autoal_dist.outputs import PoolOutputs
-from autoal_dist.strategies.arrays import Array
 from autoal_dist.strategies.base import register_set
+from autoal_dist.strategies.screen import batches
 from autoal_dist.strategies.sharded import (
     BLOCK,
     LABELED_BLOCK,
+    Centers,
     EmbeddingShard,
     greedy_ids,
-    sq_dists,
-    sq_norms,
 )
 
 
 class KCenterShard(EmbeddingShard):
     """One shard's k-center state, seeded from the labeled embeddings.
 
-    Distances to the labeled set are computed chunk x LABELED_BLOCK, so memory
-    stays bounded whatever the pool and labeled sizes. Without labeled embeddings
+    Distances to the labeled set are screened chunk x LABELED_BLOCK at a time, so
+    memory stays bounded whatever the pool and labeled sizes. Without labeled embeddings
     the first center is the row with the smallest hash key for the seed (a uniform pick).
     """
 
@@ -41,17 +40,30 @@ class KCenterShard(EmbeddingShard):
 
     def _seed_from(self, labeled: np.ndarray) -> None:
         """min_d2 <- squared distance to the nearest labeled embedding."""
-        xp = self.arrays.xp
-
-        def fold(ch: slice, centers: tuple[Array, Array]) -> None:
-            d = xp.amin(sq_dists(self.arrays, self.x[ch], self.x_sqn[ch], *centers), 1)
-            xp.minimum(self.d2[ch], d, out=self.d2[ch])
-
         for i in range(0, len(labeled), LABELED_BLOCK):
-            part = labeled[i : i + LABELED_BLOCK]
-            centers = self.arrays.put(np.ascontiguousarray(part.T)), self.arrays.put(sq_norms(part))
-            self.arrays.map(functools.partial(fold, centers=centers), self.rows)
+            centers = Centers.of(self.arrays, labeled[i : i + LABELED_BLOCK])
+            self.arrays.map(functools.partial(self._fold_nearest, centers), self.rows)
         self.seeded = True
+
+    def _fold_nearest(self, centers: Centers, chunk: slice) -> None:
+        """Fold the chunk's nearest of `centers` into d2: only pairs within 2 err of the
+        row's smallest screened s, and below its d2, can set the new minimum; those get
+        their float64 distance (`screen.py`)."""
+        arrays, xp = self.arrays, self.arrays.xp
+        ch = slice(chunk.start, min(chunk.stop, self.n))  # padding rows: never selected
+        if ch.start >= ch.stop:
+            return
+        s, err = self.screen(ch, centers)
+        if err is None:
+            thr = arrays.full(ch.stop - ch.start, np.inf, arrays.f64)
+        else:
+            low = arrays.cast(xp.amin(s, 1), arrays.f64) + 2.0 * err
+            thr = xp.minimum(low, (self.d2[ch] - self.x_sqn[ch]) / 2.0 + err)
+        k = len(centers.c_sqn)
+        pairs = arrays.nonzero((s <= arrays.ceil32(thr)[:, None]).reshape(-1))
+        for part in batches(pairs):
+            rows, cols = part // k + ch.start, part % k
+            arrays.min_at(self.d2, rows, self.exact_pairs(rows, centers, cols))
 
     def _keys(self, ch: slice, seed: int, step: int):
         if not self.seeded:

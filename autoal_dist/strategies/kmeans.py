@@ -26,13 +26,14 @@ import numpy as np
 from autoal_dist.outputs import PoolOutputs
 from autoal_dist.strategies.arrays import Array, Backend
 from autoal_dist.strategies.base import register_set
+from autoal_dist.strategies.screen import U32, batches
 from autoal_dist.strategies.sharded import (
     BLOCK,
+    Centers,
     EmbeddingShard,
     GreedyShardLike,
     gather,
     greedy_select,
-    sq_dists,
     sq_norms,
 )
 
@@ -45,9 +46,10 @@ Partial = tuple[np.ndarray, np.ndarray]  # (sums [k, D] int64 fixed point, count
 
 def fixed_point(arrays: Backend, x: Array) -> Array:
     """x as int64 multiples of 2^-24, refusing values whose sums could overflow."""
-    if len(x) and float(abs(x).max()) >= MAX_ABS:
+    if len(x) and max(float(x.max()), -float(x.min())) >= MAX_ABS:
         raise ValueError("k-means: embeddings too large for exact fixed-point sums")
-    return arrays.cast(arrays.xp.round(x * FIXED_POINT), arrays.i64)
+    scaled = x * FIXED_POINT
+    return arrays.cast(arrays.xp.round(scaled, out=scaled), arrays.i64)
 
 
 def smallest_r(rows: np.ndarray, d: np.ndarray, ids: np.ndarray, k: int,
@@ -64,12 +66,15 @@ def smallest_r(rows: np.ndarray, d: np.ndarray, ids: np.ndarray, k: int,
 
 
 class KMeansShard(EmbeddingShard):
-    """One shard's k-means state: its embeddings, k-means++ seeding state, and labels."""
+    """One shard's k-means state: its embeddings, k-means++ seeding state, labels, and the
+    fixed-point cluster sums of those labels (kept from pass to pass: a pass only moves
+    the rows whose label changed, and integer sums are the same however they were added)."""
 
     def __init__(self, out: PoolOutputs, block: int = BLOCK, start: int = 0,
-                 device: str = "cpu") -> None:
-        super().__init__(out.ids, out.embeddings, block, start, device)
+                 device: str = "cpu", unit: bool = False) -> None:
+        super().__init__(out.ids, out.embeddings, block, start, device, unit)
         self.labels = self.arrays.full(self.rows, -1, self.arrays.i64)
+        self.totals: Partial | None = None  # the current labels' (sums, counts), host
 
     def _keys(self, ch: slice, seed: int, step: int):
         if not self.seeded:
@@ -81,44 +86,80 @@ class KMeansShard(EmbeddingShard):
         arrays, k = self.arrays, len(centers)
         c32 = arrays.put(np.ascontiguousarray(centers.T, dtype=np.float32))
         half = arrays.put((0.5 * sq_norms(centers)).astype(np.float32))
+        fresh = self.totals is None or len(self.totals[1]) != k  # sums of other labels
 
-        def chunk(ch: slice) -> tuple[int, Array, Array]:
-            x = self.x[ch]
-            d = arrays.block_matmul(arrays.cast(x, arrays.f32), c32)
+        def chunk(ch: slice) -> tuple[int, Array | None, Array | None]:
+            d = arrays.block_matmul(self.x32[ch], c32)
             labels = arrays.xp.subtract(half, d, out=d).argmin(1)  # argmin |c|^2/2 - x.c
             v = max(0, min(ch.stop, self.n) - ch.start)  # rows that are not padding
             labels, mine = labels[:v], slice(ch.start, ch.start + v)
-            changed = int((labels != self.labels[mine]).sum())
+            moved = arrays.nonzero(labels != self.labels[mine])
+            away = self.labels[mine][moved]  # the moved rows' previous labels
             self.labels[mine] = labels
-            return (changed, arrays.segment_sum(fixed_point(arrays, x[:v]), labels, k),
-                    arrays.xp.bincount(labels, minlength=k))
+            if fresh:
+                return (len(moved), arrays.segment_sum(self.fixed(mine), labels, k),
+                        arrays.xp.bincount(labels, minlength=k))
+            if len(moved) == 0:
+                return 0, None, None
+            x, to = self.fixed(moved + ch.start), labels[moved]
+            return (len(moved), arrays.segment_sum(x, to, k) - arrays.segment_sum(x, away, k),
+                    arrays.xp.bincount(to, minlength=k) - arrays.xp.bincount(away, minlength=k))
 
         parts = arrays.map(chunk, self.rows)
-        sums = np.zeros((k, centers.shape[1]), dtype=np.int64)
-        counts = np.zeros(k, dtype=np.int64)
+        if fresh or self.totals is None:
+            self.totals = (np.zeros((k, centers.shape[1]), dtype=np.int64),
+                           np.zeros(k, dtype=np.int64))
+        sums, counts = self.totals
         for _, s, c in parts:
-            sums += arrays.host(s)
-            counts += arrays.host(c)
-        return sum(p[0] for p in parts), (sums, counts)
+            if s is not None:
+                sums += arrays.host(s)
+                counts += arrays.host(c)
+        return sum(p[0] for p in parts), (sums.copy(), counts.copy())
+
+    def fixed(self, rows: Any) -> Array:
+        """Rows of the embeddings in fixed point (the exact cluster sums' terms)."""
+        return fixed_point(self.arrays, self.rows64(rows))
 
     def nearest(self, centers: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per center, this shard's r nearest rows: (d2 [k, r'], ids [k, r']) by (d2, id)."""
-        arrays, k = self.arrays, len(centers)
-        c = arrays.put(np.ascontiguousarray(centers.T)), arrays.put(sq_norms(centers))
+        """Per center, this shard's r nearest rows: (d2 [k, r'], ids [k, r']) by (d2, id).
 
-        def chunk(ch: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            v = max(0, min(ch.stop, self.n) - ch.start)
-            d = sq_dists(arrays, self.x[ch], self.x_sqn[ch], *c).T[:, :v]
-            if v > r:  # keep every tie at the r-th value; smallest_r decides exactly
-                rows, cols = np.nonzero(arrays.host(d <= arrays.kth_smallest(d, r)))
-            else:
-                rows, cols = np.divmod(np.arange(k * v), v)
-            dv = arrays.host(d[arrays.put(rows), arrays.put(cols)])
-            return rows, dv, self.ids[ch.start + cols]
+        Each chunk screens its rows in float32 and keeps, per center, the rows within the
+        screen's bound of its r-th nearest there; of those, the ones that may be among the
+        shard's r nearest get their float64 distances, which decide exactly."""
+        arrays, k, xp = self.arrays, len(centers), self.arrays.xp
+        c = Centers.of(arrays, centers)
 
-        parts = arrays.map(chunk, self.rows) or [(np.empty(0, np.int64),) * 3]
-        all_rows, all_d, all_ids = (np.concatenate(p) for p in zip(*parts))
-        return smallest_r(all_rows, all_d, all_ids, k, min(r, self.n))
+        def chunk(ch: slice) -> tuple[np.ndarray, ...]:
+            """(center, row, lo, hi) of the chunk's candidates, lo <= d / 2 <= hi."""
+            s, err = self.screen(ch, c)
+            h = xp.add(s, arrays.cast(self.x_sqn[ch] / 2.0, arrays.f32)[:, None], out=s)
+            if err is None:
+                e, mask = np.inf, h == h
+            else:  # h = |x|^2 / 2 + s = d / 2, to within e
+                e = float(xp.amax(err)) + 2.0 * U32 * (float(xp.amax(self.x_sqn[ch]))
+                                                       + c.sqn_max)
+                mask = h == h
+                if ch.stop - ch.start > r:
+                    kth = arrays.cast(arrays.kth_smallest(h.T, r)[:, 0], arrays.f64)
+                    mask = h <= arrays.ceil32(kth + 2.0 * e)[None, :]
+            flat = arrays.nonzero(mask.reshape(-1))
+            hv = arrays.host(h.reshape(-1)[flat]).astype(np.float64)
+            flat = arrays.host(flat)
+            return flat % k, flat // k + ch.start, hv - e, hv + e
+
+        parts = arrays.map(chunk, self.n) or [(np.empty(0, np.int64),) * 2 + (np.empty(0),) * 2]
+        cols, rows, lo, hi = (np.concatenate(p) for p in zip(*parts))
+        # a center's r-th smallest hi bounds its r-th nearest: keep what may lie below it
+        order = np.lexsort((hi, cols))
+        rank = np.arange(len(order)) - np.searchsorted(cols[order], cols[order])
+        top = np.full(k, np.inf)
+        top[cols[order[rank == r - 1]]] = hi[order[rank == r - 1]]
+        keep = np.flatnonzero(lo <= top[cols])
+        cols, rows = cols[keep], rows[keep]
+        d = np.concatenate([arrays.host(self.exact_pairs(arrays.put(rows[b]), c,
+                                                         arrays.put(cols[b])))
+                            for b in batches(np.arange(len(keep)))] or [np.empty(0)])
+        return smallest_r(cols, d, self.ids[rows], k, min(r, self.n))
 
 
 class KMeansShardLike(GreedyShardLike, Protocol):

@@ -9,7 +9,9 @@ whatever the number of shards. Three rules make that hold:
    each block one product of the same shape under any sharding (`arrays.py`),
    and every other per-row operation is elementwise. Hence **every shard must
    start at a multiple of the block size** (`shard_slices` splits that way; the
-   shards check it).
+   shards check it). The greedy steps' distances need no blocks: a float32
+   product screens the rows, and the float64 distance of each row it keeps is a
+   per-row sum in one fixed order (`screen.py`).
 2. Randomness is a pure function of (seed, step, id) (a counter-based hash), and
    D^2 sampling is an exponential race: argmin_i E_i / D^2_i with E_i ~ Exp(1)
    picks i with probability D^2_i / sum D^2. The key is per-sample, so a
@@ -25,6 +27,7 @@ call per shard: `step` folds the previous step's center in, then proposes.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,9 +36,20 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from autoal_dist.seeds import hashed_uniform, splitmix64
-from autoal_dist.strategies.arrays import Array, Backend, backend_for, pad_rows
+from autoal_dist.seeds import hashed_uniform, splitmix64_int
+from autoal_dist.strategies.arrays import CHUNK_ROWS, Array, Backend, backend_for, pad_rows
 from autoal_dist.strategies.base import BLOCK
+from autoal_dist.strategies.screen import (
+    DENSE,
+    SLACK,
+    U32,
+    batches,
+    dot_bound,
+    exact_sq_dists,
+    runs,
+    screenable,
+    underflow,
+)
 
 PAD_ID = np.iinfo(np.int64).max  # id of the padding rows a backend adds (never selected)
 LABELED_BLOCK = 1024  # labeled embeddings per product when seeding k-center
@@ -63,6 +77,28 @@ def sq_norms(x: np.ndarray) -> np.ndarray:
     return np.einsum("...j,...j->...", x, x, dtype=np.float64)
 
 
+def row_sq_norms(x: np.ndarray) -> np.ndarray:
+    """`sq_norms` of the rows of a 2-d array of any float dtype, through float64 copies of
+    CHUNK_ROWS rows at a time (the bits of sq_norms on the whole float64 array)."""
+    out = np.empty(len(x), np.float64)
+    for i in range(0, len(x), CHUNK_ROWS):
+        out[i : i + CHUNK_ROWS] = sq_norms(x[i : i + CHUNK_ROWS].astype(np.float64))
+    return out
+
+
+def to_unit(x: np.ndarray) -> np.ndarray:
+    """x (float64) with its rows scaled to unit L2 norm in place, zero rows kept: a per-row
+    function, so no sharding changes a bit."""
+    norm = np.sqrt(sq_norms(x))
+    x /= np.where(norm > 0, norm, 1.0)[:, None]
+    return x
+
+
+def exact_dtype(x: np.ndarray) -> Any:
+    """float32 where it holds x's values exactly (a model's outputs), else float64."""
+    return np.float32 if np.can_cast(x.dtype, np.float32, "safe") else np.float64
+
+
 def sq_dists(arrays: Backend, x: Array, x_sqn: Array, c: Array, c_sqn: Any) -> Array:
     """||x_i - c_j||^2 via |x|^2 + |c|^2 - 2 x.c (one product per block), clipped at 0.
 
@@ -79,8 +115,7 @@ def sq_dists(arrays: Backend, x: Array, x_sqn: Array, c: Array, c_sqn: Any) -> A
 
 def stream_seed(seed: int, step: int) -> int:
     """A 64-bit seed per (seed, step), so each step draws an independent hash stream."""
-    h = splitmix64(np.array([seed], dtype=np.uint64))
-    return int(splitmix64(h ^ np.uint64(step))[0])
+    return splitmix64_int(splitmix64_int(seed) ^ int(np.uint64(step)))
 
 
 def exp_keys(ids: np.ndarray, seed: int, step: int) -> np.ndarray:
@@ -120,12 +155,6 @@ def merge(candidates: Iterable[Candidate | None]) -> Candidate:
     return min((c for c in candidates if c is not None), key=lambda c: (c.key, c.id))
 
 
-def smallest_key(found: Iterable[tuple[float, int, int] | None]) -> tuple[float, int, int] | None:
-    """The smallest (key, id, row) among per-chunk proposals (None = no free row there)."""
-    real = [f for f in found if f is not None]
-    return min(real, key=lambda f: (f[0], f[1])) if real else None
-
-
 def gather(shards: Sequence[Any], method: str, *args: Any) -> list[Any]:
     """`method(*args)` on every shard, in shard order.
 
@@ -150,7 +179,8 @@ class GreedyShard(ABC):
     Keeps each row's squared distance to its nearest chosen center (`min_d2`) and
     which rows were chosen (`taken`; rounding makes a center's self-distance only
     nearly 0, so taken rows are masked explicitly; padding rows start taken).
-    Subclasses define the distance (`_chunk_d2`), the center's vectors
+    A step works on the whole shard at once: its temporaries are per row.
+    Subclasses define the distance (`_lower_d2`, `_exact_d2`), the center's vectors
     (`_payload`, `_prepare`) and the selection key (`_keys`).
     """
 
@@ -159,6 +189,7 @@ class GreedyShard(ABC):
         self.arrays = backend_for(device, block)
         self.n = len(ids)
         self.rows = self.arrays.padded_rows(self.n)
+        self.all = slice(0, self.rows)
         self.ids = pad_rows(np.asarray(ids, dtype=np.int64), self.rows, PAD_ID)  # host
         self.d2 = self.arrays.full(self.rows, np.inf, self.arrays.f64)
         self.taken = self.arrays.put(np.arange(self.rows) >= self.n)
@@ -176,32 +207,40 @@ class GreedyShard(ABC):
         return self.best(seed, step)
 
     def best(self, seed: int, step: int) -> Candidate | None:
-        """This shard's proposal for center number `step`; None when all rows are taken."""
-        found = smallest_key(self.arrays.map(partial(self._chunk_best, seed, step), self.rows))
-        if found is None:
+        """This shard's proposal for center number `step`: its smallest (key, id) among
+        free rows, None when all rows are taken."""
+        if self.n == 0:
             return None
-        key, cid, row = found
-        return Candidate(key, cid, self._payload(row))
-
-    def _chunk_best(self, seed: int, step: int, ch: slice) -> tuple[float, int, int] | None:
-        """The chunk's smallest (key, id) among free rows, with its row."""
-        xp, free = self.arrays.xp, ~self.taken[ch]
-        keys = xp.where(free, self._keys(ch, seed, step), float("inf"))
+        keys = self._keys(self.all, seed, step)
+        keys[self.taken] = float("inf")
         m = keys.min()
-        tied = self.arrays.flatnonzero((keys == m) & free) + ch.start
-        if tied.size == 0:
+        tied = keys == m
+        if not m < float("inf"):
+            tied &= ~self.taken
+        rows = self.arrays.flatnonzero(tied)
+        if rows.size == 0:
             return None
-        row = int(tied[np.argmin(self.ids[tied])])
-        return float(m), int(self.ids[row]), row
+        row = int(rows[np.argmin(self.ids[rows])])
+        return Candidate(float(m), int(self.ids[row]), self._payload(row))
 
     def add_center(self, center_id: int, payload: tuple[np.ndarray, ...]) -> None:
-        """Fold a chosen center into min_d2 chunk by chunk; mark it taken if it is ours."""
+        """Fold a chosen center into min_d2; mark it taken if it is ours. Only the rows
+        the screen cannot rule out get their exact distance (`screen.py`)."""
         center = self._prepare(payload)
+        xp = self.arrays.xp
 
-        def fold(ch: slice) -> None:
-            self.arrays.xp.minimum(self.d2[ch], self._chunk_d2(ch, *center), out=self.d2[ch])
+        def fold(span: slice) -> None:
+            ch = slice(span.start, min(span.stop, self.n))  # padding rows: never selected
+            if ch.start >= ch.stop:
+                return
+            low = self._lower_d2(ch, *center)
+            near = None if low is None else self.arrays.nonzero(low < self.d2[ch])
+            # recomputing a row the screen ruled out changes nothing: its distance >= d2
+            dense = near is None or len(near) * DENSE > ch.stop - ch.start
+            for rows in runs(ch) if dense else batches(near + ch.start):
+                self.d2[rows] = xp.minimum(self.d2[rows], self._exact_d2(rows, *center))
 
-        self.arrays.map(fold, self.rows)
+        self.arrays.map(fold, self.rows, spans=True)
         hit = np.flatnonzero(self.ids[: self.n] == center_id)
         if hit.size:
             self.taken[int(hit[0])] = True
@@ -212,25 +251,31 @@ class GreedyShard(ABC):
         return self.arrays.put(hashed_uniform(self.ids[ch], seed))
 
     def race_keys(self, ch: slice, seed: int, step: int) -> Array:
-        """D^2 sampling's keys for the chunk (rule 2)."""
+        """D^2 sampling's keys for the rows (rule 2)."""
         return race(self.arrays.xp, self.arrays.put(exp_keys(self.ids[ch], seed, step)),
                     self.d2[ch])
 
     @abstractmethod
     def _keys(self, ch: slice, seed: int, step: int) -> Array:
-        """Per-row selection keys of a chunk (smaller = better) for this step."""
+        """Per-row selection keys of the rows `ch` (smaller = better), a fresh array."""
 
     @abstractmethod
     def _payload(self, row: int) -> tuple[np.ndarray, ...]:
-        """The vectors (host) other shards need to measure distances to row `row`."""
+        """The vectors (host float64) other shards need to measure distances to row `row`."""
 
     @abstractmethod
     def _prepare(self, payload: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
-        """A payload on this shard's device, with what every chunk reuses (its norms)."""
+        """A payload on this shard's device, with what every row reuses (its norms)."""
 
     @abstractmethod
-    def _chunk_d2(self, ch: slice, *center: Any) -> Array:
-        """Squared distances of a chunk's rows to the prepared center."""
+    def _lower_d2(self, ch: slice, *center: Any) -> Array | None:
+        """Per row of `ch`, a float64 lower bound on its exact distance to the prepared
+        center (from float32 products); None where no bound holds (every row is then exact)."""
+
+    @abstractmethod
+    def _exact_d2(self, rows: Any, *center: Any) -> Array:
+        """The float64 squared distances of rows `rows` (indices or a slice) to the
+        prepared center."""
 
 
 def greedy_select(shards: Sequence[GreedyShardLike], budget: int, seed: int) -> list[Candidate]:
@@ -247,26 +292,102 @@ def greedy_ids(shards: Sequence[GreedyShardLike], budget: int, seed: int) -> np.
     return np.array([c.id for c in greedy_select(shards, budget, seed)], dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class Centers:
+    """Many centers (or reference rows) on a shard's device: float64 rows (exact), float32
+    columns and |c|^2 / 2 (the screen), and the bounds' largest norms."""
+
+    c: Array  # [k, D] float64
+    c_sqn: Array  # [k] float64
+    c32: Array  # [D, k] float32
+    half32: Array  # [k] float32
+    norm_max: float
+    sqn_max: float
+
+    @classmethod
+    def of(cls, arrays: Backend, c: np.ndarray) -> Centers:
+        """`c` [k, D] (float64, host) on the backend's device."""
+        c_sqn = sq_norms(c)
+        top = float(c_sqn.max()) if len(c_sqn) else 0.0
+        return cls(arrays.put(c), arrays.put(c_sqn),
+                   arrays.put(np.ascontiguousarray(c.T, dtype=np.float32)),
+                   arrays.put((0.5 * c_sqn).astype(np.float32)), float(np.sqrt(top)), top)
+
+
 class EmbeddingShard(GreedyShard):
     """A greedy shard in Euclidean embedding space (kcenter, the k-means++ seeding).
 
-    Embeddings are held as float64 so near-equal distances keep their order (a
-    float32 GEMV would round distances of ~10^3 at ~10^-4); their squared norms
-    are computed once, on the host.
+    Distances are float64, so near-equal ones keep their order (a float32 distance
+    would round ~10^3 at ~10^-4); the embeddings are held once, as float32 where that
+    is exact (a model's outputs) and as float64 otherwise, with a float32 copy then for
+    the screening products. Squared norms are computed once, on the host.
     """
 
     def __init__(self, ids: np.ndarray, embeddings: np.ndarray, block: int, start: int,
-                 device: str) -> None:
+                 device: str, unit: bool = False) -> None:
         super().__init__(ids, block, start, device)
-        x = pad_rows(embeddings, self.rows, 0.0, np.float64)
-        self.x_sqn = self.arrays.put(sq_norms(x))
+        x = pad_rows(embeddings, self.rows, 0.0, np.float64 if unit else exact_dtype(embeddings))
+        if unit:  # the low-budget strategies' L2-normalized embeddings, float64
+            to_unit(x)
+        x_sqn = row_sq_norms(x)
+        self.x_sqn = self.arrays.put(x_sqn)
         self.x = self.arrays.put(x)
+        # the float32 embeddings of the screen's and Lloyd's products
+        f32 = self.arrays.f32
+        self.x32 = self.x if self.x.dtype == f32 else self.arrays.cast(self.x, f32)
+        # the screen's per-row terms: |x|^2 less the rounding slack, |x| times the bound
+        # on the error of -2 x.c, and the largest norm
+        kappa = 2.0 * dot_bound(x.shape[1], self.arrays.f32_unit)
+        self.x_norm_max = float(np.sqrt(x_sqn.max())) if len(x_sqn) else 0.0
+        self.screened = math.isfinite(kappa)
+        self.x_sqn_lo = self.arrays.put(x_sqn * (1.0 - SLACK))
+        self.x_norm_k = self.arrays.put(np.sqrt(x_sqn) * (kappa if self.screened else 0.0))
+
+    def rows64(self, rows: Any) -> Array:
+        """Rows of the embeddings in float64 (their exact values)."""
+        return self.arrays.cast(self.x[rows], self.arrays.f64)
 
     def _payload(self, row: int) -> tuple[np.ndarray, ...]:
-        return (self.arrays.host(self.x[row]).copy(),)
+        return (self.arrays.host(self.x[row]).astype(np.float64),)
 
     def _prepare(self, payload: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
-        return self.arrays.put(payload[0]), float(sq_norms(payload[0]))
+        c = np.asarray(payload[0], dtype=np.float64)
+        c_sqn = float(sq_norms(c))
+        return (self.arrays.put(c), self.arrays.put(c.astype(np.float32)), c_sqn,
+                math.sqrt(c_sqn))
 
-    def _chunk_d2(self, ch: slice, *center: Any) -> Array:
-        return sq_dists(self.arrays, self.x[ch], self.x_sqn[ch], *center)
+    def _lower_d2(self, ch: slice, c: Array, c32: Array, c_sqn: float,
+                  c_norm: float) -> Array | None:
+        if not (self.screened and screenable(self.x_norm_max, c_norm)):
+            return None
+        low = self.arrays.cast(self.x32[ch] @ c32, self.arrays.f64)  # the floor: one GEMV
+        low *= -2.0
+        low += self.x_sqn_lo[ch]
+        low -= self.x_norm_k[ch] * c_norm
+        low += c_sqn * (1.0 - SLACK) - 2.0 * underflow(self.x.shape[1], self.x_norm_max,
+                                                         c_norm)
+        return low
+
+    def _exact_d2(self, rows: Any, c: Array, c32: Array, c_sqn: float,
+                  c_norm: float) -> Array:
+        return exact_sq_dists(self.arrays.xp, self.x[rows], self.x_sqn[rows], c, c_sqn)
+
+    def screen(self, ch: slice, centers: Centers) -> tuple[Array, Array | None]:
+        """s = |c|^2 / 2 - x.c [rows, k] in float32 (so d = |x|^2 + 2 s) for the rows `ch`,
+        and per row a bound err with |s - exact s| <= err, the float64 roundings of the
+        exact distance and of thresholds made from s included; None where none holds."""
+        xp = self.arrays.xp
+        s = self.x32[ch] @ centers.c32
+        s = xp.subtract(centers.half32, s, out=s)
+        if not (self.screened and screenable(self.x_norm_max, centers.norm_max)):
+            return s, None
+        err = self.x_norm_k[ch] * (centers.norm_max / 2.0)  # kappa |x| |c|
+        err += self.x_sqn[ch] * SLACK
+        err += (2.0 * U32 + SLACK) * centers.sqn_max + underflow(
+            self.x.shape[1], self.x_norm_max, centers.norm_max)
+        return s, err
+
+    def exact_pairs(self, rows: Array, centers: Centers, cols: Array) -> Array:
+        """The float64 squared distances of rows `rows` to centers `cols`, pair by pair."""
+        return exact_sq_dists(self.arrays.xp, self.x[rows], self.x_sqn[rows], centers.c[cols],
+                              centers.c_sqn[cols])

@@ -21,7 +21,6 @@ by (-typicality, id), and more when a cluster runs out (`best_typical`).
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -32,14 +31,17 @@ from autoal_dist.seeds import hashed_uniform
 from autoal_dist.strategies.arrays import Array, Backend, pad_rows
 from autoal_dist.strategies.base import register_set
 from autoal_dist.strategies.kmeans import KMeansShard, KMeansShardLike, lloyd
+from autoal_dist.strategies.screen import batches
 from autoal_dist.strategies.sharded import (
     BLOCK,
     Candidate,
+    Centers,
     gather,
     merge,
     sq_dists,
     sq_norms,
     stream_seed,
+    to_unit,
 )
 
 MAX_CLUSTERS = 500
@@ -47,7 +49,6 @@ MIN_CLUSTER_SIZE = 5
 K_NN = 20
 REF_MAX = 4096  # rows of the reference sample R that density and coverage are measured on
 REF_STREAM = 1 << 40  # hash stream of R's keys: stream_seed(seed, REF_STREAM); no step reaches it
-SUB_ROWS = 1024  # rows per product against R (memory: SUB_ROWS x |R| float64)
 DEPTH = 4  # candidates per cluster a shard first sends; x4 when a cluster runs out
 
 
@@ -56,26 +57,7 @@ def unit_rows(x: np.ndarray | None, dim: int = 0) -> np.ndarray:
     so no sharding changes a bit. None or empty gives [0, dim]."""
     if x is None or len(x) == 0:
         return np.zeros((0, dim if x is None else x.shape[1]), np.float64)
-    x = np.asarray(x, dtype=np.float64)
-    norm = np.sqrt(sq_norms(x))
-    return x / np.where(norm > 0, norm, 1.0)[:, None]
-
-
-def normalized(out: PoolOutputs) -> PoolOutputs:
-    """`out` with unit-norm float64 embeddings (a shallow copy)."""
-    part = copy.copy(out)
-    part.embeddings = unit_rows(out.embeddings)
-    return part
-
-
-def sub_slices(arrays: Backend, ch: slice, rows: int = SUB_ROWS) -> list[slice]:
-    """A chunk in equal runs of whole blocks (about `rows` rows, one product each): numpy
-    multiplies block by block anyway; torch's chunks are full, so every run has one shape."""
-    blocks = arrays.chunk // arrays.block
-    m = max(d for d in range(1, blocks + 1) if blocks % d == 0 and d * arrays.block <= max(
-        rows, arrays.block))
-    step = m * arrays.block
-    return [slice(i, min(i + step, ch.stop)) for i in range(ch.start, ch.stop, step)]
+    return to_unit(np.array(x, dtype=np.float64))
 
 
 def smallest_per_group(groups: np.ndarray, keys: np.ndarray, ids: np.ndarray,
@@ -121,7 +103,7 @@ class TypiClustShard(KMeansShard, ReferenceShard):
 
     def __init__(self, out: PoolOutputs, block: int = BLOCK, start: int = 0,
                  device: str = "cpu") -> None:
-        super().__init__(normalized(out), block, start, device)
+        super().__init__(out, block, start, device, unit=True)
         self.labeled = unit_rows(out.labeled_embeddings, out.embeddings.shape[1])
         self.cluster = np.full(self.n, -1, np.int64)  # host, final labels
         self.center_d2 = np.zeros(self.n)  # squared distance to the own centroid
@@ -142,18 +124,36 @@ class TypiClustShard(KMeansShard, ReferenceShard):
         return (self.arrays.put(np.ascontiguousarray(centers.T)),
                 self.arrays.put(sq_norms(centers)))
 
+    def _exact_among(self, rows: Any, c: Centers, mask: Array) -> Array:
+        """[len(rows), k] float64: the exact distances of the pairs in `mask`, inf elsewhere."""
+        arrays, k = self.arrays, len(c.c_sqn)
+        d = arrays.full(mask.shape[0] * k, np.inf, arrays.f64)
+        for part in batches(arrays.nonzero(mask.reshape(-1))):
+            at = part // k + rows.start if isinstance(rows, slice) else rows[part // k]
+            d[part] = self.exact_pairs(at, c, part % k)
+        return d.reshape(mask.shape[0], k)
+
     def assign_final(self, centers: np.ndarray, ref_ids: np.ndarray) -> tuple[
             np.ndarray, np.ndarray, np.ndarray]:
-        """Label rows by their nearest final centroid (float64): (pool rows per cluster,
-        the R rows this shard holds: their ids and labels)."""
-        self.k, c = len(centers), self._centers(centers)
+        """Label rows by their nearest final centroid in float64 (ties: smaller index):
+        the float32 screen keeps each row's centroids within its error of the nearest,
+        and their exact distances decide (pool rows per cluster, the R rows this shard
+        holds: their ids and labels)."""
+        self.k, c, xp = len(centers), Centers.of(self.arrays, centers), self.arrays.xp
 
-        def chunk(ch: slice) -> None:
-            v = max(0, min(ch.stop, self.n) - ch.start)
-            if v:
-                lab, d2 = self._nearest_center(self.x[ch], self.x_sqn[ch], c)
-                self.cluster[ch.start:ch.start + v], self.center_d2[ch.start:ch.start + v] = (
-                    lab[:v], d2[:v])
+        def chunk(span: slice) -> None:
+            ch = slice(span.start, min(span.stop, self.n))
+            if ch.start >= ch.stop:
+                return
+            s, err = self.screen(ch, c)
+            if err is None:
+                mask = s == s
+            else:
+                low = self.arrays.cast(xp.amin(s, 1), self.arrays.f64) + 2.0 * err
+                mask = s <= self.arrays.ceil32(low)[:, None]
+            d = self._exact_among(ch, c, mask)
+            self.cluster[ch] = self.arrays.host(d.argmin(1))
+            self.center_d2[ch] = self.arrays.host(xp.amin(d, 1))
 
         self.arrays.map(chunk, self.rows)
         mine = np.flatnonzero(np.isin(self.ids[: self.n], ref_ids))
@@ -174,41 +174,44 @@ class TypiClustShard(KMeansShard, ReferenceShard):
     def typicality(self, ref_x: np.ndarray, ref_ids: np.ndarray, ref_labels: np.ndarray,
                    depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each row's mean distance to its k = min(K_NN, m - 1) nearest R rows of its own
-        cluster (itself excluded), then this shard's `depth` best rows per cluster."""
+        cluster (itself excluded), then this shard's `depth` best rows per cluster. One
+        cluster at a time: its rows are measured against its R rows only."""
         by = np.lexsort((ref_ids, ref_labels))  # R grouped by cluster
         rx, rid, rlab = ref_x[by], ref_ids[by], ref_labels[by]
         lo = np.searchsorted(rlab, np.arange(self.k))
         hi = np.searchsorted(rlab, np.arange(self.k), "right")
-        kc = np.minimum(K_NN, hi - lo - 1)
-        r = (self.arrays.put(np.ascontiguousarray(rx.T)), self.arrays.put(sq_norms(rx)))
-
-        def sub(s: slice) -> None:
-            v = max(0, min(s.stop, self.n) - s.start)
-            if v == 0:
-                return
-            d = self.arrays.host(sq_dists(self.arrays, self.x[s], self.x_sqn[s], *r))[:v]
-            rows = np.arange(s.start, s.start + v)
-            lab = self.cluster[rows]
-            for c in np.unique(lab):
-                own = lab == c
-                k = int(kc[c])
-                if k <= 0:  # under two R rows in the cluster: distance to its centroid
-                    self.spread[rows[own]] = np.sqrt(self.center_d2[rows[own]])
-                    continue
-                dc = d[own, lo[c]:hi[c]]
-                dc[self.ids[rows[own]][:, None] == rid[None, lo[c]:hi[c]]] = np.inf  # itself
-                near = np.sort(np.partition(dc, k - 1, axis=1)[:, :k], axis=1)
-                total = np.zeros(len(near))
-                for j in range(k):  # one fixed order of additions per row
-                    total += np.sqrt(near[:, j])
-                self.spread[rows[own]] = total / k
-
-        def chunk(ch: slice) -> None:
-            for s in sub_slices(self.arrays, ch):
-                sub(s)
-
-        self.arrays.map(chunk, self.rows)
+        order = np.argsort(self.cluster, kind="stable")  # this shard's rows by cluster
+        starts = np.searchsorted(self.cluster[order], np.arange(self.k + 1))
+        for c in range(self.k):
+            rows = order[starts[c]:starts[c + 1]]
+            k = min(K_NN, int(hi[c] - lo[c]) - 1)
+            if k <= 0:  # under two R rows in the cluster: distance to its centroid
+                self.spread[rows] = np.sqrt(self.center_d2[rows])
+            elif len(rows):
+                self.spread[rows] = self._spread(rows, rx[lo[c]:hi[c]], rid[lo[c]:hi[c]], k)
         return self.best_typical(np.full(self.k, depth, np.int64))
+
+    def _spread(self, rows: np.ndarray, rx: np.ndarray, rid: np.ndarray, k: int) -> np.ndarray:
+        """Mean distance of each of `rows` to its k nearest of R rows `rx` (ids `rid`, the
+        row itself excluded): the screen keeps every pair within its error of a row's k-th
+        smallest, and their exact distances decide."""
+        arrays, c = self.arrays, Centers.of(self.arrays, rx)
+        at, other = arrays.put(rows), arrays.put(self.ids[rows][:, None] != rid[None, :])
+        if k >= len(rid) - 1:  # every R row but itself counts: no screen
+            d = arrays.host(self._exact_among(at, c, other))
+        else:
+            s, err = self.screen(at, c)
+            s[~other] = np.inf  # itself
+            mask = other
+            if err is not None:
+                kth = arrays.cast(arrays.kth_smallest(s, k)[:, 0], arrays.f64)
+                mask = mask & (s <= arrays.ceil32(kth + 2.0 * err)[:, None])
+            d = arrays.host(self._exact_among(at, c, mask))
+        near = np.sort(np.partition(d, k - 1, axis=1)[:, :k], axis=1)
+        total = np.zeros(len(near))
+        for j in range(k):  # one fixed order of additions per row
+            total += np.sqrt(near[:, j])
+        return total / k
 
     def best_typical(self, depths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per cluster c, its depths[c] rows of smallest (spread, id): (clusters, spreads, ids)."""
