@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -209,23 +210,23 @@ def test_ctrl_c_on_tune_writes_the_finished_trials_and_resume_finishes_the_sweep
     assert (out / "best_config.yaml").is_file()
 
 
-@pytest.mark.slow
-def test_a_scorer_that_lost_its_node_is_named_and_the_run_stops(tmp_path):
-    """Two nodes of 1 CPU, --shards 2 (one scorer per node); the second node is removed after
-    round 0: its scorer restarts with nowhere to go (the head's CPU holds the other). The run
-    names it within ~25 s and stops (a fixed cluster cannot grow), exit 2; `--resume --shards
-    1` finishes the campaign on what is left."""
+@contextmanager
+def node_lost_after_round_0(tmp_path: Path, head_cpus: int, *flags: str):
+    """A fixed two-node cluster (a head of `head_cpus` CPUs, a node of 1) and a 2-round digits
+    run with `flags` whose node is removed once round 0 is logged. The run must stop, exit 2,
+    within 60 s of the removal; yields (env, run directory, its last stderr line) and shuts
+    the cluster down after the caller's checks."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+                      head_node_args={"num_cpus": head_cpus, "include_dashboard": False})
     try:
         worker = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         env = {**os.environ, "RAY_ADDRESS": cluster.address}
         out = tmp_path / "run"
         cmd = [sys.executable, "-m", "autoal_dist", "run", "--ray", "--dataset", "digits",
-               "--rounds", "2", "--epochs", "1", "--shards", "2", "--out", str(out)]
+               "--rounds", "2", "--epochs", "1", *flags, "--out", str(out)]
         p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
         assert p.stderr is not None
         lines, removed_at = [], None
@@ -236,16 +237,30 @@ def test_a_scorer_that_lost_its_node_is_named_and_the_run_stops(tmp_path):
                 removed_at = time.monotonic()
         assert p.wait(timeout=120) == 2, "".join(lines[-20:])
         assert removed_at is not None and time.monotonic() - removed_at < 60
-        last = lines[-1].strip()
-        assert last.startswith("autoal-dist: error: scorer actor ") and "waits for 1 CPU" in last
-        assert "--shards 1" in last
-        done = subprocess.run([sys.executable, "-m", "autoal_dist", "run", "--resume", "--out",
-                               str(out), "--shards", "1", "--quiet"], env=env,
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert "the campaign is complete" not in done.stdout  # it ran the rounds left
+        yield env, out, lines[-1].strip()
     finally:
         cluster.shutdown()
+
+
+def resume_finishes(env: dict, out: Path, *flags: str) -> None:
+    """`run --resume` with `flags` runs the rounds left (not just "the campaign is complete")."""
+    done = subprocess.run([sys.executable, "-m", "autoal_dist", "run", "--resume", "--out",
+                           str(out), *flags, "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "the campaign is complete" not in done.stdout  # it ran the rounds left
+
+
+@pytest.mark.slow
+def test_a_scorer_that_lost_its_node_is_named_and_the_run_stops(tmp_path):
+    """Two nodes of 1 CPU, --shards 2 (one scorer per node); the second node is removed after
+    round 0: its scorer restarts with nowhere to go (the head's CPU holds the other). The run
+    names it within ~25 s and stops (a fixed cluster cannot grow), exit 2; `--resume --shards
+    1` finishes the campaign on what is left."""
+    with node_lost_after_round_0(tmp_path, 1, "--shards", "2") as (env, out, last):
+        assert last.startswith("autoal-dist: error: scorer actor ") and "waits for 1 CPU" in last
+        assert "--shards 1" in last
+        resume_finishes(env, out, "--shards", "1")
 
 
 ALIVE_DETACHED = """
@@ -264,29 +279,8 @@ def test_train_workers_that_lost_their_node_are_named_and_the_run_stops(tmp_path
     and stops (a fixed cluster cannot grow), exit 2, through Train's own shutdown (its
     detached placement-group cleaner is not left behind); `--resume --workers 1` finishes the
     campaign on what is left."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 2, "include_dashboard": False})
-    try:
-        worker = cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        env = {**os.environ, "RAY_ADDRESS": cluster.address}
-        out = tmp_path / "run"
-        cmd = [sys.executable, "-m", "autoal_dist", "run", "--ray", "--dataset", "digits",
-               "--rounds", "2", "--epochs", "1", "--workers", "2", "--shards", "1",
-               "--out", str(out)]
-        p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-        assert p.stderr is not None
-        lines, removed_at = [], None
-        for line in p.stderr:
-            lines.append(line)
-            if line.startswith("round   0/") and removed_at is None:
-                cluster.remove_node(worker)
-                removed_at = time.monotonic()
-        assert p.wait(timeout=120) == 2, "".join(lines[-20:])
-        assert removed_at is not None and time.monotonic() - removed_at < 60
-        last = lines[-1].strip()
+    with node_lost_after_round_0(tmp_path, 2, "--workers", "2", "--shards", "1") as (
+            env, out, last):
         assert last.startswith("autoal-dist: error: training round 1's classifier on 2 Ray "
                                "Train workers cannot place its workers"), last
         assert "it waits for 2 workers x 1 CPU, and the cluster has 1 CPU free on 1 node" in last
@@ -294,10 +288,4 @@ def test_train_workers_that_lost_their_node_are_named_and_the_run_stops(tmp_path
         left = subprocess.run([sys.executable, "-c", ALIVE_DETACHED], env=env,
                               capture_output=True, text=True, timeout=60)
         assert "PlacementGroupCleaner" not in left.stdout, left.stdout + left.stderr[-2000:]
-        done = subprocess.run([sys.executable, "-m", "autoal_dist", "run", "--resume", "--out",
-                               str(out), "--workers", "1", "--quiet"], env=env,
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert "the campaign is complete" not in done.stdout  # it ran the rounds left
-    finally:
-        cluster.shutdown()
+        resume_finishes(env, out, "--workers", "1")
