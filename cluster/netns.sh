@@ -136,8 +136,23 @@ if ((nodes == 2)); then
 fi
 
 export RAY_ADDRESS="127.0.0.1:$gcs"
+# COMMAND runs in the background and is waited for: bash runs a trap only once the foreground
+# command has returned, and `wait` returns as soon as a signal arrives. On SIGINT or SIGTERM
+# the command gets SIGTERM (a background command of a script ignores SIGINT), then the nodes
+# are stopped (the EXIT trap).
+"$@" &
+cmd=$!
+stop_all() {
+    kill -TERM "$cmd" 2>/dev/null || true
+    local deadline=$((SECONDS + 30))
+    while kill -0 "$cmd" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
+    kill -KILL "$cmd" 2>/dev/null || true
+    exit "$1"
+}
+trap 'stop_all 130' INT
+trap 'stop_all 143' TERM
 set +e
-"$@"
+wait "$cmd"
 rc=$?
 set -e
 exit "$rc"
