@@ -28,6 +28,8 @@ from scale import (  # noqa: E402 - the benchmark's harness, shared
     netns_permitted,
 )
 
+NETNS = Path(__file__).resolve().parent.parent / "cluster" / "netns.sh"
+
 CAMPAIGN = argparse.Namespace(shards=2, rounds=2, init=40, budget=20, epochs=2,
                               strategy="entropy", seed=5)
 TIMEOUT = 240  # seconds for one cluster's start, campaign and stop
@@ -55,6 +57,16 @@ def on_cluster(nodes: int, cpus: int, pool: Path, tmp: Path) -> dict:
         pytest.skip("`unshare -n` is not permitted here (needs root or user namespaces)")
     assert done.returncode == 0 and result.exists(), done.stdout[-6000:]
     return json.loads(result.read_text())
+
+
+def test_netns_sh_is_executable_and_parses():
+    assert os.access(NETNS, os.X_OK)
+    subprocess.run(["bash", "-n", str(NETNS)], check=True)
+    usage = subprocess.run([str(NETNS)], capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 2 and "--nodes" in usage.stderr
+    bad = subprocess.run([str(NETNS), "--nodes", "3", "--", "true"], capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode == 1 and "--nodes must be 1 or 2" in bad.stderr
 
 
 @pytest.mark.slow
