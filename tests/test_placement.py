@@ -87,3 +87,27 @@ def test_on_an_autoscaling_cluster_a_stall_is_a_line_and_the_wait_goes_on(cluste
 ])
 def test_a_train_job_is_named_by_what_it_fits(name, label):
     assert job_label(name) == label
+
+
+def test_an_actor_whose_worker_is_starting_is_not_a_stall(monkeypatch):
+    """PENDING_CREATION covers two waits: for resources (no worker process yet: a stall when
+    nothing is free) and for the actor's own start once its resources are granted (a worker
+    pid on a live node, slow on a loaded machine: its CPU then reads as taken, not free)."""
+    import ray
+    import ray._private.state as gcs
+
+    from autoal_dist.scoring import ray_scorer
+
+    class Handle:
+        _actor_id = type("Id", (), {"hex": lambda self: "a1"})()
+
+    node = {"NodeID": "n1", "Alive": True, "NodeManagerAddress": "127.0.0.1"}
+    monkeypatch.setattr(ray, "nodes", lambda: [node])
+    info = {"State": "PENDING_CREATION", "Address": {"NodeID": "n1"}, "Pid": 4242}
+    monkeypatch.setattr(gcs, "actors", lambda actor_id: info)
+    assert ray_scorer._actor_state(Handle()) == (ray_scorer.STARTING, None)
+    info.update(Pid=0, Address={"NodeID": ""})  # no worker leased: waiting for resources
+    assert ray_scorer._actor_state(Handle()) == ("PENDING_CREATION", None)
+    info.update(State="RESTARTING", Pid=4242, Address={"NodeID": "n1"})
+    node["Alive"] = False  # its node is gone: a restart with nowhere to go
+    assert ray_scorer._actor_state(Handle()) == ("RESTARTING", "127.0.0.1")

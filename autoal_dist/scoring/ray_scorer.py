@@ -85,9 +85,15 @@ def _user_error(err: RayTaskError) -> BaseException:
     return DataError(str(cause)) if isinstance(cause, DataError) else err
 
 
+STARTING = "STARTING"  # PENDING_CREATION with a worker process: placed, its __init__ runs
+
+
 def _actor_state(actor: Any) -> tuple[str | None, str | None]:
     """(state, the address of its node when that node is gone) of an actor, from the GCS
-    (no dashboard needed); (None, None) when it cannot be told."""
+    (no dashboard needed); (None, None) when it cannot be told. An actor pending creation
+    that already has its worker process on a live node is STARTING: its resources are
+    granted, and on a loaded machine importing torch in it can take longer than the stall
+    watch's 20 s (a fresh actor once read as "waits for 1 CPU, 0 free": its own CPU)."""
     try:
         import ray._private.state as gcs
 
@@ -98,6 +104,8 @@ def _actor_state(actor: Any) -> tuple[str | None, str | None]:
         node_id = (info.get("Address") or {}).get("NodeID")
         gone = next((n.get("NodeManagerAddress") for n in ray.nodes()
                      if n.get("NodeID") == node_id and not n.get("Alive")), None)
+        if state == "PENDING_CREATION" and info.get("Pid") and gone is None:
+            return STARTING, None
         return state, gone
     except Exception:  # noqa: BLE001 - an internal API: no answer is not an error
         return None, None
@@ -236,7 +244,7 @@ class RayScorer:
         fixed cluster (`--resume --shards K-1` goes on)."""
         for k, actor in enumerate(self.actors):
             state, node = _actor_state(actor)
-            if state in (None, "ALIVE", "DEAD"):
+            if state in (None, "ALIVE", "DEAD", STARTING):
                 watch.check(k, None)
                 continue
             what = (f"scorer actor {k + 1} of {len(self.actors)} is {state}"
