@@ -93,6 +93,8 @@ def reference_sample(shards: Sequence[Any], seed: int,
     shards' smallest r."""
     r = REF_MAX if r is None else r
     parts = gather(shards, "reference", seed, r)
+    if len(parts) == 1:  # one shard's rows come in that order already: no copies of R
+        return parts[0][1], parts[0][2]
     keys, ids, x = (np.concatenate(p) for p in zip(*parts))
     top = np.lexsort((ids, keys))[:r]
     return ids[top], x[top]
