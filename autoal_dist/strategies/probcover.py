@@ -192,9 +192,9 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
         t = (self.delta2 - self.x_sqn[ch]) / 2.0  # within: s <= t
         if err is None:
             sure, maybe = s != s, s == s  # every pair exact (NaN: neither)
-        else:
+        else:  # floor32(t - err) <= ceil32(t + err): sure implies s <= the upper bound
             sure = s <= arrays.floor32(t - err)[:, None]
-            maybe = (s <= arrays.ceil32(t + err)[:, None]) & ~sure
+            maybe = (s <= arrays.ceil32(t + err)[:, None]) ^ sure
         if open_ is not None:
             sure &= open_
             maybe &= open_
@@ -242,7 +242,8 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
         self.ref, self.delta2 = ref_x, delta2
         self.ref_centers = Centers.of(self.arrays, ref_x)
         self.tie = self.arrays.put(hashed_uniform(self.ids, stream_seed(seed, TIE_STREAM)))
-        pairs = self._fold(self.ref_centers, self.arrays.put(uncovered), 1, keep=True)
+        open_ = None if bool(uncovered.all()) else self.arrays.put(uncovered)  # all: no mask
+        pairs = self._fold(self.ref_centers, open_, 1, keep=True)
         if pairs is not None:
             empty = np.empty(0, np.int32)
             rows, refs = (np.concatenate([p[i] for p in pairs] or [empty]) for i in (0, 1))

@@ -24,7 +24,8 @@ UNDERFLOW = 2.0**-145  # float32 gradual underflow: 2^-150 per term, 32x to spar
 SAFE_NORM = 1e18  # norms under this, and products of two under SAFE_PRODUCT, cannot
 SAFE_PRODUCT = 1e30  # overflow float32 (max 3.4e38): the bound holds
 EXACT_ROWS = 256  # rows per batch of float64 dots: temporaries EXACT_ROWS x D
-DENSE = 4  # a run where over 1 / DENSE of the rows may change is recomputed whole (no gather)
+DENSE = 1.25  # a run where over 1 / DENSE (80%) of the rows may change is recomputed whole
+# (no gather); below that, recomputing rows the screen ruled out costs more than gathering
 
 
 def dot_bound(n: int, unit: float = U32) -> float:
