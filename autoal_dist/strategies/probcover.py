@@ -159,6 +159,7 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
         self.balls: Balls | None = None
         self.delta2 = 0.0
         self.tie: Any = None
+        self.keys: Any = None  # `_keys` of every row, inf where taken, kept up to date (best)
 
     def info(self) -> tuple[int, int, int]:
         """(pool rows here, labeled embeddings, classes)."""
@@ -242,6 +243,7 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
         self.ref, self.delta2 = ref_x, delta2
         self.ref_centers = Centers.of(self.arrays, ref_x)
         self.tie = self.arrays.put(hashed_uniform(self.ids, stream_seed(seed, TIE_STREAM)))
+        self.keys = None
         open_ = None if bool(uncovered.all()) else self.arrays.put(uncovered)  # all: no mask
         pairs = self._fold(self.ref_centers, open_, 1, keep=True)
         if pairs is not None:
@@ -254,13 +256,31 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
         each row loses those within its reach."""
         new = payload[0]
         if len(new) and self.balls is not None:
-            rows = self.balls.rows_of(new)
-            self.counts -= self.arrays.put(np.bincount(rows, minlength=self.rows))
+            lost = np.bincount(self.balls.rows_of(new), minlength=self.rows)
+            self.counts -= self.arrays.put(lost)
+            if self.keys is not None:  # the rows whose count changed get their key again
+                at = self.arrays.put(np.flatnonzero(lost))
+                self.keys[at] = self._keys(at, 0, 0)
+                self.keys[at[self.taken[at]]] = float("inf")
         elif len(new):
             self._fold(Centers.of(self.arrays, self.ref[new]), None, -1)
+            self.keys = None
         mine = np.flatnonzero(self.ids[: self.n] == center_id)
         if mine.size:
             self.taken[int(mine[0])] = True
+            if self.keys is not None:
+                self.keys[int(mine[0])] = float("inf")
+
+    def best(self, seed: int, step: int) -> Candidate | None:
+        """`GreedyShard.best` on keys kept from step to step: a step changes the counts of
+        the few rows within reach of the R rows it covered (`add_center`), and a key is a
+        function of the row's count and hash alone."""
+        if self.n == 0:
+            return None
+        if self.keys is None:
+            self.keys = self._keys(self.all, seed, step)
+            self.keys[self.taken] = float("inf")
+        return self._best_of(self.keys)
 
     def _payload(self, row: int) -> tuple[np.ndarray, ...]:
         """The R rows within the row's reach (the driver keeps those still uncovered)."""
@@ -269,8 +289,9 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
         assert self.ref_centers is not None
         return (np.sort(self.arrays.host(self._reach(slice(row, row + 1), self.ref_centers))),)
 
-    def _keys(self, ch: slice, seed: int, step: int) -> Array:
-        """-count (most newly covered first); rows covering nothing: their hash in [0, 1)."""
+    def _keys(self, ch: Any, seed: int, step: int) -> Array:
+        """-count (most newly covered first); rows covering nothing: their hash in [0, 1)
+        (rows `ch`: a slice or indices; the same whatever the seed and step)."""
         c = self.counts[ch]
         return self.arrays.xp.where(c > 0, -self.arrays.cast(c, self.arrays.f64), self.tie[ch])
 

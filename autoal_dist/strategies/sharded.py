@@ -213,6 +213,10 @@ class GreedyShard(ABC):
             return None
         keys = self._keys(self.all, seed, step)
         keys[self.taken] = float("inf")
+        return self._best_of(keys)
+
+    def _best_of(self, keys: Array) -> Candidate | None:
+        """The free row of smallest (key, id), given every row's key (inf where taken)."""
         m = keys.min()
         tied = keys == m
         if not m < float("inf"):
