@@ -79,10 +79,11 @@ def sq_norms(x: np.ndarray) -> np.ndarray:
 
 def row_sq_norms(x: np.ndarray) -> np.ndarray:
     """`sq_norms` of the rows of a 2-d array of any float dtype, through float64 copies of
-    CHUNK_ROWS rows at a time (the bits of sq_norms on the whole float64 array)."""
+    CHUNK_ROWS rows at a time (float64 rows: no copy; the bits of sq_norms on the whole
+    float64 array)."""
     out = np.empty(len(x), np.float64)
     for i in range(0, len(x), CHUNK_ROWS):
-        out[i : i + CHUNK_ROWS] = sq_norms(x[i : i + CHUNK_ROWS].astype(np.float64))
+        out[i : i + CHUNK_ROWS] = sq_norms(x[i : i + CHUNK_ROWS].astype(np.float64, copy=False))
     return out
 
 
