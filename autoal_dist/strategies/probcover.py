@@ -265,11 +265,11 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
         elif len(new):
             self._fold(Centers.of(self.arrays, self.ref[new]), None, -1)
             self.keys = None
-        mine = np.flatnonzero(self.ids[: self.n] == center_id)
-        if mine.size:
-            self.taken[int(mine[0])] = True
+        row = self.row_of(center_id)
+        if row is not None:
+            self.taken[row] = True
             if self.keys is not None:
-                self.keys[int(mine[0])] = float("inf")
+                self.keys[row] = float("inf")
 
     def best(self, seed: int, step: int) -> Candidate | None:
         """`GreedyShard.best` on keys kept from step to step: a step changes the counts of
