@@ -93,8 +93,9 @@ class Backend(ABC):
         """Per row of d [k, m], its r-th smallest value, as [k, 1] (exact: a selection)."""
 
     @abstractmethod
-    def segment_sum(self, values: Array, labels: Array, k: int) -> Array:
-        """Per label in [0, k), the sum of its rows of `values` (int64: exact in any order)."""
+    def segment_sum(self, values: Array, labels: Array, k: int, out: Array | None = None) -> Array:
+        """Per label in [0, k), the sum of its rows of `values` (int64: exact in any order),
+        added into `out` [k, D] when given (and returned)."""
 
     def chunks(self, n_rows: int) -> list[slice]:
         """The shard's units of work: whole blocks, `self.chunk` rows at most."""
@@ -179,13 +180,18 @@ class NumpyBackend(Backend):
     def floor32(self, a: np.ndarray) -> np.ndarray:
         return np.nextafter(a.astype(np.float32), np.float32(-np.inf))
 
-    def segment_sum(self, values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    def segment_sum(self, values: np.ndarray, labels: np.ndarray, k: int,
+                    out: np.ndarray | None = None) -> np.ndarray:
         counts = np.bincount(labels, minlength=k)
         filled = np.flatnonzero(counts)
         starts = np.concatenate([[0], np.cumsum(counts[filled])[:-1]])
-        sums = np.zeros((k, values.shape[1]), dtype=values.dtype)
-        sums[filled] = np.add.reduceat(values[np.argsort(labels, kind="stable")], starts, axis=0)
-        return sums
+        part = np.add.reduceat(values[np.argsort(labels, kind="stable")], starts, axis=0)
+        if out is None:
+            out = np.zeros((k, values.shape[1]), dtype=values.dtype)
+            out[filled] = part
+        else:
+            out[filled] += part
+        return out
 
     def spans(self, n_rows: int) -> list[slice]:
         blocks = -(-n_rows // self.block)
@@ -257,9 +263,10 @@ class TorchBackend(Backend):
         return {"highest": 2.0**-11 if tf32 else 2.0**-24, "high": 2.0**-11}.get(precision,
                                                                                   2.0**-8)
 
-    def segment_sum(self, values: Any, labels: Any, k: int) -> Any:
-        sums = self.xp.zeros((k, values.shape[1]), dtype=values.dtype, device=self.device)
-        return sums.index_add_(0, labels, values)
+    def segment_sum(self, values: Any, labels: Any, k: int, out: Any = None) -> Any:
+        if out is None:
+            out = self.xp.zeros((k, values.shape[1]), dtype=values.dtype, device=self.device)
+        return out.index_add_(0, labels, values)
 
 
 def backend_for(device: str, block: int) -> Backend:

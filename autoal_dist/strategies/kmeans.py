@@ -41,6 +41,7 @@ MAX_ITER = 300
 TOL = 1e-4  # converged: a pass changes at most this fraction of the labels
 FIXED_POINT = 2.0**24  # sum resolution
 MAX_ABS = 2.0**63 / FIXED_POINT / 2**20  # sums of 2^20 rows of |x| < 2^19 fit in int64
+SUM_ROWS = 256  # rows converted to fixed point at a time for a fresh pass's cluster sums
 Partial = tuple[np.ndarray, np.ndarray]  # (sums [k, D] int64 fixed point, counts [k] int64)
 
 
@@ -97,7 +98,7 @@ class KMeansShard(EmbeddingShard):
             away = self.labels[mine][moved]  # the moved rows' previous labels
             self.labels[mine] = labels
             if fresh:
-                return (len(moved), arrays.segment_sum(self.fixed(mine), labels, k),
+                return (len(moved), self.fixed_sums(mine.start, labels, k),
                         arrays.xp.bincount(labels, minlength=k))
             if len(moved) == 0:
                 return 0, None, None
@@ -115,6 +116,17 @@ class KMeansShard(EmbeddingShard):
                 sums += arrays.host(s)
                 counts += arrays.host(c)
         return sum(p[0] for p in parts), (sums.copy(), counts.copy())
+
+    def fixed_sums(self, start: int, labels: Array, k: int) -> Array:
+        """[k, D] fixed-point sums per label of rows start, start + 1, ... (labels[i]: row
+        start + i's), SUM_ROWS rows at a time: integer sums are the same in any grouping,
+        and the pieces' temporaries stay small (a whole chunk's are chunk x D int64)."""
+        sums = None
+        for i in range(0, len(labels), SUM_ROWS):
+            part = labels[i:i + SUM_ROWS]
+            rows = slice(start + i, start + i + len(part))
+            sums = self.arrays.segment_sum(self.fixed(rows), part, k, out=sums)
+        return sums
 
     def fixed(self, rows: Any) -> Array:
         """Rows of the embeddings in fixed point (the exact cluster sums' terms)."""

@@ -159,6 +159,7 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
         self.balls: Balls | None = None
         self.delta2 = 0.0
         self.tie: Any = None
+        self.keys: Any = None  # `_keys` of every row, inf where taken, kept up to date (best)
 
     def info(self) -> tuple[int, int, int]:
         """(pool rows here, labeled embeddings, classes)."""
@@ -192,9 +193,9 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
         t = (self.delta2 - self.x_sqn[ch]) / 2.0  # within: s <= t
         if err is None:
             sure, maybe = s != s, s == s  # every pair exact (NaN: neither)
-        else:
+        else:  # floor32(t - err) <= ceil32(t + err): sure implies s <= the upper bound
             sure = s <= arrays.floor32(t - err)[:, None]
-            maybe = (s <= arrays.ceil32(t + err)[:, None]) & ~sure
+            maybe = (s <= arrays.ceil32(t + err)[:, None]) ^ sure
         if open_ is not None:
             sure &= open_
             maybe &= open_
@@ -242,7 +243,9 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
         self.ref, self.delta2 = ref_x, delta2
         self.ref_centers = Centers.of(self.arrays, ref_x)
         self.tie = self.arrays.put(hashed_uniform(self.ids, stream_seed(seed, TIE_STREAM)))
-        pairs = self._fold(self.ref_centers, self.arrays.put(uncovered), 1, keep=True)
+        self.keys = None
+        open_ = None if bool(uncovered.all()) else self.arrays.put(uncovered)  # all: no mask
+        pairs = self._fold(self.ref_centers, open_, 1, keep=True)
         if pairs is not None:
             empty = np.empty(0, np.int32)
             rows, refs = (np.concatenate([p[i] for p in pairs] or [empty]) for i in (0, 1))
@@ -253,13 +256,31 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
         each row loses those within its reach."""
         new = payload[0]
         if len(new) and self.balls is not None:
-            rows = self.balls.rows_of(new)
-            self.counts -= self.arrays.put(np.bincount(rows, minlength=self.rows))
+            lost = np.bincount(self.balls.rows_of(new), minlength=self.rows)
+            self.counts -= self.arrays.put(lost)
+            if self.keys is not None:  # the rows whose count changed get their key again
+                at = self.arrays.put(np.flatnonzero(lost))
+                self.keys[at] = self._keys(at, 0, 0)
+                self.keys[at[self.taken[at]]] = float("inf")
         elif len(new):
             self._fold(Centers.of(self.arrays, self.ref[new]), None, -1)
-        mine = np.flatnonzero(self.ids[: self.n] == center_id)
-        if mine.size:
-            self.taken[int(mine[0])] = True
+            self.keys = None
+        row = self.row_of(center_id)
+        if row is not None:
+            self.taken[row] = True
+            if self.keys is not None:
+                self.keys[row] = float("inf")
+
+    def best(self, seed: int, step: int) -> Candidate | None:
+        """`GreedyShard.best` on keys kept from step to step: a step changes the counts of
+        the few rows within reach of the R rows it covered (`add_center`), and a key is a
+        function of the row's count and hash alone."""
+        if self.n == 0:
+            return None
+        if self.keys is None:
+            self.keys = self._keys(self.all, seed, step)
+            self.keys[self.taken] = float("inf")
+        return self._best_of(self.keys)
 
     def _payload(self, row: int) -> tuple[np.ndarray, ...]:
         """The R rows within the row's reach (the driver keeps those still uncovered)."""
@@ -268,8 +289,9 @@ class ProbCoverShard(EmbeddingShard, ReferenceShard):
         assert self.ref_centers is not None
         return (np.sort(self.arrays.host(self._reach(slice(row, row + 1), self.ref_centers))),)
 
-    def _keys(self, ch: slice, seed: int, step: int) -> Array:
-        """-count (most newly covered first); rows covering nothing: their hash in [0, 1)."""
+    def _keys(self, ch: Any, seed: int, step: int) -> Array:
+        """-count (most newly covered first); rows covering nothing: their hash in [0, 1)
+        (rows `ch`: a slice or indices; the same whatever the seed and step)."""
         c = self.counts[ch]
         return self.arrays.xp.where(c > 0, -self.arrays.cast(c, self.arrays.f64), self.tie[ch])
 

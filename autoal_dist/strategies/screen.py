@@ -24,7 +24,8 @@ UNDERFLOW = 2.0**-145  # float32 gradual underflow: 2^-150 per term, 32x to spar
 SAFE_NORM = 1e18  # norms under this, and products of two under SAFE_PRODUCT, cannot
 SAFE_PRODUCT = 1e30  # overflow float32 (max 3.4e38): the bound holds
 EXACT_ROWS = 256  # rows per batch of float64 dots: temporaries EXACT_ROWS x D
-DENSE = 4  # a run where over 1 / DENSE of the rows may change is recomputed whole (no gather)
+DENSE = 1.25  # a run where over 1 / DENSE (80%) of the rows may change is recomputed whole
+# (no gather); below that, recomputing rows the screen ruled out costs more than gathering
 
 
 def dot_bound(n: int, unit: float = U32) -> float:
@@ -53,22 +54,26 @@ def row_dots(a: Any, b: Any) -> Any:
     one fixed order: products, then halves folded onto halves (the first fold as the
     products are formed). Every operation is a correctly rounded elementwise IEEE one (a
     float32 `a` is widened exactly), so the bits depend on the two rows alone: not on the
-    shard, the batch, the library or the device."""
-    w = a.shape[1]
+    shard, the batch, the library or the device. The leading axes broadcast (a [r, 1, D]
+    against b [m, D] gives all r x m pairs' dots [r, m], each with the same bits as a row
+    pair's)."""
+    w = a.shape[-1]
     h = w // 2
-    p = a[:, : w - h] * b[..., : w - h]
+    p = a[..., : w - h] * b[..., : w - h]
     if h:
-        p[:, :h] += a[:, w - h :] * b[..., w - h :]
+        p[..., :h] += a[..., w - h :] * b[..., w - h :]
     w -= h
     while w > 1:
         h = w // 2
-        p[:, :h] += p[:, w - h : w]
+        p[..., :h] += p[..., w - h : w]
         w -= h
-    return p[:, 0] * 1.0  # a compact copy (exact): a view would hold on to all of p
+    return p[..., 0] * 1.0  # a compact copy (exact): a view would hold on to all of p
 
 
 def exact_sq_dists(xp: Any, x: Any, x_sqn: Any, c: Any, c_sqn: Any) -> Any:
-    """||x_i - c_i||^2 = |x|^2 + |c|^2 - 2 x.c with `row_dots` (sq_dists' formula), >= 0."""
+    """||x_i - c_i||^2 = |x|^2 + |c|^2 - 2 x.c with `row_dots` (sq_dists' formula), >= 0
+    (broadcasting like `row_dots`: x [r, 1, D], x_sqn [r, 1], c [m, D], c_sqn [m] give
+    all pairs)."""
     d = row_dots(x, c)
     d *= -2.0
     d += x_sqn

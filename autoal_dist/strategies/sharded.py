@@ -79,10 +79,11 @@ def sq_norms(x: np.ndarray) -> np.ndarray:
 
 def row_sq_norms(x: np.ndarray) -> np.ndarray:
     """`sq_norms` of the rows of a 2-d array of any float dtype, through float64 copies of
-    CHUNK_ROWS rows at a time (the bits of sq_norms on the whole float64 array)."""
+    CHUNK_ROWS rows at a time (float64 rows: no copy; the bits of sq_norms on the whole
+    float64 array)."""
     out = np.empty(len(x), np.float64)
     for i in range(0, len(x), CHUNK_ROWS):
-        out[i : i + CHUNK_ROWS] = sq_norms(x[i : i + CHUNK_ROWS].astype(np.float64))
+        out[i : i + CHUNK_ROWS] = sq_norms(x[i : i + CHUNK_ROWS].astype(np.float64, copy=False))
     return out
 
 
@@ -194,6 +195,8 @@ class GreedyShard(ABC):
         self.d2 = self.arrays.full(self.rows, np.inf, self.arrays.f64)
         self.taken = self.arrays.put(np.arange(self.rows) >= self.n)
         self.seeded = False  # True once d2 holds a distance to some center
+        self._by_id: np.ndarray | None = None  # rows by id, and the sorted ids (`row_of`)
+        self._sorted_ids = np.empty(0, np.int64)
 
     @property
     def min_d2(self) -> np.ndarray:
@@ -213,6 +216,10 @@ class GreedyShard(ABC):
             return None
         keys = self._keys(self.all, seed, step)
         keys[self.taken] = float("inf")
+        return self._best_of(keys)
+
+    def _best_of(self, keys: Array) -> Candidate | None:
+        """The free row of smallest (key, id), given every row's key (inf where taken)."""
         m = keys.min()
         tied = keys == m
         if not m < float("inf"):
@@ -241,10 +248,21 @@ class GreedyShard(ABC):
                 self.d2[rows] = xp.minimum(self.d2[rows], self._exact_d2(rows, *center))
 
         self.arrays.map(fold, self.rows, spans=True)
-        hit = np.flatnonzero(self.ids[: self.n] == center_id)
-        if hit.size:
-            self.taken[int(hit[0])] = True
+        row = self.row_of(center_id)
+        if row is not None:
+            self.taken[row] = True
         self.seeded = True
+
+    def row_of(self, center_id: int) -> int | None:
+        """The first of this shard's rows holding `center_id` (None: none), by a binary
+        search in the ids sorted once (a step would otherwise compare every row)."""
+        if self._by_id is None:
+            self._by_id = np.argsort(self.ids[: self.n], kind="stable")  # stable: first row first
+            self._sorted_ids = self.ids[: self.n][self._by_id]
+        at = int(np.searchsorted(self._sorted_ids, center_id))
+        if at < self.n and self._sorted_ids[at] == center_id:
+            return int(self._by_id[at])
+        return None
 
     def uniform_keys(self, ch: slice, seed: int) -> Array:
         """A uniform pick (smallest hash key for the seed): the first center without a rule."""

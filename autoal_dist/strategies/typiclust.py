@@ -31,7 +31,7 @@ from autoal_dist.seeds import hashed_uniform
 from autoal_dist.strategies.arrays import Array, Backend, pad_rows
 from autoal_dist.strategies.base import register_set
 from autoal_dist.strategies.kmeans import KMeansShard, KMeansShardLike, lloyd
-from autoal_dist.strategies.screen import batches
+from autoal_dist.strategies.screen import batches, exact_sq_dists
 from autoal_dist.strategies.sharded import (
     BLOCK,
     Candidate,
@@ -50,6 +50,7 @@ K_NN = 20
 REF_MAX = 4096  # rows of the reference sample R that density and coverage are measured on
 REF_STREAM = 1 << 40  # hash stream of R's keys: stream_seed(seed, REF_STREAM); no step reaches it
 DEPTH = 4  # candidates per cluster a shard first sends; x4 when a cluster runs out
+PAIR_PIECE = 1024  # (row, R row) pairs per broadcast product of the typicality's exact pass
 
 
 def unit_rows(x: np.ndarray | None, dim: int = 0) -> np.ndarray:
@@ -92,6 +93,8 @@ def reference_sample(shards: Sequence[Any], seed: int,
     shards' smallest r."""
     r = REF_MAX if r is None else r
     parts = gather(shards, "reference", seed, r)
+    if len(parts) == 1:  # one shard's rows come in that order already: no copies of R
+        return parts[0][1], parts[0][2]
     keys, ids, x = (np.concatenate(p) for p in zip(*parts))
     top = np.lexsort((ids, keys))[:r]
     return ids[top], x[top]
@@ -195,11 +198,12 @@ class TypiClustShard(KMeansShard, ReferenceShard):
         """Mean distance of each of `rows` to its k nearest of R rows `rx` (ids `rid`, the
         row itself excluded): the screen keeps every pair within its error of a row's k-th
         smallest, and their exact distances decide."""
-        arrays, c = self.arrays, Centers.of(self.arrays, rx)
-        at, other = arrays.put(rows), arrays.put(self.ids[rows][:, None] != rid[None, :])
         if k >= len(rid) - 1:  # every R row but itself counts: no screen
-            d = arrays.host(self._exact_among(at, c, other))
+            d = self._all_pairs(rows, rx)
+            d[self.ids[rows][:, None] == rid[None, :]] = np.inf  # itself
         else:
+            arrays, c = self.arrays, Centers.of(self.arrays, rx)
+            at, other = arrays.put(rows), arrays.put(self.ids[rows][:, None] != rid[None, :])
             s, err = self.screen(at, c)
             s[~other] = np.inf  # itself
             mask = other
@@ -212,6 +216,19 @@ class TypiClustShard(KMeansShard, ReferenceShard):
         for j in range(k):  # one fixed order of additions per row
             total += np.sqrt(near[:, j])
         return total / k
+
+    def _all_pairs(self, rows: np.ndarray, rx: np.ndarray) -> np.ndarray:
+        """[len(rows), len(rx)] (host float64): every pair's exact distance, with
+        `exact_pairs`' bits, as broadcast products over pieces of rows (no gathered pairs)."""
+        arrays, xp = self.arrays, self.arrays.xp
+        c, c_sqn = arrays.put(rx), arrays.put(sq_norms(rx))
+        piece = max(1, PAIR_PIECE // max(1, len(rx)))
+        parts = []
+        for i in range(0, len(rows), piece):
+            at = arrays.put(rows[i:i + piece])
+            parts.append(exact_sq_dists(xp, self.x[at][:, None, :], self.x_sqn[at][:, None],
+                                        c, c_sqn))
+        return arrays.host(xp.concatenate(parts))
 
     def best_typical(self, depths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per cluster c, its depths[c] rows of smallest (spread, id): (clusters, spreads, ids)."""
