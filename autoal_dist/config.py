@@ -122,10 +122,16 @@ class AutoALConfig:
     """
 
     mode: str = field(default="embed", metadata=one_of("embed", "paper"))
-    # embed: what a candidate is rewarded for. gain: simulated acquisition on L (the drop in
-    # held-out loss its picks bring over random picks; autoal/gain.py); loss_rank: the
-    # held-out loss ranks of its picks on L (the paper's FitNet signal)
-    reward: str = field(default="gain", metadata=one_of("gain", "loss_rank"))
+    # embed: what a candidate is rewarded for. eer: the expected error reduction of its real
+    # batch on U (a head's confidence on U after learning it, labels drawn from f's beliefs;
+    # autoal/eer.py); gain: simulated acquisition on L (its picks' gain over random picks,
+    # autoal/gain.py); loss_rank: the held-out loss ranks of its picks on L (the paper's
+    # FitNet signal)
+    reward: str = field(default="eer", metadata=one_of("eer", "gain", "loss_rank"))
+    # eer: label draws per round (each candidate's batch labeled from f's beliefs, a head
+    # refitted) and the rows of U the heads' confidence is measured on (a seeded sample)
+    eer_draws: int = field(default=8, metadata=ge(2))
+    eer_eval: int = field(default=2000, metadata=ge(1))
     splits: int = field(default=6, metadata=ge(2))  # gain: simulated splits of L per round
     random_draws: int = field(default=2, metadata=ge(1))  # gain: random picks per split
     # gain: V is drawn from the randomly drawn labels only (random) or from any row f_B

@@ -41,9 +41,9 @@ class InProcess:
                                 device=device, progress=progress)
 
     def simulate(self, name: str) -> Simulate:
-        from autoal_dist.autoal.gain import simulate
+        from autoal_dist.autoal.gain import evidence
 
-        return simulate
+        return evidence
 
     def fit_weights(self, name: str) -> FitWeights:
         from autoal_dist.autoal.weights import fit_weights

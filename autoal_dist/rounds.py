@@ -44,7 +44,8 @@ class Fitter(Protocol):
         """A fresh classifier trained on (x, y) with recipe `t` (progress: in-process only)."""
 
     def simulate(self, name: str) -> Simulate:
-        """AutoAL's gain simulation (its splits dealt to the Train workers when there are)."""
+        """AutoAL's reward evidence: the gain simulation's splits or the expected error
+        reduction's label draws (dealt to the Train workers when there are)."""
 
     def fit_weights(self, name: str) -> FitWeights:
         """AutoAL's strategy-level weights (mode embed, reward loss_rank)."""

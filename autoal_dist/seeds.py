@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-PURPOSES = {"init": 0, "train": 1, "score": 2, "select": 3, "search": 4, "split": 5}
+PURPOSES = {"init": 0, "train": 1, "score": 2, "select": 3, "search": 4, "split": 5,
+            "eer-draw": 6}
 
 
 def derive(seed: int, round_: int, purpose: str) -> int:

@@ -50,7 +50,9 @@ QUICK = ["entropy", "vote"]
 # benchmark labels that are a strategy with settings of their own
 VARIANTS = {"autoal-paper": {"strategy": "autoal", "autoal": {"mode": "paper"}},
             "autoal-lossrank": {"strategy": "autoal", "autoal": {"reward": "loss_rank"}},
-            "autoal-argmax": {"strategy": "autoal", "autoal": {"switch_se": 0.0}},
+            "autoal-argmax": {"strategy": "autoal", "autoal": {"switch_se": 0.0,
+                                                                "evidence_decay": 0.0}},
+            "autoal-gain": {"strategy": "autoal", "autoal": {"reward": "gain"}},
             ORACLE: {"strategy": "vote"}}  # the oracle's policy replaces the vote's (oracle.py)
 # --pool NAME: its campaign (init, budget, rounds) unless given on the command line
 POOL_CAMPAIGNS = CAMPAIGNS
@@ -331,8 +333,10 @@ def suite_report(res: dict[str, dict], seeds: list[int]) -> str:
         "## AutoAL paired by seed, per pool", "", *diffs, "",
         "Search vs oracle: each round of `autoal`, the Spearman correlation between the search's "
         "estimated gains of the candidates and their true gains (the oracle's measure). "
-        "Ablations (not ranked): `autoal-argmax` takes the leader's batch every round "
-        "(`switch_se: 0`), `autoal-lossrank` is the loss-rank reward (`reward: loss_rank`) "
+        "Ablations (not ranked): `autoal-argmax` takes the leader's batch every round, on "
+        "this round's evidence alone (`switch_se: 0`, `evidence_decay: 0`), `autoal-gain` is "
+        "the simulated-acquisition reward (`reward: gain`, the default before the expected "
+        "error reduction), `autoal-lossrank` the loss-rank reward (`reward: loss_rank`), all "
         "over the same candidates.", "",
         "![learning curves per pool](accuracy-suite.png)", ""])
 

@@ -118,7 +118,7 @@ def install(label: str) -> None:
 
     if label == ORACLE:
         campaign.policy_for = lambda name: oracle_policy  # type: ignore[assignment]
-    elif label in ("autoal", "autoal-argmax"):
+    elif label.startswith("autoal") and label != "autoal-paper":
         campaign.policy_for = lambda name: with_oracle(policy_for(name))  # type: ignore
     else:
         campaign.policy_for = policy_for  # type: ignore[assignment]

@@ -8,8 +8,9 @@ shared), then
     once per needs group and charged to each of them;
   - ALBL, vote and AutoAL: their round policies, exactly as a campaign calls them (one
     pass for all candidates; AutoAL adds its search): `autoal` is the default mode
-    (the gain reward: f_B trained on half of L, simulated splits of heads on its
-    embeddings), `autoal-paper` the paper's per-sample CNN SearchNet.
+    (the expected-error-reduction reward: f embeds L, the candidates' batches and a
+    sample of U, then label draws of head refits), `autoal-paper` the paper's
+    per-sample CNN SearchNet.
 Reports train / score / search / select seconds per round, the total as a ratio to
 Entropy's (the paper: AutoAL 2.95x-6.54x Entropy with 7 candidates) and the search
 share of AutoAL's time. Labeled sets are random of the round's size (init + r * b):
@@ -161,9 +162,10 @@ def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
     t_round(N) = t_step * S + t_search + (c_score + c_select) * N, with the measured
     per-step and per-pool-sample costs; S is the default's at |L| = TARGET_L (the training
     and f_B's are projected at the same |L|). t_search: `autoal-paper`
-    per iteration times the default iterations; `autoal`: f_B's training per step times
-    the default's steps on TARGET_L / 2 rows, plus the rest (a pass over L and head fits,
-    whose cost grows with |L|, not with the pool) scaled linearly from the measured |L|.
+    per iteration times the default iterations; `autoal`: with reward gain, f_B's training
+    per step times the default's steps on TARGET_L / 2 rows; plus the rest (reward eer: all
+    of its search; passes over L, the batches and a sample of U, head fits on |L| + b rows)
+    scaled linearly from the measured |L| (for eer an upper bound: only L grows).
     """
     d, t = Config(), cfg.train
     measured = t
@@ -181,7 +183,8 @@ def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
         train_s, score_s, search_s, select_s = tt.mean(0)
         per_sample = (score_s + select_s) / n_u
         if name == "autoal":
-            fb_s = float(np.mean(SIM_TRAIN_S.get(cfg.dataset, [0.0])))
+            fits = SIM_TRAIN_S.get(cfg.dataset) or [0.0]  # reward eer trains no f_B
+            fb_s = float(np.mean(fits))
             fb_steps = f_b_steps(cfg.init, measured)
             search_full = (fb_s / fb_steps * f_b_steps(TARGET_L, full)
                            + (search_s - fb_s) * TARGET_L / cfg.init)
@@ -201,10 +204,12 @@ def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
         f"S = {steps_full} (default epochs {d.train.epochs} at |L| = {TARGET_L:,}, the paper "
         "recipe's initial set, the |L| f_B's half is taken of too); t_search "
         f"of `autoal-paper` = its search_s / {iters} x {iters_full} default iterations (an "
-        "upper bound: it also carries the fixed L_search pass), of `autoal` = f_B's training "
-        f"per step x the default's steps on {TARGET_L // 2:,} rows, plus the rest of its "
-        f"search_s x {TARGET_L:,} / {cfg.init} (linear in |L|: one pass over L, head fits on "
-        "[|L|, D]). Linear in N for the pass; k-means' selection grows faster "
+        "upper bound: it also carries the fixed L_search pass), of `autoal` = its search_s "
+        f"x {TARGET_L:,} / {cfg.init} (reward eer trains no second model: passes over L, the "
+        "candidates' batches and a sample of U, head fits on [|L| + b, D]; linear in |L|, an "
+        "upper bound, since the batches and the sample do not grow with L; with reward gain "
+        f"f_B's training is projected apart, per step x its steps on {TARGET_L // 2:,} rows). "
+        "Linear in N for the pass; k-means' selection grows faster "
         "(N x b per Lloyd pass), so its row is a lower bound.", "",
         *rows])
 

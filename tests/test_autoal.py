@@ -190,9 +190,10 @@ def round_context(digits, tmp_path, **autoal) -> RoundContext:
                         Run.at(tmp_path), fit=fit)
 
 
-# embed = the loss-rank reward's search; gain = the default reward
+# embed = the loss-rank reward's search; eer = the default reward; gain = the simulation
 MODES = {"embed": {"mode": "embed", "reward": "loss_rank"}, "paper": {"mode": "paper"},
-         "gain": {"mode": "embed", "reward": "gain", "splits": 2, "random_draws": 1}}
+         "gain": {"mode": "embed", "reward": "gain", "splits": 2, "random_draws": 1},
+         "eer": {"mode": "embed", "reward": "eer", "eer_draws": 2, "eer_eval": 200}}
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -207,14 +208,14 @@ def test_candidates_are_computed_once_per_round(digits, tmp_path, monkeypatch, m
         on_labeled.clear()
         sel = policy_mod.autoal_policy(ctx)
         assert ctx.scorer.calls == [ctx.cfg.candidates]  # U: one pass, every candidate
-        if mode != "gain":  # the gain reward picks on L per simulated split instead
+        if mode not in ("gain", "eer"):  # gain picks on L per split, eer only on U
             assert on_labeled == ctx.cfg.candidates  # on L: once each, whatever search_iters
         assert ctx.timings["search_s"] > 0 and ctx.timings["score_s"] > 0
         results.append(sel)
     a, b, _ = results
     assert np.array_equal(a.ids, b.ids) and np.array_equal(a.scores, b.scores)  # deterministic
     table = pq.read_table(tmp_path / WEIGHTS_FILE).to_pylist()  # same round three times: no dups
-    loss_column = [] if mode == "gain" else [policy_mod.LOSS_HEAD]
+    loss_column = [] if mode in ("gain", "eer") else [policy_mod.LOSS_HEAD]
     assert [row["strategy"] for row in table] == [*ctx.cfg.candidates, *loss_column]
     assert {row["round"] for row in table} == {ctx.round + 1}
     assert sum(row["weight"] for row in table) == pytest.approx(1.0, abs=1e-5)
@@ -253,7 +254,7 @@ def test_cli_run_autoal_end_to_end(tmp_path):
                  "--epochs", "1", "--quiet", "--local", "--config", str(config),
                  "--out", str(out)]) == 0
     rows = pq.read_table(out / WEIGHTS_FILE).to_pylist()
-    names = Config().candidates  # the gain reward has no loss column
+    names = Config().candidates  # the default reward has no loss column
     assert ([(row["round"], row["strategy"]) for row in rows]
             == [(r, n) for r in (1, 2) for n in names])
     assert all(0 <= row["share"] <= 1 for row in rows)

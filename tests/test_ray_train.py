@@ -179,6 +179,33 @@ def test_gain_splits_on_two_workers_equal_in_process(ray_cluster, tmp_path):
 
 
 @pytest.mark.slow
+def test_eer_draws_on_two_workers_equal_in_process(ray_cluster, tmp_path):
+    """The default reward's label draws dealt to two Train workers and gathered: the same
+    array as one process."""
+    from autoal_dist.autoal.crossfit import HeadSettings
+    from autoal_dist.autoal.eer import EerProblem, draw_gains
+    from autoal_dist.autoal.ray_job import simulate_job
+
+    rng = np.random.default_rng(0)
+    c, d = 4, 6
+    y_l = rng.integers(0, c, 30)
+
+    def emb(y: np.ndarray) -> np.ndarray:
+        return (np.eye(c, d)[y] * 3 + rng.normal(size=(len(y), d))).astype(np.float32)
+
+    y_u = rng.integers(0, c, 40)
+    problem = EerProblem(emb(y_l), y_l, np.arange(40) * 3, emb(y_u),
+                         rng.dirichlet(np.ones(c), 40).astype(np.float32),
+                         np.stack([rng.choice(40, 8, replace=False) for _ in range(3)]),
+                         emb(rng.integers(0, c, 100)), ("margin", "kmeans", "badge"),
+                         HeadSettings(20, 1e-3, 0.3, 4), 5)
+    torch.set_num_threads(1)  # as on a worker
+    local = draw_gains(problem, range(5))
+    job = simulate_job(problem, list(range(5)), JobRunner(2, False, str(tmp_path)), "eer")
+    np.testing.assert_array_equal(job, local)
+
+
+@pytest.mark.slow
 def test_autoal_run_with_two_workers_end_to_end(ray_cluster, tmp_path):
     import pyarrow.parquet as pq
 

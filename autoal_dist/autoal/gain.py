@@ -38,6 +38,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -84,6 +85,9 @@ class GainProblem:
     @property
     def num_classes(self) -> int:
         return int(self.probs.shape[1])
+
+    def gains(self, units: Sequence[int]) -> np.ndarray:
+        return simulate(self, units)
 
 
 def base_rows(n: int, seed: int) -> np.ndarray:
@@ -217,7 +221,24 @@ def simulate(p: GainProblem, splits: Sequence[int]) -> np.ndarray:
     return np.stack([split_gains(p, s, e, y, start) for s in splits])
 
 
-Simulate = Callable[[GainProblem, Sequence[int]], np.ndarray]
+class RewardProblem(Protocol):
+    """A round's reward problem made of independent units (the simulation's splits, the
+    expected error reduction's label draws): `gains(units)` is [len(units), options], one
+    unit's row independent of which other units share the call, so units can be dealt to
+    Ray Train workers and gathered."""
+
+    @property
+    def options(self) -> tuple[str, ...]: ...
+
+    def gains(self, units: Sequence[int]) -> np.ndarray: ...
+
+
+def evidence(problem: RewardProblem, units: Sequence[int]) -> np.ndarray:
+    """[len(units), options]: the problem's gains of the given units, in order (in-process)."""
+    return problem.gains(units)
+
+
+Simulate = Callable[[RewardProblem, Sequence[int]], np.ndarray]
 
 
 @dataclass

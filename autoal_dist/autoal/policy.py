@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from autoal_dist.autoal import embed_search, gain, report
+from autoal_dist.autoal import eer, embed_search, gain, report
 from autoal_dist.autoal.crossfit import HeadSettings
 from autoal_dist.autoal.memberships import union_memberships
 from autoal_dist.autoal.search import score_rows, search_round
@@ -84,6 +84,12 @@ def embed_policy(ctx: RoundContext, r: float) -> Selection:
     return Selection(chosen, z[rows])
 
 
+def head_settings(ctx: RoundContext) -> HeadSettings:
+    cfg, a = ctx.cfg, ctx.cfg.autoal
+    return HeadSettings(a.fitnet_pretrain_iters, a.head_weight_decay, cfg.train.dropout,
+                        cfg.score.mc_samples)
+
+
 def gain_problem(ctx: RoundContext, seed: int) -> gain.GainProblem:
     """The simulation's input: f_B (trained on a seeded half B of L, its step floor scaled
     to B's share) and its scoring pass over L, L's labels, and which labels were drawn at
@@ -101,38 +107,69 @@ def gain_problem(ctx: RoundContext, seed: int) -> gain.GainProblem:
     out = compute_outputs(f_b, ctx.data.train_x[ctx.labeled], ctx.labeled, ctx.normalize,
                           needs=needs_of(list(cfg.candidates)), batch_size=cfg.score.batch_size,
                           mc_samples=cfg.score.mc_samples, seed=seed, device=ctx.device)
-    heads = HeadSettings(a.fitnet_pretrain_iters, a.head_weight_decay, cfg.train.dropout,
-                         cfg.score.mc_samples)
     return gain.GainProblem(
         out.probs, out.embeddings, out.mc_probs, ctx.data.train_y[ctx.labeled], base,
         np.isin(ctx.labeled, initial), tuple(cfg.candidates), cfg.budget / len(ctx.labeled),
-        heads, a.random_draws, seed, a.gain_validation, a.combine == "interleave")
+        head_settings(ctx), a.random_draws, seed, a.gain_validation, a.combine == "interleave")
+
+
+def eer_problem(ctx: RoundContext, picks: list[np.ndarray], seed: int) -> eer.EerProblem:
+    """Expected error reduction's input: f's embeddings of L, of the union of the
+    candidates' batches (with its probabilities) and of a seeded sample E of U: three
+    small passes next to the pool's."""
+    cfg = ctx.cfg
+    if len({len(p) for p in picks}) > 1:
+        raise ValueError("autoal.reward 'eer' compares batches of one size; the candidates "
+                         f"picked {', '.join(str(len(p)) for p in picks)} rows")
+    union = np.unique(np.concatenate(picks))
+    n_eval = min(cfg.autoal.eer_eval, len(ctx.unlabeled))
+    sample = np.sort(np.random.default_rng(seed).choice(ctx.unlabeled, n_eval, replace=False))
+
+    def outputs(ids: np.ndarray):
+        return compute_outputs(ctx.model, ctx.data.train_x[ids], ids, ctx.normalize,
+                               batch_size=cfg.score.batch_size, device=ctx.device)
+
+    on_l, on_u, on_e = outputs(ctx.labeled), outputs(union), outputs(sample)
+    return eer.EerProblem(
+        on_l.embeddings, ctx.data.train_y[ctx.labeled], union, on_u.embeddings, on_u.probs,
+        np.stack([np.searchsorted(union, p) for p in picks]), on_e.embeddings,
+        tuple(cfg.candidates), head_settings(ctx), seed)
 
 
 def gain_policy(ctx: RoundContext) -> Selection:
-    """Reward `gain`: candidate weights from the simulated gains of this round and earlier
-    ones (decayed); the batch is the top-b of the prior candidate, or of the leader once it
-    leads by `switch_se` standard errors (`combine`: or the picks interleaved by weight, or
-    the weighted vote)."""
+    """Rewards `gain` and `eer`: candidate weights from this round's estimated gains and
+    earlier rounds' (decayed); the batch is the top-b of the prior candidate, or of the
+    leader once it leads by `switch_se` standard errors (`combine`: or the picks
+    interleaved by weight, or the weighted vote)."""
     cfg, a = ctx.cfg, ctx.cfg.autoal
-    t0 = time.perf_counter()
-    problem = gain_problem(ctx, derive(cfg.seed, ctx.round, "search"))
-    gains = ctx.fitter.simulate(f"search{ctx.round:03d}")(problem, list(range(a.splits)))
+    seed = derive(cfg.seed, ctx.round, "search")
+    problem: gain.RewardProblem
+    if a.reward == "eer":  # judges the real batches: the scoring pass comes first
+        picks = candidate_picks(ctx)
+        t0 = time.perf_counter()
+        problem, units, with_mix = eer_problem(ctx, picks, seed), a.eer_draws, False
+        what = "label draws"
+    else:
+        t0 = time.perf_counter()
+        problem = gain_problem(ctx, seed)
+        units, with_mix, what = a.splits, problem.with_mix, "simulated splits"
+    gains = ctx.fitter.simulate(f"search{ctx.round:03d}")(problem, list(range(units)))
     current = gain.estimate(gains)
     options = list(problem.options)
     earlier = [gain.GainEstimate(m, se) for m, se in
                report.earlier_gains(ctx.run, ctx.round + 1, options)]
     est = gain.pooled([*earlier, current], a.evidence_decay)
     option_w = gain.option_weights(est, a.gain_temperature)
-    w = gain.candidate_weights(option_w, problem.with_mix)
+    w = gain.candidate_weights(option_w, with_mix)
     search_s = time.perf_counter() - t0
-    picks = candidate_picks(ctx)
+    if a.reward != "eer":
+        picks = candidate_picks(ctx)
     ids, member = union_memberships(picks)
     t1 = time.perf_counter()
     prior = cfg.candidates.index(a.prior) if a.prior in cfg.candidates else 0
     best = (gain.chosen_candidate(est, prior, a.switch_se)
-            if a.combine == "best" and not problem.with_mix else None)
-    ctx.progress.note(f"  round {ctx.round}: AutoAL simulated {a.splits} splits; weights "
+            if a.combine == "best" and not with_mix else None)
+    ctx.progress.note(f"  round {ctx.round}: AutoAL {units} {what}; weights "
                       + ", ".join(f"{n} {x:.2f}" for n, x in zip(options, option_w))
                       + ("" if best is None else f"; batch: {cfg.candidates[best]}'s"))
     chosen, z = gain.combine(a.combine, picks, ids, member, w, cfg.budget, best)
@@ -178,7 +215,7 @@ def autoal_policy(ctx: RoundContext) -> Selection:
     `autoal.mode`/`reward` pick the search (docs/autoal.md)."""
     r = ctx.cfg.budget / (len(ctx.labeled) + len(ctx.unlabeled))
     a = ctx.cfg.autoal
-    if a.mode == "embed" and a.reward == "gain":
+    if a.mode == "embed" and a.reward in ("gain", "eer"):
         return gain_policy(ctx)
     mode = embed_policy if a.mode == "embed" else paper_policy
     return mode(ctx, r)

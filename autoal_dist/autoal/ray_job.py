@@ -24,7 +24,7 @@ import ray
 import torch
 import torch.distributed as dist
 
-from autoal_dist.autoal.gain import GainProblem, simulate
+from autoal_dist.autoal.gain import RewardProblem
 from autoal_dist.autoal.search import Rows, SearchJob, build_models, train_search
 from autoal_dist.autoal.weights import Evidence, WeightFit, fit_weights
 from autoal_dist.config import AutoALConfig
@@ -128,15 +128,16 @@ def fit_weights_job(evidence: list[Evidence], active: np.ndarray, a: AutoALConfi
 
 
 def simulate_loop(config: dict[str, Any]) -> None:
-    """Reward `gain` on a Train worker: the splits are independent fits, so worker k
-    simulates splits k, k + W, ... and rank 0 gathers every worker's rows (an all-gather
-    over the workers' gloo/nccl group) and reports them in split order."""
+    """Reward `gain` or `eer` on a Train worker: the units (splits, label draws) are
+    independent fits, so worker k computes units k, k + W, ... and rank 0 gathers every
+    worker's rows (an all-gather over the workers' gloo/nccl group) and reports them in
+    unit order."""
     problem, splits = ray.get(config["problem"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(1)
     mine = splits[rank::world]
-    part = simulate(problem, mine)
+    part = problem.gains(mine)
     parts: list[Any] = [None] * world
     if world > 1:
         dist.all_gather_object(parts, (mine, part))
@@ -147,9 +148,9 @@ def simulate_loop(config: dict[str, Any]) -> None:
     report_state({"gains": torch.from_numpy(gains)}, {"done": 1}, rank, config["local_dir"])
 
 
-def simulate_job(problem: GainProblem, splits: list[int], jobs: JobRunner,
+def simulate_job(problem: RewardProblem, splits: list[int], jobs: JobRunner,
                  name: str) -> np.ndarray:
-    """`gain.simulate` with the splits dealt to `jobs.workers` Train workers: the same
-    [splits, options] array as in-process, each worker fitting its share."""
+    """`problem.gains` with the units dealt to `jobs.workers` Train workers: the same
+    [units, options] array as in-process, each worker fitting its share."""
     state = jobs.run(simulate_loop, {"problem": ray.put((problem, list(splits)))}, name)
     return state["gains"].numpy()

@@ -160,7 +160,7 @@ def weight_label(search: Any) -> str:
     if last["mode"].iloc[0] == "paper":
         return "SearchNet weight\n(mean over the pool's rows)"
     if last["reward"].notna().any():
-        return "candidate weight\n(softmax of simulated gain)"
+        return "candidate weight\n(softmax of estimated gain)"
     return "candidate weight\n(fitted on held-out loss ranks)"
 
 
@@ -222,10 +222,10 @@ def weights_figure(search: Any, weights: Any) -> Any:
             ax2.errorbar(part["round"] + dx, part["reward"], yerr=part["reward_se"],
                          marker=marker, ls=ls, color=color, ms=5, capsize=2, label=name)
         ax2.axhline(0, color="k", lw=0.8)
-        ax2.set_title("What the weights follow: the simulated gain of each candidate's picks "
-                      "over random picks\n(± standard error; above 0: better than random)",
-                      fontsize="medium")
-        ax2.set_ylabel("simulated gain\nover random")
+        ax2.set_title("What the weights follow: each candidate's estimated gain (reward eer: "
+                      "in a head's confidence on U;\ngain: simulated on L, over random "
+                      "picks) ± standard error", fontsize="medium")
+        ax2.set_ylabel("estimated gain")
         ax2.grid(alpha=0.3)
     elif counts:
         per_round = search.groupby("round").first()
