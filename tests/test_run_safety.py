@@ -314,9 +314,10 @@ def test_label_studio_empty_choices_and_cancelled_choices_are_no_label(tmp_path,
 
 
 @pytest.mark.slow
-def test_a_run_stored_before_the_gain_reward_resumes_with_the_loss_rank_search(tmp_path):
-    """#25 made `autoal.reward: gain` the default; a config.json written before the key
-    existed ran the loss-rank search, and resuming it must not switch searches mid-campaign."""
+def test_a_run_stored_before_a_reward_change_resumes_with_its_own_search(tmp_path):
+    """#25 made `autoal.reward: gain` the default, then `eer`; a config.json written before the
+    key existed ran the loss-rank search, one written while `gain` was the default stores it,
+    and resuming either must not switch searches mid-campaign."""
     import json
 
     run = tmp_path / "old"
@@ -324,7 +325,10 @@ def test_a_run_stored_before_the_gain_reward_resumes_with_the_loss_rank_search(t
                  "--epochs", "1", "--local", "--quiet", "--out", str(run)]) == 0
     path = run / layout.CONFIG_FILE
     meta = json.loads(path.read_text())
-    assert meta["config"]["autoal"]["reward"] == "gain"  # a new run stores the new default
+    assert meta["config"]["autoal"]["reward"] == "eer"  # a new run stores the new default
+    meta["config"]["autoal"]["reward"] = "gain"
+    path.write_text(json.dumps(meta))
+    assert Run.at(run).meta("--out")["config"]["autoal"]["reward"] == "gain"
     del meta["config"]["autoal"]["reward"]
     path.write_text(json.dumps(meta))
     assert Run.at(run).meta("--out")["config"]["autoal"]["reward"] == "loss_rank"
