@@ -118,3 +118,27 @@ def mean_std(values) -> str:
     """`mean ± std` over seeds (sample std, ddof=1; 0 for one seed)."""
     v = np.asarray(values, float)
     return f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}"
+
+
+def drop_from_page_cache(pool: Path) -> None:
+    """Evict the pool's files from the page cache (only those pages; nothing else)."""
+    for f in pool.rglob("*.parquet"):
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def journal_digest(run: Path) -> str:
+    """sha256 over the journal's files (name and bytes), in name order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted((run / "journal").glob("*.parquet")):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()

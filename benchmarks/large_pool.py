@@ -36,7 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from common import HelpFormatter, command, load_average, machine, write_result
+from common import (
+    HelpFormatter,
+    command,
+    dir_bytes,
+    drop_from_page_cache,
+    load_average,
+    machine,
+    write_result,
+)
 
 SHAPE, CLASSES = (64, 64, 3), 200
 SAMPLE_BYTES = int(np.prod(SHAPE))
@@ -88,20 +96,6 @@ def write_synthetic_pool(n: int, n_test: int, to: Path) -> float:
     t = time.perf_counter()
     write_pool(data, str(to))
     return time.perf_counter() - t
-
-
-def drop_from_page_cache(pool: Path) -> None:
-    """Evict the pool's files from the page cache (only those pages; nothing else)."""
-    for f in pool.rglob("*.parquet"):
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 # ---- the tiny classifier (shipped to the actors by value: defined in __main__) ---------

@@ -27,7 +27,6 @@ One actor's rows/s (a forward pass over its shard in round 2) says what one row 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -43,7 +42,16 @@ from typing import Any
 
 import numpy as np
 
-from common import HelpFormatter, command, load_average, machine, write_result
+from common import (
+    HelpFormatter,
+    command,
+    dir_bytes,
+    drop_from_page_cache,
+    journal_digest,
+    load_average,
+    machine,
+    write_result,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 NETNS = REPO / "cluster" / "netns.sh"
@@ -99,28 +107,6 @@ def write_synthetic_pool(n: int, n_test: int, dim: int, classes: int, to: Path) 
     t = time.perf_counter()
     write_pool(data, str(to))
     return time.perf_counter() - t
-
-
-def drop_from_page_cache(pool: Path) -> None:
-    """Evict the pool's files from the page cache (only those pages; nothing else)."""
-    for f in pool.rglob("*.parquet"):
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def journal_digest(run: Path) -> str:
-    """sha256 over the journal's files (name and bytes), in name order."""
-    h = hashlib.sha256()
-    for p in sorted((run / "journal").glob("*.parquet")):
-        h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()
 
 
 # ---- the harness: a cluster of one or two loopback nodes in a network namespace ----------

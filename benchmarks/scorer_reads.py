@@ -19,21 +19,21 @@ round with `--workers > 0`).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, HelpFormatter, command, load_average, machine, write_result
-
-
-def journal_digest(run: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted((run / "journal").glob("*.parquet")):
-        h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()[:16]
+from common import (
+    RESULTS,
+    HelpFormatter,
+    command,
+    journal_digest,
+    load_average,
+    machine,
+    write_result,
+)
 
 
 def measure(pool: Path, out: Path, workers: int, shards: int, rounds: int) -> list[dict]:
@@ -85,7 +85,7 @@ def main() -> int:
         import pyarrow.parquet as pq
 
         metrics = pq.read_table(out / "metrics.parquet").to_pylist()
-        digest, accuracy = journal_digest(out), metrics[-1]["accuracy"]
+        digest, accuracy = journal_digest(out)[:16], metrics[-1]["accuracy"]
     lines = ["| round | actor | pid | new process | row groups read | bytes read | kept bytes |",
              "|---:|---:|---:|---|---:|---:|---:|"]
     lines += [f"| {r['round']} | {r['actor']} | {r['pid']} | {'yes' if r['new_process'] else 'no'} "
