@@ -145,6 +145,11 @@ class AutoALConfig:
     # when it is not among them; margin: the best mean rank of the regime suite's candidates),
     # and how many standard errors another must lead it by to take the batch (0: the leader)
     prior: str = "margin"
+    # gain, combine best: the prior instead while L holds fewer than cold_per_class labels per
+    # class (the cold start, where typical rows teach more than uncertain ones: Hacohen et
+    # al. 2022; 0: never)
+    cold_prior: str = "typiclust"
+    cold_per_class: float = field(default=5.0, metadata=ge(0))
     switch_se: float = field(default=2.0, metadata=ge(0))
     # gain: softmax temperature over the options' gains, in standard errors
     gain_temperature: float = field(default=1.0, metadata=gt(0))

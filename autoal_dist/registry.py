@@ -33,9 +33,11 @@ def check_names(cfg: Config) -> None:
     for c in cfg.candidates:
         _check(c in STRATEGIES, "candidates",
                f"unknown candidate {c!r}; allowed: {', '.join(strategies)}")
-    _check(cfg.autoal.prior in STRATEGIES, "autoal.prior",
-           f"unknown strategy {cfg.autoal.prior!r}; allowed: {', '.join(strategies)} (used "
-           "when it is among the candidates, else the first candidate)")
+    for key in ("prior", "cold_prior"):
+        value = getattr(cfg.autoal, key)
+        _check(value in STRATEGIES, f"autoal.{key}",
+               f"unknown strategy {value!r}; allowed: {', '.join(strategies)} (used when it "
+               "is among the candidates, else the first candidate)")
     _check(cfg.model in ("auto", *MODELS), "model",
            f"unknown model {cfg.model!r}; allowed: auto, {', '.join(MODELS)}")
     _check(cfg.train.optimizer in OPTIMIZERS, "train.optimizer",

@@ -162,6 +162,9 @@ class CountingScorer:
                                                     labeled_positions, timings))
         return self.results[-1]
 
+    def rows(self, ids):
+        return self.scorer.rows(ids)
+
 
 @pytest.fixture(scope="module")
 def digits():

@@ -249,6 +249,8 @@ def test_strategies_lists_vote_and_the_policies(capsys):
                                                  "autoal.gain_temperature"),
     ("gain_validation", "test", "autoal.gain_validation"), ("combine", "max", "autoal.combine"),
     ("prior", "nope", "autoal.prior"), ("switch_se", -1, "autoal.switch_se"),
+    ("cold_prior", "typical", "autoal.cold_prior"),
+    ("cold_per_class", -1, "autoal.cold_per_class"),
 ])
 def test_new_keys_are_validated(tmp_path, capsys, key, value, field):
     cfg = tmp_path / "bad.yaml"

@@ -43,14 +43,36 @@ def assert_same(a, b):
 
 def test_ray_shards_equal_local_scoring(ray_cluster, round_inputs):
     data, norm, model, pos, lab, spec = round_inputs
-    ref = LocalScorer(data.train_x, norm, 128, 5, show_progress=False).select_many(
-        model, pos, NAMES, 25, 3, lab)
+    local = LocalScorer(data.train_x, norm, 128, 5, show_progress=False)
+    ref = local.select_many(model, pos, NAMES, 25, 3, lab)
+    ask = np.sort(np.random.default_rng(0).choice(pos, 300, replace=False))  # every shard's
+    want = local.rows(ask)
     for k in (1, 3):
         scorer = RayScorer(data.train_x, norm, spec, shards=k, batch_size=128, mc_samples=5)
         try:
             assert_same(scorer.select_many(model, pos, NAMES, 25, 3, lab), ref)
+            got = scorer.rows(ask)  # the search's rows of U, from the same pass
+            assert np.array_equal(got.ids, ask)
+            assert np.array_equal(got.probs, want.probs)
+            assert np.array_equal(got.embeddings, want.embeddings)
+            with pytest.raises(KeyError, match="not in the last scoring pass"):
+                scorer.rows(lab[:2])  # labeled rows were not scored
         finally:
             scorer.close()
+
+
+def test_local_rows_are_the_pass_rows(round_inputs):
+    data, norm, model, pos, lab, _ = round_inputs
+    local = LocalScorer(data.train_x, norm, 128, 5, show_progress=False)
+    with pytest.raises(RuntimeError, match="no scoring pass yet"):
+        local.rows(pos[:3])
+    local.select_many(model, pos, ["margin"], 25, 3, lab)
+    out = local.last
+    got = local.rows(pos[[0, 7, -1]])
+    assert np.array_equal(got.embeddings, out.embeddings[[0, 7, -1]])
+    assert np.array_equal(got.probs, out.probs[[0, 7, -1]])
+    with pytest.raises(KeyError, match=f"pool id {lab[0]} was not in the last scoring pass"):
+        local.rows(np.sort(np.r_[pos[:2], lab[:1]]))
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import pytest
 from autoal_dist.autoal import gain
 from autoal_dist.autoal.crossfit import HeadSettings
 from autoal_dist.cli import main
+from autoal_dist.config import AutoALConfig
 from autoal_dist.policies import POLICIES
 from autoal_dist.strategies import STRATEGIES
 from autoal_dist.strategies.base import register
@@ -137,6 +138,17 @@ def test_combine_rules():
     assert chosen.tolist() == [5, 1, 2]  # 5 has two votes; then smallest ids
     chosen, _ = gain.combine("interleave", picks, ids, member, np.array([0.5, 0.5]), 3)
     assert chosen.tolist() == [1, 2, 5]  # 5 (a's first), 2 (b's first: 5 is taken), 1
+
+
+def test_the_cold_start_trusts_typicality_then_the_prior():
+    a = AutoALConfig()  # cold_prior typiclust below 5 labels per class, then margin
+    names = ["margin", "badge", "kmeans", "typiclust"]
+    assert gain.prior_candidate(names, a, 49, 10) == 3  # 4.9 per class: cold
+    assert gain.prior_candidate(names, a, 50, 10) == 0
+    assert gain.prior_candidate(["badge", "margin"], a, 10, 10) == 1  # no typiclust: prior
+    assert gain.prior_candidate(["badge", "kmeans"], a, 10, 10) == 0  # neither: the first
+    never = AutoALConfig(cold_per_class=0.0)
+    assert gain.prior_candidate(names, never, 1, 10) == 0
 
 
 def test_the_prior_candidate_keeps_the_batch_until_another_clearly_leads():

@@ -332,6 +332,10 @@ def test_a_run_stored_before_a_reward_change_resumes_with_its_own_search(tmp_pat
     del meta["config"]["autoal"]["reward"]
     path.write_text(json.dumps(meta))
     assert Run.at(run).meta("--out")["config"]["autoal"]["reward"] == "loss_rank"
+    assert meta["config"]["autoal"]["cold_per_class"] == 5.0  # stored by the new run
+    del meta["config"]["autoal"]["cold_per_class"]
+    path.write_text(json.dumps(meta))
+    assert Run.at(run).meta("--out")["config"]["autoal"]["cold_per_class"] == 0.0
 
 
 # ---- a SIGKILLed Ray-mode driver ------------------------------------------------------------

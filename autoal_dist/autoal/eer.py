@@ -9,8 +9,9 @@ those rounds. Expected error reduction (Roy & McCallum, ICML 2001), applied to w
 batches, judges the batches that would really be labeled, on the pool they would be
 labeled from, with no second model:
 
-1. Each candidate's top-b on U comes from the round's one scoring pass; f embeds the
-   union of those batches, L, and a seeded sample E of U (`eer_eval` rows).
+1. Each candidate's top-b on U comes from the round's one scoring pass, and so do f's
+   outputs on the union of those batches and on a seeded sample E of U (`eer_eval` rows:
+   `Scorer.rows`); f embeds L in a small pass of its own.
 2. A head (softmax regression on f's frozen embeddings standardized by L's statistics,
    the oracle's protocol) is fitted on L.
 3. Per draw (`eer_draws`): every batch row gets a label drawn from f's predicted

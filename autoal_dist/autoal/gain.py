@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from autoal_dist.autoal.crossfit import HeadSettings, fit_head, fit_heads, standardize
+from autoal_dist.config import AutoALConfig
 from autoal_dist.outputs import PoolOutputs
 from autoal_dist.seeds import hashed_uniform
 from autoal_dist.strategies import select, top_b
@@ -297,6 +298,24 @@ def candidate_weights(option_w: np.ndarray, with_mix: bool) -> np.ndarray:
         return option_w
     m = len(option_w) - 1
     return option_w[:m] + option_w[m] / m
+
+
+def prior_candidate(candidates: list[str], a: AutoALConfig, n_labeled: int,
+                    num_classes: int) -> int:
+    """The candidate trusted without evidence: `cold_prior` while L holds fewer than
+    `cold_per_class` labels per class, else `prior`; the first candidate when it is not
+    among them.
+
+    Why a cold start of its own: with a few labels per class f is a poor judge of its own
+    doubt, and typical rows of clusters no label covers teach more than its uncertain ones
+    (Hacohen et al., ICML 2022: the low-budget phase). In the regime suite's first rounds on
+    the three pools that start cold, TypiClust's batch was the oracle's best in 8 of 15,
+    margin's in none (on the redundant pool it once cost 0.105 test accuracy). The evidence
+    can still move the batch (`switch_se`).
+    """
+    cold = n_labeled < a.cold_per_class * num_classes
+    name = a.cold_prior if cold and a.cold_prior in candidates else a.prior
+    return candidates.index(name) if name in candidates else 0
 
 
 def chosen_candidate(est: GainEstimate, prior: int, switch_se: float) -> int:

@@ -114,9 +114,9 @@ def gain_problem(ctx: RoundContext, seed: int) -> gain.GainProblem:
 
 
 def eer_problem(ctx: RoundContext, picks: list[np.ndarray], seed: int) -> eer.EerProblem:
-    """Expected error reduction's input: f's embeddings of L, of the union of the
-    candidates' batches (with its probabilities) and of a seeded sample E of U: three
-    small passes next to the pool's."""
+    """Expected error reduction's input: f's outputs on the union of the candidates'
+    batches and on a seeded sample E of U, read from the round's scoring pass
+    (`Scorer.rows`: no second pass over U), and f's embeddings of L (one small pass)."""
     cfg = ctx.cfg
     if len({len(p) for p in picks}) > 1:
         raise ValueError("autoal.reward 'eer' compares batches of one size; the candidates "
@@ -124,16 +124,15 @@ def eer_problem(ctx: RoundContext, picks: list[np.ndarray], seed: int) -> eer.Ee
     union = np.unique(np.concatenate(picks))
     n_eval = min(cfg.autoal.eer_eval, len(ctx.unlabeled))
     sample = np.sort(np.random.default_rng(seed).choice(ctx.unlabeled, n_eval, replace=False))
-
-    def outputs(ids: np.ndarray):
-        return compute_outputs(ctx.model, ctx.data.train_x[ids], ids, ctx.normalize,
-                               batch_size=cfg.score.batch_size, device=ctx.device)
-
-    on_l, on_u, on_e = outputs(ctx.labeled), outputs(union), outputs(sample)
+    both = np.union1d(union, sample)
+    on_u = ctx.scorer.rows(both)
+    in_union, in_sample = np.searchsorted(both, union), np.searchsorted(both, sample)
+    on_l = compute_outputs(ctx.model, ctx.data.train_x[ctx.labeled], ctx.labeled,
+                           ctx.normalize, batch_size=cfg.score.batch_size, device=ctx.device)
     return eer.EerProblem(
-        on_l.embeddings, ctx.data.train_y[ctx.labeled], union, on_u.embeddings, on_u.probs,
-        np.stack([np.searchsorted(union, p) for p in picks]), on_e.embeddings,
-        tuple(cfg.candidates), head_settings(ctx), seed)
+        on_l.embeddings, ctx.data.train_y[ctx.labeled], union, on_u.embeddings[in_union],
+        on_u.probs[in_union], np.stack([np.searchsorted(union, p) for p in picks]),
+        on_u.embeddings[in_sample], tuple(cfg.candidates), head_settings(ctx), seed)
 
 
 def gain_policy(ctx: RoundContext) -> Selection:
@@ -166,7 +165,8 @@ def gain_policy(ctx: RoundContext) -> Selection:
         picks = candidate_picks(ctx)
     ids, member = union_memberships(picks)
     t1 = time.perf_counter()
-    prior = cfg.candidates.index(a.prior) if a.prior in cfg.candidates else 0
+    prior = gain.prior_candidate(list(cfg.candidates), a, len(ctx.labeled),
+                                 ctx.data.num_classes)
     best = (gain.chosen_candidate(est, prior, a.switch_se)
             if a.combine == "best" and not with_mix else None)
     ctx.progress.note(f"  round {ctx.round}: AutoAL {units} {what}; weights "

@@ -312,7 +312,9 @@ class Run:
 def keep_stored_defaults(config: dict[str, Any]) -> None:
     """A run keeps the behaviour it started with when a default changes later: a config
     stored before `autoal.reward` existed ran the loss-rank search (the gain reward became the
-    default in #25), so a resumed campaign goes on with it instead of switching mid-way."""
+    default in #25), and one stored before `autoal.cold_per_class` kept the prior candidate
+    in the cold start too, so a resumed campaign goes on as it began instead of switching."""
     autoal = config.get("autoal")
-    if isinstance(autoal, dict) and "reward" not in autoal:
-        autoal["reward"] = "loss_rank"
+    if isinstance(autoal, dict):
+        autoal.setdefault("reward", "loss_rank")
+        autoal.setdefault("cold_per_class", 0.0)

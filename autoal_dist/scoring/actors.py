@@ -29,6 +29,7 @@ from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models.backbones import ModelSpec
 from autoal_dist.models.inference import compute_outputs
 from autoal_dist.outputs import PoolOutputs
+from autoal_dist.scoring.base import rows_of
 from autoal_dist.scoring.rows import rows_at
 from autoal_dist.strategies import ScoringStrategy, SetStrategy, get, top_b_scored
 
@@ -213,6 +214,10 @@ class ScorerActor:
         if not isinstance(strategy, ScoringStrategy):
             raise TypeError(f"{name} is not a scoring strategy")
         return top_b_scored(out.ids, strategy.score(out, seed), budget)
+
+    def rows(self, key: str, ids: np.ndarray) -> PoolOutputs:
+        """This shard's outputs at pool `ids` (sorted, all in this shard)."""
+        return rows_of(self._check(key), ids)
 
     def shard_init(self, key: str, name: str, start: int, block: int,
                    labeled_embeddings: np.ndarray | None) -> None:

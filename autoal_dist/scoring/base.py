@@ -30,6 +30,23 @@ class Scorer(Protocol):
         Adds seconds spent to `timings["score_s"]` (the pass) and `["select_s"]`.
         """
 
+    def rows(self, ids: np.ndarray) -> PoolOutputs:
+        """f's probabilities and embeddings at pool `ids` (sorted, among the last
+        `select_many`'s positions), from that pass: a search that judges rows of U reads
+        them from the round's one pass instead of running f over them again."""
+
+
+def rows_of(out: PoolOutputs, ids: np.ndarray) -> PoolOutputs:
+    """`out`'s rows at `ids` (sorted); a clear error for an id the pass did not score."""
+    at = np.minimum(np.searchsorted(out.ids, ids), max(len(out.ids) - 1, 0))
+    missing = ids[out.ids[at] != ids] if len(out.ids) else ids
+    if len(missing):
+        raise KeyError(f"pool id {int(missing[0])} was not in the last scoring pass "
+                       f"({len(missing)} of {len(ids)} ids asked were not)")
+    part = out.take(at)
+    part.mc_probs, part.labeled_embeddings = None, None
+    return part
+
 
 def selection_from_outputs(outputs: PoolOutputs, name: str, budget: int, seed: int,
                            block: int, device: str = "cpu") -> Selection:

@@ -10,7 +10,7 @@ from autoal_dist.data.transforms import Normalizer
 from autoal_dist.models.backbones import Classifier
 from autoal_dist.models.inference import compute_outputs
 from autoal_dist.outputs import PoolOutputs
-from autoal_dist.scoring.base import selection_from_outputs
+from autoal_dist.scoring.base import rows_of, selection_from_outputs
 from autoal_dist.scoring.rows import rows_at
 from autoal_dist.strategies import needs_of
 
@@ -23,6 +23,7 @@ class LocalScorer:
     mc_samples: int = 10
     device: str = "cpu"
     show_progress: bool = True
+    last: PoolOutputs | None = None  # the last pass's outputs, for `rows`
 
     def outputs(self, model: Classifier, positions: np.ndarray, names: list[str], seed: int,
                 labeled_positions: np.ndarray | None = None) -> PoolOutputs:
@@ -44,7 +45,8 @@ class LocalScorer:
 
     def select_many(self, model, positions, names, budget, seed, labeled_positions, timings=None):
         t0 = time.perf_counter()
-        out = self.outputs(model, positions, names, seed, labeled_positions)
+        self.last = None  # not two passes' outputs at once
+        out = self.last = self.outputs(model, positions, names, seed, labeled_positions)
         t1 = time.perf_counter()
         sels = {n: selection_from_outputs(out, n, budget, seed, self.batch_size, self.device)
                 for n in names}
@@ -52,3 +54,8 @@ class LocalScorer:
             timings["score_s"] = timings.get("score_s", 0.0) + t1 - t0
             timings["select_s"] = timings.get("select_s", 0.0) + time.perf_counter() - t1
         return sels
+
+    def rows(self, ids: np.ndarray) -> PoolOutputs:
+        if self.last is None:
+            raise RuntimeError("LocalScorer.rows: no scoring pass yet")
+        return rows_of(self.last, np.asarray(ids, np.int64))

@@ -347,6 +347,24 @@ class RayScorer:
         ids = strategy.drive(self.set_shards(name, labeled_embeddings), budget, seed)
         return Selection(ids, np.full(len(ids), np.nan))
 
+    def rows(self, ids: np.ndarray) -> PoolOutputs:
+        """The last pass's outputs at pool `ids` (sorted), each shard asked for its own."""
+        ids = np.asarray(ids, np.int64)
+        parts: list[tuple[ShardProxy, ray.ObjectRef]] = []
+        for k, t in enumerate(self.tasks):
+            if not len(t.positions):
+                continue
+            lo, hi = np.searchsorted(ids, [t.positions[0], t.positions[-1] + 1])
+            if hi > lo:
+                p = ShardProxy(self, k)
+                p.log.append(("rows", (self.key, ids[lo:hi])))
+                parts.append((p, self.actors[k].rows.remote(self.key, ids[lo:hi])))
+        got = [self.resolve(p, r) for p, r in parts]
+        if sum(len(g) for g in got) != len(ids) or not got:
+            raise KeyError(f"{len(ids) - sum(len(g) for g in got)} of {len(ids)} pool ids "
+                           "asked were not in the last scoring pass")
+        return PoolOutputs.concat(got)
+
     def select_many(self, model, positions, names, budget, seed, labeled_positions,
                     timings=None) -> dict[str, Selection]:
         t0 = time.perf_counter()
