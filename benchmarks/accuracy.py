@@ -251,9 +251,11 @@ def mean_ranks(aucs: dict[str, dict[str, list[float]]]) -> dict[str, float]:
     return {n: float(np.mean(r)) for n, r in ranks.items()}
 
 
-def best_single(per: dict[str, list[float]]) -> str:
+def best_single(per: dict[str, list[float]]) -> str | None:
+    """The single strategy of best mean AUC (None: the run had none, e.g. only ablations,
+    to be merged with one that has them)."""
     singles = [n for n in per if n not in COMBINERS and not n.startswith("autoal")]
-    return max(singles, key=lambda n: np.mean(per[n]))
+    return max(singles, key=lambda n: np.mean(per[n]), default=None)
 
 
 def sources(res: dict[str, dict]) -> list[str]:
@@ -300,9 +302,9 @@ def suite_report(res: dict[str, dict], seeds: list[int]) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for pool in pools:
         per = aucs[pool]
-        if "autoal" not in per:
-            continue
         best = best_single(per)
+        if "autoal" not in per or best is None:
+            continue
         d_best = np.subtract(per["autoal"], per[best])
         d_vote = np.subtract(per["autoal"], per["vote"]) if "vote" in per else None
         d_orc = (f"{np.mean(per[ORACLE]) - np.mean(per[best]):+.4f}" if ORACLE in per else "")
