@@ -156,10 +156,11 @@ class CountingScorer:
     def __init__(self, scorer: LocalScorer):
         self.scorer, self.calls, self.results = scorer, [], []
 
-    def select_many(self, model, positions, names, budget, seed, labeled_positions, timings=None):
+    def select_many(self, model, positions, names, budget, seed, labeled_positions, timings=None,
+                    keep=False):
         self.calls.append(list(names))
         self.results.append(self.scorer.select_many(model, positions, names, budget, seed,
-                                                    labeled_positions, timings))
+                                                    labeled_positions, timings, keep))
         return self.results[-1]
 
     def rows(self, ids):

@@ -44,7 +44,7 @@ def assert_same(a, b):
 def test_ray_shards_equal_local_scoring(ray_cluster, round_inputs):
     data, norm, model, pos, lab, spec = round_inputs
     local = LocalScorer(data.train_x, norm, 128, 5, show_progress=False)
-    ref = local.select_many(model, pos, NAMES, 25, 3, lab)
+    ref = local.select_many(model, pos, NAMES, 25, 3, lab, keep=True)
     ask = np.sort(np.random.default_rng(0).choice(pos, 300, replace=False))  # every shard's
     want = local.rows(ask)
     for k in (1, 3):
@@ -64,9 +64,11 @@ def test_ray_shards_equal_local_scoring(ray_cluster, round_inputs):
 def test_local_rows_are_the_pass_rows(round_inputs):
     data, norm, model, pos, lab, _ = round_inputs
     local = LocalScorer(data.train_x, norm, 128, 5, show_progress=False)
-    with pytest.raises(RuntimeError, match="no scoring pass yet"):
+    with pytest.raises(RuntimeError, match="no scoring pass kept"):
         local.rows(pos[:3])
-    local.select_many(model, pos, ["margin"], 25, 3, lab)
+    local.select_many(model, pos, ["margin"], 25, 3, lab)  # not kept: the driver frees it
+    assert local.last is None
+    local.select_many(model, pos, ["margin"], 25, 3, lab, keep=True)
     out = local.last
     got = local.rows(pos[[0, 7, -1]])
     assert np.array_equal(got.embeddings, out.embeddings[[0, 7, -1]])

@@ -26,11 +26,13 @@ from autoal_dist.strategies import needs_of, top_b
 LOSS_HEAD = "loss_head"  # the loss head's column in autoal_weights.parquet
 
 
-def candidate_picks(ctx: RoundContext) -> list[np.ndarray]:
-    """Each candidate's top-b on U, in its selection order: one scoring pass."""
+def candidate_picks(ctx: RoundContext, keep: bool = False) -> list[np.ndarray]:
+    """Each candidate's top-b on U, in its selection order: one scoring pass (`keep`: held
+    for `Scorer.rows`)."""
     cfg = ctx.cfg
     sels = ctx.scorer.select_many(ctx.model, ctx.unlabeled, cfg.candidates, cfg.budget,
-                                  derive(cfg.seed, ctx.round, "select"), ctx.labeled, ctx.timings)
+                                  derive(cfg.seed, ctx.round, "select"), ctx.labeled, ctx.timings,
+                                  keep=keep)
     return [sels[n].ids for n in cfg.candidates]
 
 
@@ -144,7 +146,7 @@ def gain_policy(ctx: RoundContext) -> Selection:
     seed = derive(cfg.seed, ctx.round, "search")
     problem: gain.RewardProblem
     if a.reward == "eer":  # judges the real batches: the scoring pass comes first
-        picks = candidate_picks(ctx)
+        picks = candidate_picks(ctx, keep=True)
         t0 = time.perf_counter()
         problem, units, with_mix = eer_problem(ctx, picks, seed), a.eer_draws, False
         what = "label draws"

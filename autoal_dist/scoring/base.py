@@ -24,16 +24,19 @@ class Selection:
 class Scorer(Protocol):
     def select_many(self, model: Classifier, positions: np.ndarray, names: list[str],
                     budget: int, seed: int, labeled_positions: np.ndarray,
-                    timings: dict[str, float] | None = None) -> dict[str, Selection]:
+                    timings: dict[str, float] | None = None,
+                    keep: bool = False) -> dict[str, Selection]:
         """For each strategy name, its top-`budget` ids among pool `positions` (sorted).
 
-        Adds seconds spent to `timings["score_s"]` (the pass) and `["select_s"]`.
+        Adds seconds spent to `timings["score_s"]` (the pass) and `["select_s"]`. `keep`:
+        hold the pass for `rows` until the next call (Ray actors hold theirs anyway; in the
+        driver the pass is otherwise freed here: a large pool's outputs are gigabytes).
         """
 
     def rows(self, ids: np.ndarray) -> PoolOutputs:
-        """f's probabilities and embeddings at pool `ids` (sorted, among the last
-        `select_many`'s positions), from that pass: a search that judges rows of U reads
-        them from the round's one pass instead of running f over them again."""
+        """f's probabilities and embeddings at pool `ids` (sorted, among the positions of
+        the last `select_many`, called with `keep`), from that pass: a search that judges
+        rows of U reads them from the round's one pass instead of running f over them again."""
 
 
 def rows_of(out: PoolOutputs, ids: np.ndarray) -> PoolOutputs:

@@ -43,10 +43,12 @@ class LocalScorer:
             out.labeled_embeddings = lab.embeddings
         return out
 
-    def select_many(self, model, positions, names, budget, seed, labeled_positions, timings=None):
+    def select_many(self, model, positions, names, budget, seed, labeled_positions, timings=None,
+                    keep=False):
         t0 = time.perf_counter()
         self.last = None  # not two passes' outputs at once
-        out = self.last = self.outputs(model, positions, names, seed, labeled_positions)
+        out = self.outputs(model, positions, names, seed, labeled_positions)
+        self.last = out if keep else None
         t1 = time.perf_counter()
         sels = {n: selection_from_outputs(out, n, budget, seed, self.batch_size, self.device)
                 for n in names}
@@ -57,5 +59,6 @@ class LocalScorer:
 
     def rows(self, ids: np.ndarray) -> PoolOutputs:
         if self.last is None:
-            raise RuntimeError("LocalScorer.rows: no scoring pass yet")
+            raise RuntimeError("LocalScorer.rows: no scoring pass kept (select_many(..., "
+                               "keep=True))")
         return rows_of(self.last, np.asarray(ids, np.int64))

@@ -366,7 +366,7 @@ class RayScorer:
         return PoolOutputs.concat(got)
 
     def select_many(self, model, positions, names, budget, seed, labeled_positions,
-                    timings=None) -> dict[str, Selection]:
+                    timings=None, keep=False) -> dict[str, Selection]:
         t0 = time.perf_counter()
         lab_emb = self.prepare(model, np.asarray(positions, np.int64), names, seed,
                                np.asarray(labeled_positions, np.int64))
