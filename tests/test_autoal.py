@@ -166,6 +166,9 @@ class CountingScorer:
     def rows(self, ids):
         return self.scorer.rows(ids)
 
+    def labeled(self):
+        return self.scorer.labeled()
+
 
 @pytest.fixture(scope="module")
 def digits():

@@ -46,15 +46,16 @@ def test_ray_shards_equal_local_scoring(ray_cluster, round_inputs):
     local = LocalScorer(data.train_x, norm, 128, 5, show_progress=False)
     ref = local.select_many(model, pos, NAMES, 25, 3, lab, keep=True)
     ask = np.sort(np.random.default_rng(0).choice(pos, 300, replace=False))  # every shard's
-    want = local.rows(ask)
+    want, want_lab = local.rows(ask), local.labeled()
     for k in (1, 3):
         scorer = RayScorer(data.train_x, norm, spec, shards=k, batch_size=128, mc_samples=5)
         try:
-            assert_same(scorer.select_many(model, pos, NAMES, 25, 3, lab), ref)
+            assert_same(scorer.select_many(model, pos, NAMES, 25, 3, lab, keep=True), ref)
             got = scorer.rows(ask)  # the search's rows of U, from the same pass
             assert np.array_equal(got.ids, ask)
             assert np.array_equal(got.probs, want.probs)
             assert np.array_equal(got.embeddings, want.embeddings)
+            assert np.array_equal(scorer.labeled(), want_lab)  # L's, from the same call
             with pytest.raises(KeyError, match="not in the last scoring pass"):
                 scorer.rows(lab[:2])  # labeled rows were not scored
         finally:
@@ -68,8 +69,10 @@ def test_local_rows_are_the_pass_rows(round_inputs):
         local.rows(pos[:3])
     local.select_many(model, pos, ["margin"], 25, 3, lab)  # not kept: the driver frees it
     assert local.last is None
-    local.select_many(model, pos, ["margin"], 25, 3, lab, keep=True)
+    local.select_many(model, pos, ["margin"], 25, 3, lab, keep=True)  # margin reads no L
     out = local.last
+    direct = local.outputs(model, lab, ["margin"], 3)  # L's rows, as their own pass
+    assert np.array_equal(local.labeled(), direct.embeddings)
     got = local.rows(pos[[0, 7, -1]])
     assert np.array_equal(got.embeddings, out.embeddings[[0, 7, -1]])
     assert np.array_equal(got.probs, out.probs[[0, 7, -1]])

@@ -11,7 +11,7 @@ labeled from, with no second model:
 
 1. Each candidate's top-b on U comes from the round's one scoring pass, and so do f's
    outputs on the union of those batches and on a seeded sample E of U (`eer_eval` rows:
-   `Scorer.rows`); f embeds L in a small pass of its own.
+   `Scorer.rows`), and f's embeddings of L (`Scorer.labeled`): f runs over nothing twice.
 2. A head (softmax regression on f's frozen embeddings standardized by L's statistics,
    the oracle's protocol) is fitted on L.
 3. Per draw (`eer_draws`): every batch row gets a label drawn from f's predicted

@@ -117,8 +117,8 @@ def gain_problem(ctx: RoundContext, seed: int) -> gain.GainProblem:
 
 def eer_problem(ctx: RoundContext, picks: list[np.ndarray], seed: int) -> eer.EerProblem:
     """Expected error reduction's input: f's outputs on the union of the candidates'
-    batches and on a seeded sample E of U, read from the round's scoring pass
-    (`Scorer.rows`: no second pass over U), and f's embeddings of L (one small pass)."""
+    batches, on a seeded sample E of U and on L, all read from the round's scoring pass
+    (`Scorer.rows`, `Scorer.labeled`: f runs over nothing twice)."""
     cfg = ctx.cfg
     if len({len(p) for p in picks}) > 1:
         raise ValueError("autoal.reward 'eer' compares batches of one size; the candidates "
@@ -129,10 +129,8 @@ def eer_problem(ctx: RoundContext, picks: list[np.ndarray], seed: int) -> eer.Ee
     both = np.union1d(union, sample)
     on_u = ctx.scorer.rows(both)
     in_union, in_sample = np.searchsorted(both, union), np.searchsorted(both, sample)
-    on_l = compute_outputs(ctx.model, ctx.data.train_x[ctx.labeled], ctx.labeled,
-                           ctx.normalize, batch_size=cfg.score.batch_size, device=ctx.device)
     return eer.EerProblem(
-        on_l.embeddings, ctx.data.train_y[ctx.labeled], union, on_u.embeddings[in_union],
+        ctx.scorer.labeled(), ctx.data.train_y[ctx.labeled], union, on_u.embeddings[in_union],
         on_u.probs[in_union], np.stack([np.searchsorted(union, p) for p in picks]),
         on_u.embeddings[in_sample], tuple(cfg.candidates), head_settings(ctx), seed)
 

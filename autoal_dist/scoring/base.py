@@ -38,6 +38,10 @@ class Scorer(Protocol):
         the last `select_many`, called with `keep`), from that pass: a search that judges
         rows of U reads them from the round's one pass instead of running f over them again."""
 
+    def labeled(self) -> np.ndarray:
+        """f's embeddings of the labeled positions of the last `select_many` called with
+        `keep` (that call computes them, as it does for the strategies that read them)."""
+
 
 def rows_of(out: PoolOutputs, ids: np.ndarray) -> PoolOutputs:
     """`out`'s rows at `ids` (sorted); a clear error for an id the pass did not score."""

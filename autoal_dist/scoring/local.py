@@ -26,7 +26,8 @@ class LocalScorer:
     last: PoolOutputs | None = None  # the last pass's outputs, for `rows`
 
     def outputs(self, model: Classifier, positions: np.ndarray, names: list[str], seed: int,
-                labeled_positions: np.ndarray | None = None) -> PoolOutputs:
+                labeled_positions: np.ndarray | None = None,
+                with_labeled: bool = False) -> PoolOutputs:
         from tqdm import tqdm
 
         needs = needs_of(names)
@@ -37,7 +38,7 @@ class LocalScorer:
                                   needs=needs | {"probs", "embeddings"},
                                   batch_size=self.batch_size, mc_samples=self.mc_samples,
                                   seed=seed, device=self.device, progress=bar.update)
-        if "labeled_embeddings" in needs and labeled_positions is not None:
+        if ("labeled_embeddings" in needs or with_labeled) and labeled_positions is not None:
             lab = compute_outputs(model, self.x[labeled_positions], labeled_positions,
                                   self.normalize, batch_size=self.batch_size, device=self.device)
             out.labeled_embeddings = lab.embeddings
@@ -47,7 +48,7 @@ class LocalScorer:
                     keep=False):
         t0 = time.perf_counter()
         self.last = None  # not two passes' outputs at once
-        out = self.outputs(model, positions, names, seed, labeled_positions)
+        out = self.outputs(model, positions, names, seed, labeled_positions, with_labeled=keep)
         self.last = out if keep else None
         t1 = time.perf_counter()
         sels = {n: selection_from_outputs(out, n, budget, seed, self.batch_size, self.device)
@@ -58,7 +59,15 @@ class LocalScorer:
         return sels
 
     def rows(self, ids: np.ndarray) -> PoolOutputs:
+        return rows_of(self._kept(), np.asarray(ids, np.int64))
+
+    def labeled(self) -> np.ndarray:
+        emb = self._kept().labeled_embeddings
+        assert emb is not None  # a kept pass computes them
+        return emb
+
+    def _kept(self) -> PoolOutputs:
         if self.last is None:
             raise RuntimeError("LocalScorer.rows: no scoring pass kept (select_many(..., "
                                "keep=True))")
-        return rows_of(self.last, np.asarray(ids, np.int64))
+        return self.last

@@ -187,6 +187,7 @@ class RayScorer:
         self.actors: list[ray.actor.ActorHandle] = []
         self.key = ""
         self.tasks: list[ShardTask] = []
+        self.kept_labeled: np.ndarray | None = None  # a kept pass's labeled embeddings
         self.rebuild: list[tuple[str, tuple]] = []  # per shard: the call that rebuilds its round
         self.reads: dict[int, tuple[int, int]] = {}  # actor pid -> (groups, bytes) read so far
         if actors is None:
@@ -287,10 +288,11 @@ class RayScorer:
 
     # ---- per round ------------------------------------------------------------------
     def prepare(self, model: Classifier, positions: np.ndarray, names: list[str], seed: int,
-                labeled_positions: np.ndarray) -> np.ndarray | None:
-        """Broadcast weights, run the forward pass on every shard; gather labeled embeddings."""
+                labeled_positions: np.ndarray, with_labeled: bool = False) -> np.ndarray | None:
+        """Broadcast weights, run the forward pass on every shard; gather labeled embeddings
+        (when a strategy reads them, or `with_labeled`)."""
         needs = needs_of(names)
-        want_lab = "labeled_embeddings" in needs
+        want_lab = "labeled_embeddings" in needs or with_labeled
         self.key = uuid.uuid4().hex  # names this round's state in the actors
         weights_ref = ray.put({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
         unl = shard_slices(len(positions), self.num_shards, self.batch_size)
@@ -365,11 +367,18 @@ class RayScorer:
                            "asked were not in the last scoring pass")
         return PoolOutputs.concat(got)
 
+    def labeled(self) -> np.ndarray:
+        if self.kept_labeled is None:
+            raise RuntimeError("RayScorer.labeled: no scoring pass kept (select_many(..., "
+                               "keep=True))")
+        return self.kept_labeled
+
     def select_many(self, model, positions, names, budget, seed, labeled_positions,
                     timings=None, keep=False) -> dict[str, Selection]:
         t0 = time.perf_counter()
         lab_emb = self.prepare(model, np.asarray(positions, np.int64), names, seed,
-                               np.asarray(labeled_positions, np.int64))
+                               np.asarray(labeled_positions, np.int64), with_labeled=keep)
+        self.kept_labeled = lab_emb if keep else None
         t1 = time.perf_counter()
         out = {n: self._top_b(n, budget, seed) if get(n).kind == "scoring"
                else self.select_set(n, budget, seed, lab_emb) for n in names}
