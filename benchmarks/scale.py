@@ -192,9 +192,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 if mib >= peak["mib"]:
                     peak.update(mib=mib, objects=max(objects, peak["objects"]))
 
-    def recorded(self: RayScorer, model, positions, names, seed, labeled_positions):
+    def recorded(self: RayScorer, model, positions, *args, **kwargs):
         t = time.perf_counter()
-        got = prepare(self, model, positions, names, seed, labeled_positions)
+        got = prepare(self, model, positions, *args, **kwargs)
         seconds = time.perf_counter() - t
         nodes = ray.nodes()
         addresses = {n["NodeID"]: n["NodeManagerAddress"] for n in nodes}
