@@ -144,11 +144,17 @@ def test_run_on_s3_with_ray_scorer_actors(ray_cluster, s3_bucket, fast, tmp_path
     assert_same_campaign(pulled(uri, tmp_path / "pulled"), tmp_path / "local")
 
 
-def cli(*args: str, crash: str | None = None) -> subprocess.CompletedProcess:
+def cli(*args: str, crash: str | None = None,
+        tmp: Path | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a child process; `tmp` as its TMPDIR (a killed child's staging stays there,
+    not in the machine's /tmp)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     env.pop(faults.ENV, None)
     if crash:
         env[faults.ENV] = crash
+    if tmp is not None:
+        tmp.mkdir(exist_ok=True)
+        env["TMPDIR"] = str(tmp)
     return subprocess.run([sys.executable, "-m", "autoal_dist", "run", *args], env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -172,16 +178,18 @@ def test_sigkill_around_uploads_then_resume_gives_the_uninterrupted_campaign(
     ref = tmp_path / "ref"
     assert cli("--local", *fast, "--out", str(ref)).returncode == 0
     uri = f"{s3_bucket}/crashy"
+    tmp = tmp_path / "tmp"
     for point, start in CHAIN:
         args = ([*fast] if start == "fresh" else ["--resume", "--quiet"])
-        r = cli("--local", *args, "--out", uri, crash=point)
+        r = cli("--local", *args, "--out", uri, crash=point, tmp=tmp)
         assert r.returncode == -signal.SIGKILL, f"{point}: never reached\n{r.stderr[-2000:]}"
         if point == "post_rename:config.json":
             assert remote.is_empty(uri)  # the staging copy died with the process
         if point == "post_rename:round_001.parquet":
             assert "journal/round_001.parquet" not in remote.RemoteDir.open(uri).files()
-    r = cli("--local", "--resume", "--quiet", "--out", uri)
+    r = cli("--local", "--resume", "--quiet", "--out", uri, tmp=tmp)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list(tmp.glob("autoal-dist-staging-*"))) == len(CHAIN)  # the killed ones only
     got = pulled(uri, tmp_path / "pulled")
     assert_same_campaign(got, ref)
     assert (got / "summary.md").is_file()
