@@ -17,7 +17,8 @@ labeled from, with no second model:
 3. Per draw (`eer_draws`): every batch row gets a label drawn from f's predicted
    distribution, the same label in every batch that holds the row (common random numbers:
    what two candidates share cannot tell them apart); each candidate's head is refitted on
-   L + its batch from the head on L.
+   L + its batch from the head on L (all draws' heads in one batched fit whose heads are
+   each their own L-BFGS: `fit_stacked`).
 4. The reward: the refitted head's mean confidence (top probability) on E minus the head
    on L's. The pool's unknown errors are estimated by the head's own doubt.
 
@@ -39,10 +40,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from autoal_dist.autoal.crossfit import HeadSettings, fit_head, fit_heads, standardize
+from autoal_dist.autoal.crossfit import HeadSettings, fit_stacked, standardize
 from autoal_dist.seeds import derive, hashed_uniform
 
-REFIT_ITERS = 30  # L-BFGS iterations of a refit warm-started from the head on L
+REFIT_ITERS = 45  # L-BFGS iterations of a refit warm-started from the head on L
 
 
 @dataclass(frozen=True)
@@ -82,32 +83,32 @@ def drawn_labels(probs: np.ndarray, ids: np.ndarray, seed: int) -> np.ndarray:
 
 def mean_confidence(weight: torch.Tensor, bias: torch.Tensor, e: torch.Tensor) -> np.ndarray:
     """[K]: each stacked head's mean top probability over rows e."""
-    with torch.no_grad():
-        logits = torch.einsum("nd,kcd->knc", e, weight) + bias[:, None]
-        return torch.softmax(logits, 2).amax(2).mean(1).double().numpy()
+    with torch.no_grad():  # classes in the middle: a fast softmax axis (`fit_stacked`)
+        logits = torch.matmul(weight, e.T) + bias[:, :, None]  # [K, C, n]
+        return torch.softmax(logits, 1).amax(1).mean(1).double().numpy()
 
 
 def draw_gains(p: EerProblem, draws: Sequence[int]) -> np.ndarray:
     """[len(draws), M]: each candidate's gain in the head's mean confidence on E, per draw.
 
-    One draw's M heads are refitted together (`fit_heads`), never heads of different draws:
-    a stacked L-BFGS shares its line search, so the stack a head is fitted in is part of
-    its result, and dealing draws to workers must not change it.
+    Every draw's M heads are refitted in one batched fit (`fit_stacked`); each head's fit
+    is its own (its own L-BFGS history and steps), so dealing draws to workers in any
+    grouping gives the same gains.
     """
     if not len(draws):
         return np.zeros((0, len(p.names)))
     e_l, e_u, e_eval = standardize(p.emb_l, p.emb_u, p.emb_eval)
     y_l = torch.from_numpy(p.y_l.astype(np.int64))
-    start = fit_head(e_l, y_l, p.num_classes, p.heads, p.seed)
-    before = float(mean_confidence(start.weight[None], start.bias[None], e_eval)[0])
-    e = torch.cat([e_l, e_u])
-    n_l = len(e_l)
-    rows = np.stack([np.r_[np.arange(n_l), n_l + b] for b in p.batches])
+    start = fit_stacked(e_l[None], y_l[None], p.num_classes, p.heads)  # the head on L
+    before = float(mean_confidence(start.weight, start.bias, e_eval)[0])
+    n_l, m = len(e_l), len(p.batches)
+    rows = torch.from_numpy(np.stack([np.r_[np.arange(n_l), n_l + r] for r in p.batches]))
+    x = torch.cat([e_l, e_u])[rows]  # [M, n_L + b, D]: the same rows in every draw
+    y = torch.stack([torch.cat([y_l, torch.from_numpy(
+        drawn_labels(p.probs_u, p.ids, derive(p.seed, int(d), "eer-draw")))])[rows]
+        for d in draws])  # [draws, M, n_L + b]
     settings = dataclasses.replace(p.heads, iters=min(p.heads.iters, REFIT_ITERS))
-    out = []
-    for d in draws:
-        drawn = drawn_labels(p.probs_u, p.ids, derive(p.seed, int(d), "eer-draw"))
-        y = torch.cat([y_l, torch.from_numpy(drawn)])
-        heads = fit_heads(e, y, rows, p.num_classes, settings, start)
-        out.append(mean_confidence(heads.weight, heads.bias, e_eval) - before)
-    return np.stack(out)
+    heads = fit_stacked(x.repeat(len(draws), 1, 1), y.reshape(len(draws) * m, -1),
+                        p.num_classes, settings, start)
+    conf = mean_confidence(heads.weight, heads.bias, e_eval)
+    return conf.reshape(len(draws), m) - before

@@ -1,0 +1,74 @@
+"""The batched L-BFGS (autoal/batched_lbfgs.py): every problem solved on its own, whatever
+it is stacked with, to the optimum the per-problem solver reaches."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from autoal_dist.autoal.batched_lbfgs import minimize
+from autoal_dist.autoal.crossfit import HeadSettings, fit_head, fit_stacked
+
+HEADS = HeadSettings(iters=200, weight_decay=1e-3, dropout=0.0, mc_samples=2)
+
+
+def quadratics(k: int, p: int, seed: int = 0):
+    """K strictly convex quadratics 0.5 x'A x - b'x of different conditioning."""
+    r = np.random.default_rng(seed)
+    q = np.stack([np.linalg.qr(r.normal(size=(p, p)))[0] for _ in range(k)])
+    eig = np.stack([np.geomspace(1, 10.0 ** (1 + i % 3), p) for i in range(k)])
+    a = torch.from_numpy(np.einsum("kij,kj,klj->kil", q, eig, q))
+    b = torch.from_numpy(r.normal(size=(k, p)))
+
+    def fun(x: torch.Tensor):
+        ax = torch.einsum("kij,kj->ki", a, x)
+        return 0.5 * (x * ax).sum(1) - (b * x).sum(1), ax - b
+
+    return fun, torch.linalg.solve(a, b)
+
+
+def softmax_problems(k: int, seed: int = 0):
+    r = np.random.default_rng(seed)
+    x = torch.from_numpy(r.normal(size=(k, 40, 6)).astype(np.float32))
+    t = torch.from_numpy(r.integers(0, 3, size=(k, 40)))
+    return x, t
+
+
+def test_each_problem_reaches_its_own_optimum():
+    fun, best = quadratics(6, 8)
+    got = minimize(fun, torch.zeros_like(best), iters=200, tolerance_grad=1e-10,
+                   tolerance_change=0.0)
+    torch.testing.assert_close(got, best, rtol=1e-4, atol=1e-4)
+
+
+def test_a_problem_is_solved_alike_alone_or_stacked_bit_for_bit():
+    x, t = softmax_problems(7)
+    h = HeadSettings(iters=30, weight_decay=1e-3, dropout=0.0, mc_samples=2)
+    start = fit_stacked(x[:1], t[:1], 3, HEADS)
+    stacked = fit_stacked(x, t, 3, h, start)
+    for order in ([6, 0, 3], [2], [1, 4, 5]):
+        alone = fit_stacked(x[order], t[order], 3, h, start)
+        assert torch.equal(alone.weight, stacked.weight[order])
+        assert torch.equal(alone.bias, stacked.bias[order])
+
+
+def test_heads_reach_the_optimum_of_the_per_head_solver():
+    """The same objective as torch's L-BFGS in `fit_head`: the same optimum (it is convex)."""
+    x, t = softmax_problems(3, seed=1)
+    heads = fit_stacked(x, t, 3, HEADS)
+    for k in range(3):
+        ref = fit_head(x[k], t[k], 3, HEADS, seed=k)
+        with torch.no_grad():  # probabilities: the bias is free up to a constant
+            want = torch.softmax(ref(x[k]), 1)
+            got = torch.softmax(x[k] @ heads.weight[k].T + heads.bias[k], 1)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-3)
+        torch.testing.assert_close(heads.weight[k], ref.weight.detach(), rtol=0, atol=2e-3)
+
+
+def test_a_solved_problem_stays_and_zero_iterations_move_nothing():
+    fun, best = quadratics(3, 5)
+    x0 = best.clone()
+    x0[1] = 0.0  # only problem 1 has anything to do
+    got = minimize(fun, x0, iters=100, tolerance_grad=1e-8)
+    assert torch.equal(got[0], best[0]) and torch.equal(got[2], best[2])
+    torch.testing.assert_close(got[1], best[1])
+    assert torch.equal(minimize(fun, x0, iters=0), x0)
