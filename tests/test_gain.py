@@ -104,6 +104,22 @@ def test_pooling_decays_older_rounds():
     assert gain.pooled([old, new], 0.0).mean.tolist() == [0.0, 1.0]
 
 
+def test_pooling_counts_each_round_in_its_own_noise_units():
+    """An early round's large gains do not outvote later rounds whose gains are small
+    (a model that knows more learns less from any batch); a round's scale changes nothing."""
+    early = gain.GainEstimate(np.array([0.10, 0.0, 0.0]), np.array([0.01, 0.01, 0.01]))
+    late = gain.GainEstimate(np.array([0.0, 0.01, 0.0]), np.array([0.001, 0.001, 0.001]),
+                             resolution=0.0)
+    est = gain.pooled([early, late], 0.7)
+    assert int(np.argmax(est.mean)) == 1
+    big = gain.GainEstimate(early.mean * 10, early.se * 10, early.resolution * 10)
+    again = gain.pooled([big, late], 0.7)
+    np.testing.assert_allclose(again.mean, est.mean)
+    np.testing.assert_allclose(again.se, est.se)
+    assert gain.noise_scale(again) == pytest.approx(gain.noise_scale(est))
+    assert gain.pooled([late], 0.7) == late
+
+
 def test_interleave():
     a, b = np.array([1, 2, 3, 4]), np.array([2, 5, 6, 7])
     assert gain.interleave([a, b], np.array([1.0, 1.0]), 4).tolist() == [1, 2, 3, 5]

@@ -244,10 +244,12 @@ Simulate = Callable[[RewardProblem, Sequence[int]], np.ndarray]
 
 @dataclass
 class GainEstimate:
-    """A round's (or pooled) mean gain per option and its standard error."""
+    """A round's (or pooled) mean gain per option and its standard error, and the gain
+    difference too small to matter (`GAIN_RESOLUTION`; in a pooled estimate, in its units)."""
 
     mean: np.ndarray  # [K]
     se: np.ndarray  # [K]
+    resolution: float = GAIN_RESOLUTION
 
 
 def estimate(gains: np.ndarray) -> GainEstimate:
@@ -262,22 +264,37 @@ def estimate(gains: np.ndarray) -> GainEstimate:
 
 
 def pooled(rounds: Sequence[GainEstimate], decay: float) -> GainEstimate:
-    """Rounds' estimates pooled with weights decay^(age) (the newest last): the regime
-    drifts as L grows, so older rounds count less, but one round's splits are noisy."""
+    """Rounds' estimates pooled with weights decay^(age) (the newest last), each round in
+    units of its own noise (`noise_scale`): the regime drifts as L grows, so older rounds
+    count less, but one round's evidence is noisy.
+
+    Why in noise units: the gains shrink as L grows (a batch teaches a model that knows
+    more a little less), so pooled as they are, an early round's gains outvote the later
+    rounds' for several rounds whatever the decay. On the regime suite's long-tailed pool
+    the cold round's k-means lead, ten times the later rounds' differences, took the batch
+    for two rounds after margin led them. In noise units every round's lead counts by its
+    decay weight and its own evidence alone; one round pools to itself (the same choice).
+    """
     d = np.array([decay ** (len(rounds) - 1 - k) for k in range(len(rounds))])
     if d.sum() == 0:
         d[-1] = 1.0
     d = d / d.sum()
-    mean = sum(w * r.mean for w, r in zip(d, rounds))
-    se = np.sqrt(sum(w * w * np.square(r.se) for w, r in zip(d, rounds)))
-    return GainEstimate(np.asarray(mean), np.asarray(se))
+    if len(rounds) == 1 or d[-1] == 1.0:
+        return rounds[-1]
+    scales = [noise_scale(r) for r in rounds]
+    if not all(np.isfinite(scales)):  # a round that judged nothing: no units to pool in
+        return rounds[-1]
+    mean = sum(w * (r.mean - r.mean.mean()) / s for w, r, s in zip(d, rounds, scales))
+    se = np.sqrt(sum(w * w * np.square(r.se / s) for w, r, s in zip(d, rounds, scales)))
+    resolution = sum(w * r.resolution / s for w, r, s in zip(d, rounds, scales))
+    return GainEstimate(np.asarray(mean), np.asarray(se), float(resolution))
 
 
 def noise_scale(est: GainEstimate) -> float:
-    """The unit gains are compared in: their mean standard error, at least GAIN_RESOLUTION
-    (inf when no split could be judged)."""
+    """The unit gains are compared in: their mean standard error, at least the estimate's
+    resolution (inf when no split could be judged)."""
     finite = est.se[np.isfinite(est.se)]
-    return max(float(finite.mean()), GAIN_RESOLUTION) if len(finite) else float("inf")
+    return max(float(finite.mean()), est.resolution) if len(finite) else float("inf")
 
 
 def option_weights(est: GainEstimate, temperature: float) -> np.ndarray:
