@@ -175,17 +175,3 @@ def test_the_prior_candidate_keeps_the_batch_until_another_clearly_leads():
     assert gain.chosen_candidate(est, prior=1, switch_se=0.0) == 1  # the prior leads
     flat = gain.GainEstimate(np.zeros(3), np.full(3, np.inf))  # nothing judged yet
     assert gain.chosen_candidate(flat, prior=2, switch_se=0.0) == 2
-
-
-def test_the_resolution_floors_the_noise_unit_of_its_reward():
-    """The simulation's gains closer than 0.005 are ties (its V has tens of rows); the eer
-    reward's are judged by their standard error alone."""
-    from autoal_dist.autoal import eer
-
-    r = np.random.default_rng(0)
-    gains = np.array([0.010, 0.0, 0.0]) + r.normal(scale=0.001, size=(8, 3))
-    sim, exp = gain.estimate(gains), gain.estimate(gains, eer.RESOLUTION)
-    assert gain.noise_scale(sim) == gain.GAIN_RESOLUTION
-    assert gain.noise_scale(exp) == pytest.approx(exp.se.mean())
-    assert gain.chosen_candidate(sim, prior=1, switch_se=2.0) == 1  # within the resolution
-    assert gain.chosen_candidate(exp, prior=1, switch_se=2.0) == 0  # many standard errors

@@ -44,11 +44,6 @@ from autoal_dist.autoal.crossfit import HeadSettings, fit_stacked, standardize
 from autoal_dist.seeds import derive, hashed_uniform
 
 REFIT_ITERS = 45  # L-BFGS iterations of a refit warm-started from the head on L
-# The gain difference too small to matter (`GainEstimate.resolution`): numerically none.
-# The simulation's 0.005 is its V's step (tens of rows; `gain.GAIN_RESOLUTION`); this
-# reward's confidence is a mean over E's thousands of rows, and its noise is the label
-# draws', which the standard error measures.
-RESOLUTION = 1e-6
 
 
 @dataclass(frozen=True)

@@ -252,7 +252,7 @@ class GainEstimate:
     resolution: float = GAIN_RESOLUTION
 
 
-def estimate(gains: np.ndarray, resolution: float = GAIN_RESOLUTION) -> GainEstimate:
+def estimate(gains: np.ndarray) -> GainEstimate:
     """Mean over splits (rows) and the standard error of each option's *lead*: its gain
     minus the options' mean on the same split. Every option is judged on the same splits,
     so what is common to a split (how hard its V is, its random baseline) cancels in the
@@ -260,7 +260,7 @@ def estimate(gains: np.ndarray, resolution: float = GAIN_RESOLUTION) -> GainEsti
     s = len(gains)
     lead = gains - gains.mean(1, keepdims=True)
     se = lead.std(0, ddof=1) / math.sqrt(s) if s > 1 else np.full(gains.shape[1], np.inf)
-    return GainEstimate(gains.mean(0), se, resolution)
+    return GainEstimate(gains.mean(0), se)
 
 
 def pooled(rounds: Sequence[GainEstimate], decay: float) -> GainEstimate:

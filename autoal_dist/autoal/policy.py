@@ -153,10 +153,9 @@ def gain_policy(ctx: RoundContext) -> Selection:
         problem = gain_problem(ctx, seed)
         units, with_mix, what = a.splits, problem.with_mix, "simulated splits"
     gains = ctx.fitter.simulate(f"search{ctx.round:03d}")(problem, list(range(units)))
-    resolution = eer.RESOLUTION if a.reward == "eer" else gain.GAIN_RESOLUTION
-    current = gain.estimate(gains, resolution)
+    current = gain.estimate(gains)
     options = list(problem.options)
-    earlier = [gain.GainEstimate(m, se, resolution) for m, se in
+    earlier = [gain.GainEstimate(m, se) for m, se in
                report.earlier_gains(ctx.run, ctx.round + 1, options)]
     est = gain.pooled([*earlier, current], a.evidence_decay)
     option_w = gain.option_weights(est, a.gain_temperature)
