@@ -148,7 +148,7 @@ def fit_stacked(x: torch.Tensor, t: torch.Tensor, num_classes: int, h: HeadSetti
     else:
         theta0 = torch.cat([start.weight.reshape(1, -1), start.bias.reshape(1, -1)],
                            1).expand(k, -1)
-    theta = minimize(objective, theta0, h.iters) if h.iters > 0 else theta0.clone()
+    theta = minimize(objective, theta0, h.iters)
     return Heads(theta[:, :c * dim].reshape(k, c, dim).contiguous(),
                  theta[:, c * dim:].contiguous())
 

@@ -276,10 +276,8 @@ def pooled(rounds: Sequence[GainEstimate], decay: float) -> GainEstimate:
     decay weight and its own evidence alone; one round pools to itself (the same choice).
     """
     d = np.array([decay ** (len(rounds) - 1 - k) for k in range(len(rounds))])
-    if d.sum() == 0:
-        d[-1] = 1.0
-    d = d / d.sum()
-    if len(rounds) == 1 or d[-1] == 1.0:
+    d = d / d.sum()  # the newest round's weight is decay^0 = 1: never all zero
+    if d[-1] == 1.0:  # one round, or decay 0: this round alone
         return rounds[-1]
     scales = [noise_scale(r) for r in rounds]
     if not all(np.isfinite(scales)):  # a round that judged nothing: no units to pool in

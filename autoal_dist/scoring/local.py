@@ -68,6 +68,6 @@ class LocalScorer:
 
     def _kept(self) -> PoolOutputs:
         if self.last is None:
-            raise RuntimeError("LocalScorer.rows: no scoring pass kept (select_many(..., "
+            raise RuntimeError("LocalScorer: no scoring pass kept (select_many(..., "
                                "keep=True))")
         return self.last
