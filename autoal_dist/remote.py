@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -41,6 +42,8 @@ SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
 TRAIN_DIR = "train"  # Ray Train's storage inside a run directory: written by Train, not staged
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _COPY_CHUNK = 8 << 20
+STAGING_PREFIX = "autoal-dist-staging-"
+OWNER = "owner"  # in a staging directory's parent: "<host> <pid> <process start>"
 
 
 class RemoteError(UserError):
@@ -222,7 +225,8 @@ def opened(location: str | os.PathLike, *, download: bool = True,
 
     A local path is itself. A URI gets a private staging directory (under $TMPDIR,
     named like the remote one), filled from the remote copy when `download`, whose
-    committed files the writer uploads (`Staged.commit`), and removed on exit. A URI that
+    committed files the writer uploads (`Staged.commit`), and removed on exit; those a
+    killed process left are removed by the next open (`sweep_stale_staging`). A URI that
     cannot be opened raises RemoteError naming `field`.
     """
     if not is_uri(location):
@@ -234,7 +238,10 @@ def opened(location: str | os.PathLike, *, download: bool = True,
     except (RemoteError, OSError) as e:
         raise RemoteError(f"{field}: {first_line(e)}") from None
     name = PurePosixPath(remote.root).name or "run"
-    staging = Path(tempfile.mkdtemp(prefix="autoal-dist-staging-")) / name
+    sweep_stale_staging(Path(tempfile.gettempdir()))
+    parent = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX))
+    (parent / OWNER).write_text(_owner(os.getpid()))
+    staging = parent / name
     staging.mkdir()
     try:
         if download:
@@ -244,4 +251,46 @@ def opened(location: str | os.PathLike, *, download: bool = True,
                 raise RemoteError(f"{field}: cannot read {location}: {first_line(e)}") from None
         yield Staged(staging, str(location), remote)
     finally:
-        shutil.rmtree(staging.parent, ignore_errors=True)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def _process_start(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot; "" where /proc cannot say): with
+    the pid, it names one process, not a later one that reused the pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2:].split()[19]
+    except (OSError, ValueError, IndexError):
+        return ""
+
+
+def _owner(pid: int) -> str:
+    return f"{socket.gethostname()} {pid} {_process_start(pid) or '-'}"
+
+
+def _alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        pass
+    return start == "-" or _process_start(pid) in ("", start)
+
+
+def sweep_stale_staging(tmp: Path) -> int:
+    """Remove the staging directories under `tmp` whose process is gone (a SIGKILLed or
+    lost process cannot remove its own); returns how many. Only this host's, and only
+    those with an owner file: one still being created, or another host's on a shared
+    TMPDIR, is left alone. The remote copy is the truth, so nothing is lost."""
+    host, removed = socket.gethostname(), 0
+    for d in tmp.glob(STAGING_PREFIX + "*"):
+        try:
+            who, pid, start = (d / OWNER).read_text().split()
+            if who != host or _alive(int(pid), start):
+                continue
+        except (OSError, ValueError):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed += 1
+    return removed

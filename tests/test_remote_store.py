@@ -72,6 +72,24 @@ def test_join_keeps_query_parameters_last():
     assert remote.join("runs/a", "train") == str(Path("runs/a/train"))
 
 
+def test_staging_a_dead_process_left_is_swept_and_no_other(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    host = remote._owner(os.getpid()).split()[0]
+    owners = {"dead": f"{host} {dead_pid} 1",  # gone (or its pid reused: another start)
+              "alive": remote._owner(os.getpid()),
+              "other-host": f"elsewhere {dead_pid} 1"}
+    for name, owner in owners.items():
+        d = tmp_path / f"{remote.STAGING_PREFIX}{name}"
+        (d / "run").mkdir(parents=True)
+        (d / remote.OWNER).write_text(owner)
+    (tmp_path / f"{remote.STAGING_PREFIX}no-owner" / "run").mkdir(parents=True)  # being made
+    assert remote.sweep_stale_staging(tmp_path) == 1
+    assert sorted(p.name.removeprefix(remote.STAGING_PREFIX)
+                  for p in tmp_path.iterdir()) == ["alive", "no-owner", "other-host"]
+
+
 def test_file_uri_upload_is_a_rename_and_listing_skips_hidden_and_train(tmp_path):
     uri = (tmp_path / "remote" / "run").as_uri()
     with remote.opened(uri, download=False) as staged:
@@ -146,8 +164,8 @@ def test_run_on_s3_with_ray_scorer_actors(ray_cluster, s3_bucket, fast, tmp_path
 
 def cli(*args: str, crash: str | None = None,
         tmp: Path | None = None) -> subprocess.CompletedProcess:
-    """The CLI in a child process; `tmp` as its TMPDIR (a killed child's staging stays there,
-    not in the machine's /tmp)."""
+    """The CLI in a child process; `tmp` as its TMPDIR (a killed child's staging stays there
+    until the next open, not in the machine's /tmp)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     env.pop(faults.ENV, None)
     if crash:
@@ -189,7 +207,8 @@ def test_sigkill_around_uploads_then_resume_gives_the_uninterrupted_campaign(
             assert "journal/round_001.parquet" not in remote.RemoteDir.open(uri).files()
     r = cli("--local", "--resume", "--quiet", "--out", uri, tmp=tmp)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert len(list(tmp.glob("autoal-dist-staging-*"))) == len(CHAIN)  # the killed ones only
+    # each open removed the staging its killed predecessor left; the last removed its own
+    assert not list(tmp.glob("autoal-dist-staging-*"))
     got = pulled(uri, tmp_path / "pulled")
     assert_same_campaign(got, ref)
     assert (got / "summary.md").is_file()
