@@ -66,7 +66,7 @@ def true_gains(ctx: RoundContext, batches: dict[str, np.ndarray]) -> dict[str, f
     y_test = torch.from_numpy(data.test_y.astype(np.int64))
 
     def accuracy(train_rows: np.ndarray) -> float:
-        head = fit_head(e_all[train_rows], y_all[train_rows], data.num_classes, heads, 0)
+        head = fit_head(e_all[train_rows], y_all[train_rows], data.num_classes, heads)
         with torch.no_grad():
             return float((head(e_test).argmax(1) == y_test).float().mean())
 

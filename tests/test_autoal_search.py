@@ -141,7 +141,7 @@ def test_every_row_is_scored_by_a_head_that_never_saw_it():
     for k in range(4):
         test = cf.fold == k
         e_train, e_test = standardize(emb[~test], emb[test])
-        head = fit_head(e_train, torch.from_numpy(y[~test]), 3, HEADS, 5 + k)
+        head = fit_head(e_train, torch.from_numpy(y[~test]), 3, HEADS)
         probs, mc = head_outputs(head, e_test, HEADS, 5 + k)
         np.testing.assert_array_equal(cf.probs[test], probs)
         np.testing.assert_array_equal(cf.mc_probs[:, test], mc)

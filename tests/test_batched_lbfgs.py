@@ -51,17 +51,39 @@ def test_a_problem_is_solved_alike_alone_or_stacked_bit_for_bit():
         assert torch.equal(alone.bias, stacked.bias[order])
 
 
-def test_heads_reach_the_optimum_of_the_per_head_solver():
-    """The same objective as torch's L-BFGS in `fit_head`: the same optimum (it is convex)."""
+def torch_lbfgs_head(x: torch.Tensor, t: torch.Tensor, c: int, h: HeadSettings) -> torch.nn.Linear:
+    """The reference: the same objective by torch's own L-BFGS (strong-Wolfe line search)."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(x.shape[1], c)
+    opt = torch.optim.LBFGS(list(head.parameters()), max_iter=h.iters, tolerance_grad=1e-9,
+                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = (torch.nn.functional.cross_entropy(head(x), t)
+                + 0.5 * h.weight_decay * (head.weight ** 2).sum())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return head
+
+
+def test_heads_reach_the_optimum_of_torchs_lbfgs():
+    """The objective torch's L-BFGS minimizes, to the same optimum (it is convex); and
+    `fit_head` is one head of `fit_stacked`."""
     x, t = softmax_problems(3, seed=1)
     heads = fit_stacked(x, t, 3, HEADS)
     for k in range(3):
-        ref = fit_head(x[k], t[k], 3, HEADS, seed=k)
+        ref = torch_lbfgs_head(x[k], t[k], 3, HEADS)
         with torch.no_grad():  # probabilities: the bias is free up to a constant
             want = torch.softmax(ref(x[k]), 1)
             got = torch.softmax(x[k] @ heads.weight[k].T + heads.bias[k], 1)
         torch.testing.assert_close(got, want, rtol=0, atol=1e-3)
         torch.testing.assert_close(heads.weight[k], ref.weight.detach(), rtol=0, atol=2e-3)
+        one = fit_head(x[k], t[k], 3, HEADS)
+        assert torch.equal(one.weight.detach(), heads.weight[k])
+        assert torch.equal(one.bias.detach(), heads.bias[k])
 
 
 def test_a_solved_problem_stays_and_zero_iterations_move_nothing():

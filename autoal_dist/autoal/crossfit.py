@@ -59,35 +59,23 @@ class HeadSettings:
 
 
 def fit_head(e: torch.Tensor, y: torch.Tensor, num_classes: int, h: HeadSettings,
-             seed: int, start: torch.nn.Linear | None = None) -> torch.nn.Linear:
-    """FitNet: L2-regularized softmax regression on standardized embeddings.
+             start: torch.nn.Linear | None = None) -> torch.nn.Linear:
+    """FitNet: L2-regularized softmax regression on standardized embeddings, as a
+    `torch.nn.Linear` (one head of `fit_stacked`: the project's one solver for it).
 
-    Convex, so L-BFGS reaches the optimum in tens of iterations (full-batch Adam
-    with dropout took 200 steps and dominated the round); the seed only sets the
-    starting point, which the optimum does not depend on. `start` (a head fitted on most
-    of the same rows) is a warmer starting point: the same optimum in a few iterations.
+    Convex, so L-BFGS reaches the optimum in tens of iterations (full-batch Adam with
+    dropout took 200 steps and dominated the round); it starts from zeros, or from
+    `start` (a head fitted on most of the same rows: the same optimum in fewer
+    iterations).
     """
-    torch.manual_seed(seed)
+    first = None if start is None else Heads(start.weight.detach()[None],
+                                              start.bias.detach()[None])
+    fitted = fit_stacked(e[None], y[None], num_classes, h, first)
     head = torch.nn.Linear(e.shape[1], num_classes)
-    if start is not None:
-        head.load_state_dict(start.state_dict())
-    opt = lbfgs(list(head.parameters()), h.iters)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(head(e), y) + 0.5 * h.weight_decay * (head.weight ** 2).sum()
-        loss.backward()
-        return loss
-
-    if h.iters > 0:
-        opt.step(closure)
+    with torch.no_grad():
+        head.weight.copy_(fitted.weight[0])
+        head.bias.copy_(fitted.bias[0])
     return head.eval()
-
-
-def lbfgs(params: list[torch.Tensor], iters: int) -> torch.optim.LBFGS:
-    """The heads' optimizer: full-batch L-BFGS with a strong-Wolfe line search."""
-    return torch.optim.LBFGS(params, lr=1.0, max_iter=max(1, iters), tolerance_grad=1e-6,
-                             tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
 
 @dataclass
@@ -109,8 +97,8 @@ def fit_heads(e: torch.Tensor, y: torch.Tensor, rows: np.ndarray, num_classes: i
               h: HeadSettings, start: torch.nn.Linear) -> Heads:
     """K heads, head k fitted on rows[k] (every head on as many rows), all from `start`.
 
-    The same objective per head as `fit_head` (mean cross-entropy + wd/2 |W|^2), minimized
-    by a batched L-BFGS that keeps every head's history, step and stopping test its own
+    The objective per head is mean cross-entropy + wd/2 |W|^2, minimized by a batched
+    L-BFGS that keeps every head's history, step and stopping test its own
     (`batched_lbfgs`): one batched matmul per step for all K heads, and a head's result does
     not depend on the heads it is fitted with, so a reward's draws or splits can be dealt
     to workers in any grouping. The gradient is written out (softmax regression's
@@ -192,8 +180,7 @@ def crossfit(emb: np.ndarray, y: np.ndarray, num_classes: int, folds: int, h: He
         test = fold == k
         train = ~test if (~test).any() else test
         e_train, e_test = standardize(emb[train], emb[test])
-        head = fit_head(e_train, torch.from_numpy(y[train].astype(np.int64)), num_classes, h,
-                        seed + int(k))
+        head = fit_head(e_train, torch.from_numpy(y[train].astype(np.int64)), num_classes, h)
         probs[test], mc[:, test] = head_outputs(head, e_test, h, seed + int(k))
     loss = -np.log(np.clip(probs[np.arange(n), y], 1e-12, None))
     return CrossFit(probs, mc, loss.astype(np.float64), fold)

@@ -174,10 +174,10 @@ def interleave(picks: Sequence[np.ndarray], weights: np.ndarray, b: int) -> np.n
 
 def base_head(p: GainProblem, e: torch.Tensor, y: torch.Tensor) -> torch.nn.Linear:
     """The head on B alone: every split's refits start from it (B is the same in every
-    split, so it is fitted once per call, with the round's seed: a worker dealt some of
-    the splits fits the same head)."""
+    split, so it is fitted once per call: a worker dealt some of the splits fits the same
+    head)."""
     base = np.flatnonzero(p.base)
-    return fit_head(e[base], y[base], p.num_classes, p.heads, p.seed)
+    return fit_head(e[base], y[base], p.num_classes, p.heads)
 
 
 def split_gains(p: GainProblem, split: int, e: torch.Tensor, y: torch.Tensor,
