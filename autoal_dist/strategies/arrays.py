@@ -29,8 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from autoal_dist.strategies.screen import scratch
-
 Array = Any  # np.ndarray or torch.Tensor, as the backend makes them
 CHUNK_ROWS = 4096  # rows per unit of work on CPU; a chunk is whole blocks
 CUDA_CHUNK_ROWS = 16384  # fewer, larger launches on a GPU (padding stays small)
@@ -89,12 +87,6 @@ class Backend(ABC):
     @abstractmethod
     def block_matmul(self, x: Array, c: Array) -> Array:
         """x [rows, D] @ c ([D] or [D, k]), each block of rows one product of a fixed shape."""
-
-    def take(self, x: Array, rows: Any, slot: int) -> Array:
-        """x[rows] for a moment: numpy gathers into this thread's `scratch` buffer `slot`
-        (valid until the next take into that slot), torch makes a fresh tensor (its caching
-        allocator reuses the memory)."""
-        return x[rows]
 
     @abstractmethod
     def kth_smallest(self, d: Array, r: int) -> Array:
@@ -172,11 +164,6 @@ class NumpyBackend(Backend):
         # A stacked matmul loops over the blocks in C, one BLAS call of shape [block, D] each.
         out = np.matmul(x.reshape(-1, self.block, x.shape[1]), c)
         return out.reshape((len(x),) + c.shape[1:])
-
-    def take(self, x: np.ndarray, rows: Any, slot: int) -> np.ndarray:
-        if isinstance(rows, slice):
-            return x[rows]  # a view: nothing to gather
-        return np.take(x, rows, axis=0, out=scratch(slot, (len(rows), *x.shape[1:]), x.dtype))
 
     def kth_smallest(self, d: np.ndarray, r: int) -> np.ndarray:
         return np.partition(d, r - 1, axis=1)[:, r - 1 : r]

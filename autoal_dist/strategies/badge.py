@@ -107,8 +107,8 @@ class BadgeShard(GreedyShard):
 
     def _exact_d2(self, rows: Any, a_c: Array, e_c: Array, a_c32: Array, e_c32: Array,
                   g_c_sqn: float, *norms: float) -> Array:
-        d = row_dots(self.arrays.take(self.a, rows, 2), a_c)
-        d *= row_dots(self.arrays.take(self.e, rows, 2), e_c)
+        d = row_dots(self.a[rows], a_c)
+        d *= row_dots(self.e[rows], e_c)
         d *= -2.0
         d += self.g_sqn[rows]
         d += g_c_sqn

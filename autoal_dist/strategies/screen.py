@@ -13,10 +13,7 @@ any number of threads and in any shape; it only decides which rows are recompute
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any
-
-import numpy as np
 
 U32 = 2.0**-24  # float32 unit roundoff
 U64 = 2.0**-53  # float64 unit roundoff
@@ -29,7 +26,6 @@ SAFE_PRODUCT = 1e30  # overflow float32 (max 3.4e38): the bound holds
 EXACT_ROWS = 256  # rows per batch of float64 dots: temporaries EXACT_ROWS x D
 DENSE = 1.25  # a run where over 1 / DENSE (80%) of the rows may change is recomputed whole
 # (no gather); below that, recomputing rows the screen ruled out costs more than gathering
-_SCRATCH = threading.local()  # per thread: {(slot, dtype): flat buffer}
 
 
 def dot_bound(n: int, unit: float = U32) -> float:
@@ -53,22 +49,6 @@ def screenable(x_norm: float, c_norm: float) -> bool:
     return x_norm < SAFE_NORM and c_norm < SAFE_NORM and x_norm * c_norm < SAFE_PRODUCT
 
 
-def scratch(slot: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """A host buffer of `shape`, reused by this thread from call to call (`slot`: buffers
-    alive at once). Why: the exact path's temporaries (a batch of gathered rows, its
-    products: hundreds of KiB) are above glibc's mmap threshold, so as fresh arrays each
-    was mapped, page-faulted in and unmapped once per batch, about half of the exact
-    path's time at D = 512 (typiclust's k-means++ seeding, N = 10k)."""
-    bufs = getattr(_SCRATCH, "bufs", None)
-    if bufs is None:
-        bufs = _SCRATCH.bufs = {}
-    size, key = math.prod(shape), (slot, np.dtype(dtype))
-    buf = bufs.get(key)
-    if buf is None or buf.size < size:
-        buf = bufs[key] = np.empty(size, dtype)
-    return buf[:size].reshape(shape)
-
-
 def row_dots(a: Any, b: Any) -> Any:
     """Per row i, sum_j a[i, j] b[i, j] (b float64, [m, D] or one row [D]) in float64, in
     one fixed order: products, then halves folded onto halves (the first fold as the
@@ -76,27 +56,18 @@ def row_dots(a: Any, b: Any) -> Any:
     float32 `a` is widened exactly), so the bits depend on the two rows alone: not on the
     shard, the batch, the library or the device. The leading axes broadcast (a [r, 1, D]
     against b [m, D] gives all r x m pairs' dots [r, m], each with the same bits as a row
-    pair's). numpy's products go to this thread's `scratch` (the same operations, so the
-    same bits)."""
+    pair's)."""
     w = a.shape[-1]
     h = w // 2
-    if isinstance(a, np.ndarray):
-        shape = np.broadcast_shapes(a.shape[:-1], b.shape[:-1])
-        dtype = np.result_type(a, b)
-        p = np.multiply(a[..., : w - h], b[..., : w - h], out=scratch(0, (*shape, w - h), dtype))
-        if h:
-            p[..., :h] += np.multiply(a[..., w - h :], b[..., w - h :],
-                                      out=scratch(1, (*shape, h), dtype))
-    else:
-        p = a[..., : w - h] * b[..., : w - h]
-        if h:
-            p[..., :h] += a[..., w - h :] * b[..., w - h :]
+    p = a[..., : w - h] * b[..., : w - h]
+    if h:
+        p[..., :h] += a[..., w - h :] * b[..., w - h :]
     w -= h
     while w > 1:
         h = w // 2
         p[..., :h] += p[..., w - h : w]
         w -= h
-    return p[..., 0] * 1.0  # a compact copy (exact), never a view of the scratch
+    return p[..., 0] * 1.0  # a compact copy (exact): a view would hold on to all of p
 
 
 def exact_sq_dists(xp: Any, x: Any, x_sqn: Any, c: Any, c_sqn: Any) -> Any:

@@ -388,8 +388,7 @@ class EmbeddingShard(GreedyShard):
 
     def _exact_d2(self, rows: Any, c: Array, c32: Array, c_sqn: float,
                   c_norm: float) -> Array:
-        return exact_sq_dists(self.arrays.xp, self.arrays.take(self.x, rows, 2),
-                              self.x_sqn[rows], c, c_sqn)
+        return exact_sq_dists(self.arrays.xp, self.x[rows], self.x_sqn[rows], c, c_sqn)
 
     def screen(self, ch: slice, centers: Centers) -> tuple[Array, Array | None]:
         """s = |c|^2 / 2 - x.c [rows, k] in float32 (so d = |x|^2 + 2 s) for the rows `ch`,
@@ -408,6 +407,5 @@ class EmbeddingShard(GreedyShard):
 
     def exact_pairs(self, rows: Array, centers: Centers, cols: Array) -> Array:
         """The float64 squared distances of rows `rows` to centers `cols`, pair by pair."""
-        return exact_sq_dists(self.arrays.xp, self.arrays.take(self.x, rows, 2), self.x_sqn[rows],
-                              self.arrays.take(centers.c, cols, 3),
+        return exact_sq_dists(self.arrays.xp, self.x[rows], self.x_sqn[rows], centers.c[cols],
                               centers.c_sqn[cols])

@@ -226,8 +226,7 @@ class TypiClustShard(KMeansShard, ReferenceShard):
         parts = []
         for i in range(0, len(rows), piece):
             at = arrays.put(rows[i:i + piece])
-            parts.append(exact_sq_dists(xp, arrays.take(self.x, at, 2)[:, None, :],
-                                        self.x_sqn[at][:, None],
+            parts.append(exact_sq_dists(xp, self.x[at][:, None, :], self.x_sqn[at][:, None],
                                         c, c_sqn))
         return arrays.host(xp.concatenate(parts))
 
