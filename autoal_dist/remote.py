@@ -240,7 +240,7 @@ def opened(location: str | os.PathLike, *, download: bool = True,
     name = PurePosixPath(remote.root).name or "run"
     sweep_stale_staging(Path(tempfile.gettempdir()))
     parent = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX))
-    (parent / OWNER).write_text(_owner(os.getpid()))
+    (parent / OWNER).write_text(_owner())
     staging = parent / name
     staging.mkdir()
     try:
@@ -264,7 +264,9 @@ def _process_start(pid: int) -> str:
         return ""
 
 
-def _owner(pid: int) -> str:
+def _owner() -> str:
+    """This process, as a staging directory's owner file names it."""
+    pid = os.getpid()
     return f"{socket.gethostname()} {pid} {_process_start(pid) or '-'}"
 
 

@@ -94,11 +94,11 @@ def round_costs(camp: Campaign, labeled: np.ndarray, round_: int) -> dict[str, d
     unlabeled = np.setdiff1d(np.arange(len(data.train_y)), labeled)
     seed = derive(cfg.seed, round_, "select")
     costs: dict[str, dict[str, float]] = {}
-    # Untimed passes first, until the pass time settles: a process's first passes over the
-    # pool run slower than its later ones (TinyImageNet shape, one untimed pass: AutoAL's,
-    # the round's first timed pass, 92.6 s against 70.0 s for the vote's identical one; a
-    # probe at N = 600: 24.2, 24.9, 22.1, 20.6, 20.2 s for the same pass), and every timed
-    # pass should be a settled one.
+    # Untimed passes first, until the pass time settles (at most WARM_UP_MAX), recorded in the
+    # results file: at the TinyImageNet shape the round's first passes ran slower than its
+    # later identical ones (AutoAL's, the first timed, 92.6 s against 70.0 s for the vote's),
+    # and the recorded passes show whether more of them absorb that (they did not: 95, 101,
+    # 103 s, then AutoAL's 102.8 s, the vote's 67.6 s; the results file's note).
     WARM_UP_S.setdefault(cfg.dataset, []).append(warm_up(
         lambda: camp.scorer.outputs(model, unlabeled, list(cfg.candidates), seed, labeled)))
     # Policies first: in a separate check a pass right after network training ran ~5%
@@ -240,7 +240,7 @@ def projection(cfg: Config, data: Dataset, res: dict[str, np.ndarray]) -> str:
 
 
 def warm_up_note(rounds: list[list[float]]) -> str:
-    """The untimed passes before each round's timed ones (the order effect they absorb)."""
+    """The untimed passes before each round's timed ones: whether the pass time settled."""
     shown = "; ".join(", ".join(f"{t:.2f}" for t in r) for r in rounds[:3])
     more = f" (first 3 of {len(rounds)} rounds)" if len(rounds) > 3 else ""
     return (f"Untimed warm-up passes over the pool for all candidates before each round's timed "

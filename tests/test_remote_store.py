@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -76,9 +77,9 @@ def test_staging_a_dead_process_left_is_swept_and_no_other(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     dead_pid = int(dead.stdout)
-    host = remote._owner(os.getpid()).split()[0]
+    host = socket.gethostname()
     owners = {"dead": f"{host} {dead_pid} 1",  # gone (or its pid reused: another start)
-              "alive": remote._owner(os.getpid()),
+              "alive": remote._owner(),
               "other-host": f"elsewhere {dead_pid} 1"}
     for name, owner in owners.items():
         d = tmp_path / f"{remote.STAGING_PREFIX}{name}"

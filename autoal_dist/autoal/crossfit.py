@@ -68,8 +68,7 @@ def fit_head(e: torch.Tensor, y: torch.Tensor, num_classes: int, h: HeadSettings
     `start` (a head fitted on most of the same rows: the same optimum in fewer
     iterations).
     """
-    first = None if start is None else Heads(start.weight.detach()[None],
-                                              start.bias.detach()[None])
+    first = None if start is None else Heads.of(start)
     fitted = fit_stacked(e[None], y[None], num_classes, h, first)
     head = torch.nn.Linear(e.shape[1], num_classes)
     with torch.no_grad():
@@ -84,6 +83,11 @@ class Heads:
 
     weight: torch.Tensor  # [K, C, D]
     bias: torch.Tensor  # [K, C]
+
+    @classmethod
+    def of(cls, head: torch.nn.Linear) -> Heads:
+        """One head, stacked (K = 1): a start for `fit_stacked`."""
+        return cls(head.weight.detach()[None], head.bias.detach()[None])
 
     @torch.no_grad()
     def true_class_prob(self, e: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -106,8 +110,7 @@ def fit_heads(e: torch.Tensor, y: torch.Tensor, rows: np.ndarray, num_classes: i
     their time.
     """
     idx = torch.from_numpy(np.ascontiguousarray(rows, np.int64))
-    first = Heads(start.weight.detach()[None], start.bias.detach()[None])
-    return fit_stacked(e[idx], y[idx], num_classes, h, first)
+    return fit_stacked(e[idx], y[idx], num_classes, h, Heads.of(start))
 
 
 def fit_stacked(x: torch.Tensor, t: torch.Tensor, num_classes: int, h: HeadSettings,
