@@ -38,7 +38,10 @@ class ConfigError(UserError):
 
     def __init__(self, field_name: str, problem: str):
         super().__init__(f"{field_name}: {problem}")
-        self.field = field_name
+        self.field, self.problem = field_name, problem
+
+    def __reduce__(self):  # pickled across processes (a pool, a Ray task) with its fields
+        return type(self), (self.field, self.problem)
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,9 @@ class RunLocked(RunLockError):
         super().__init__(message)
         self.holder = holder
 
+    def __reduce__(self):  # pickled across processes with its holder
+        return type(self), (str(self), self.holder)
+
 
 
 def _now_iso() -> str:

@@ -585,3 +585,28 @@ def test_pool_and_resume_messages_say_what_is_wrong(tmp_path, capsys):
     assert not never.exists()
     fails_cleanly(capsys, ["run", "--resume", "--out", str(run), "--budget", "7"],
                   "--local/--ray may change")
+
+
+def _user_error_classes(cls: type) -> list[type]:
+    return [c for s in cls.__subclasses__() for c in (s, *_user_error_classes(s))]
+
+
+def test_every_user_error_crosses_a_process_boundary_intact():
+    """A user error raised in a worker (a process pool, a Ray task) is pickled back: one
+    whose constructor takes more than the message must still rebuild with its fields, not
+    turn into a TypeError about missing arguments."""
+    import pickle
+
+    import autoal_dist.cli  # noqa: F401  (imports every module that defines one)
+    from autoal_dist.config import ConfigError
+    from autoal_dist.dirlock import RunLocked
+    from autoal_dist.errors import UserError
+
+    made = {ConfigError: ConfigError("autoal.prior", "must be a candidate, got 'x'"),
+            RunLocked: RunLocked("run is locked by pid 1", {"pid": 1})}
+    classes = _user_error_classes(UserError)
+    assert ConfigError in classes and RunLocked in classes
+    for cls in classes:
+        e = made.get(cls) or cls("one line")
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is cls and str(back) == str(e) and vars(back) == vars(e)
