@@ -53,6 +53,7 @@ VARIANTS = {"autoal-paper": {"strategy": "autoal", "autoal": {"mode": "paper"}},
             "autoal-argmax": {"strategy": "autoal", "autoal": {"switch_se": 0.0,
                                                                 "evidence_decay": 0.0}},
             "autoal-gain": {"strategy": "autoal", "autoal": {"reward": "gain"}},
+            "autoal-coldev": {"strategy": "autoal", "autoal": {"cold_evidence": True}},
             ORACLE: {"strategy": "vote"}}  # the oracle's policy replaces the vote's (oracle.py)
 # --pool NAME: its campaign (init, budget, rounds) unless given on the command line
 POOL_CAMPAIGNS = CAMPAIGNS

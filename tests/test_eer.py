@@ -2,6 +2,8 @@
 draws that workers can share, and a campaign that records it."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -86,6 +88,34 @@ def test_a_campaign_with_the_eer_reward_records_its_evidence(tmp_path):
     assert set(search["round"]) == {1, 2}
     assert np.isfinite(search["reward"]).all() and np.isfinite(search["reward_se"]).all()
     assert np.allclose(search.groupby("round")["weight"].sum(), 1.0)
+
+
+def test_the_cold_start_takes_typiclusts_batch_and_pools_nothing_from_it(tmp_path):
+    """Digits, 10 classes, cold below 2.5 labels per class: round 1 (|L| 20) is cold, so its
+    batch is TypiClust's whatever the estimates say, and round 2 (|L| 30) weighs its own
+    estimates alone; with `cold_evidence` round 2 pools round 1's."""
+    runs = {}
+    for trust in (False, True):
+        cfg = tmp_path / f"c{trust}.json"
+        cfg.write_text(json.dumps({"autoal": {"eer_draws": 3, "eer_eval": 300,
+                                              "cold_per_class": 2.5, "cold_evidence": trust}}))
+        out = runs[trust] = tmp_path / f"run{trust}"
+        assert main(["run", "--local", "--strategy", "autoal", "--config", str(cfg), "--init",
+                     "20", "--budget", "10", "--rounds", "2", "--epochs", "1", "--quiet",
+                     "--out", str(out)]) == 0
+    shares = pq.read_table(runs[False] / "autoal_weights.parquet").to_pandas()
+    first = shares[shares["round"] == 1].groupby("strategy")["share"].first()
+    assert first["typiclust"] == 1.0
+    search = {t: pq.read_table(r / "autoal_search.parquet").to_pandas() for t, r in runs.items()}
+    # round 1 is the same campaign either way; round 2's weights: its estimate alone
+    np.testing.assert_array_equal(search[False].query("round == 1")["reward"],
+                                  search[True].query("round == 1")["reward"])
+    two = search[False].query("round == 2")
+    alone = gain.option_weights(gain.GainEstimate(two["reward"].to_numpy(),
+                                                  two["reward_se"].to_numpy()), 1.0)
+    np.testing.assert_allclose(two["weight"], alone)
+    pooled_two = search[True].query("round == 2")["weight"].to_numpy()
+    assert not np.allclose(pooled_two, alone)
 
 
 @pytest.mark.parametrize("bad", ['{"eer_draws": 1}', '{"reward": "eeer"}', '{"eer_eval": 0}'])

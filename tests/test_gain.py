@@ -167,6 +167,13 @@ def test_the_cold_start_trusts_typicality_then_the_prior():
     assert gain.prior_candidate(names, never, 1, 10) == 0
 
 
+def test_estimates_do_not_count_in_the_cold_start():
+    a = AutoALConfig()  # below 5 labels per class the estimates were at chance
+    assert not gain.trusted(a, 49, 10) and gain.trusted(a, 50, 10)
+    assert gain.trusted(AutoALConfig(cold_evidence=True), 10, 10)
+    assert gain.trusted(AutoALConfig(cold_per_class=0.0), 1, 10)  # no cold start
+
+
 def test_the_prior_candidate_keeps_the_batch_until_another_clearly_leads():
     est = gain.GainEstimate(np.array([0.10, 0.12, 0.05]), np.full(3, 0.01))
     assert gain.chosen_candidate(est, prior=0, switch_se=2.0) == 0  # leads by 2 se: not more

@@ -336,6 +336,10 @@ def test_a_run_stored_before_a_reward_change_resumes_with_its_own_search(tmp_pat
     del meta["config"]["autoal"]["cold_per_class"]
     path.write_text(json.dumps(meta))
     assert Run.at(run).meta("--out")["config"]["autoal"]["cold_per_class"] == 0.0
+    assert meta["config"]["autoal"]["cold_evidence"] is False
+    del meta["config"]["autoal"]["cold_evidence"]
+    path.write_text(json.dumps(meta))
+    assert Run.at(run).meta("--out")["config"]["autoal"]["cold_evidence"] is True
 
 
 # ---- a SIGKILLed Ray-mode driver ------------------------------------------------------------

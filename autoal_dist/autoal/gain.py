@@ -315,6 +315,27 @@ def candidate_weights(option_w: np.ndarray, with_mix: bool) -> np.ndarray:
     return option_w[:m] + option_w[m] / m
 
 
+def is_cold(a: AutoALConfig, n_labeled: int, num_classes: int) -> bool:
+    """The cold start: L holds fewer than `cold_per_class` labels per class."""
+    return n_labeled < a.cold_per_class * num_classes
+
+
+def trusted(a: AutoALConfig, n_labeled: int, num_classes: int) -> bool:
+    """Whether a round's estimates count, in its own batch and pooled into later rounds':
+    not in the cold start (unless `cold_evidence`).
+
+    Why: there they were at chance. In the regime suite's first rounds on the three pools
+    that start cold, the eer reward's leader was the oracle's best in 3 of 15 (chance 3.75),
+    yet its leads there are the campaign's largest (a k-means lead of 0.1 at an SE of 0.006
+    on the redundant pool: the SE measures the label draws, not whether the estimate is
+    right), so they took the cold batch from TypiClust in 4 of 5 seeds there and, pooled,
+    kept k-means' batch for six more rounds in one. Not trusting them: digits 0.9218 ->
+    0.9306, the long-tailed pool 0.4349 -> 0.4352, the redundant pool 0.8256 -> 0.8301
+    (5 seeds, AMD EPYC; docs/autoal.md).
+    """
+    return a.cold_evidence or not is_cold(a, n_labeled, num_classes)
+
+
 def prior_candidate(candidates: list[str], a: AutoALConfig, n_labeled: int,
                     num_classes: int) -> int:
     """The candidate trusted without evidence: `cold_prior` while L holds fewer than
@@ -325,11 +346,11 @@ def prior_candidate(candidates: list[str], a: AutoALConfig, n_labeled: int,
     doubt, and typical rows of clusters no label covers teach more than its uncertain ones
     (Hacohen et al., ICML 2022: the low-budget phase). In the regime suite's first rounds on
     the three pools that start cold, TypiClust's batch was the oracle's best in 8 of 15,
-    margin's in none (on the redundant pool it once cost 0.105 test accuracy). The evidence
-    can still move the batch (`switch_se`).
+    margin's in none (on the redundant pool it once cost 0.105 test accuracy). The
+    estimates move the batch only outside the cold start (`trusted`).
     """
-    cold = n_labeled < a.cold_per_class * num_classes
-    name = a.cold_prior if cold and a.cold_prior in candidates else a.prior
+    name = a.cold_prior if is_cold(a, n_labeled, num_classes) and a.cold_prior in candidates \
+        else a.prior
     return candidates.index(name) if name in candidates else 0
 
 

@@ -155,8 +155,11 @@ def gain_policy(ctx: RoundContext) -> Selection:
     gains = ctx.fitter.simulate(f"search{ctx.round:03d}")(problem, list(range(units)))
     current = gain.estimate(gains)
     options = list(problem.options)
-    earlier = [gain.GainEstimate(m, se) for m, se in
-               report.earlier_gains(ctx.run, ctx.round + 1, options)]
+    n_classes = ctx.data.num_classes
+    journal_rounds = ctx.run.journal().column("round").to_numpy()  # |L| at round k: rounds < k
+    earlier = [gain.GainEstimate(m, se) for k, m, se in
+               report.earlier_gains(ctx.run, ctx.round + 1, options)
+               if gain.trusted(a, int((journal_rounds < k).sum()), n_classes)]
     est = gain.pooled([*earlier, current], a.evidence_decay)
     option_w = gain.option_weights(est, a.gain_temperature)
     w = gain.candidate_weights(option_w, with_mix)
@@ -165,9 +168,9 @@ def gain_policy(ctx: RoundContext) -> Selection:
         picks = candidate_picks(ctx)
     ids, member = union_memberships(picks)
     t1 = time.perf_counter()
-    prior = gain.prior_candidate(list(cfg.candidates), a, len(ctx.labeled),
-                                 ctx.data.num_classes)
-    best = (gain.chosen_candidate(est, prior, a.switch_se)
+    prior = gain.prior_candidate(list(cfg.candidates), a, len(ctx.labeled), n_classes)
+    trusted = gain.trusted(a, len(ctx.labeled), n_classes)
+    best = ((gain.chosen_candidate(est, prior, a.switch_se) if trusted else prior)
             if a.combine == "best" and not with_mix else None)
     ctx.progress.note(f"  round {ctx.round}: AutoAL {units} {what}; weights "
                       + ", ".join(f"{n} {x:.2f}" for n, x in zip(options, option_w))

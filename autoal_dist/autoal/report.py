@@ -118,9 +118,9 @@ def record_weights(run: Run, table: pa.Table) -> None:
 
 
 def earlier_gains(run: Run, round_: int, options: list[str]
-                  ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(reward, reward_se) per option of every earlier round with the same options, in order:
-    the gain reward's evidence pooled over rounds."""
+                  ) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(round, reward, reward_se) per option of every earlier round with the same options, in
+    order: the gain reward's evidence pooled over rounds."""
     t = read_rounds(run, SEARCH_FILE, SEARCH_SCHEMA)
     t = t.filter(pc.less(t.column("round"), round_))
     out = []
@@ -131,7 +131,7 @@ def earlier_gains(run: Run, round_: int, options: list[str]
         reward = part.column("reward").to_numpy()
         if np.isnan(reward).any():
             continue
-        out.append((reward, part.column("reward_se").to_numpy()))
+        out.append((k, reward, part.column("reward_se").to_numpy()))
     return out
 
 

@@ -312,9 +312,11 @@ class Run:
 def keep_stored_defaults(config: dict[str, Any]) -> None:
     """A run keeps the behaviour it started with when a default changes later: a config
     stored before `autoal.reward` existed ran the loss-rank search (the gain reward became the
-    default in #25), and one stored before `autoal.cold_per_class` kept the prior candidate
-    in the cold start too, so a resumed campaign goes on as it began instead of switching."""
+    default in #25), one stored before `autoal.cold_per_class` kept the prior candidate
+    in the cold start too, and one stored before `autoal.cold_evidence` let the estimates
+    count there, so a resumed campaign goes on as it began instead of switching."""
     autoal = config.get("autoal")
     if isinstance(autoal, dict):
         autoal.setdefault("reward", "loss_rank")
         autoal.setdefault("cold_per_class", 0.0)
+        autoal.setdefault("cold_evidence", True)
