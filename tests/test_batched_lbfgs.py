@@ -94,3 +94,21 @@ def test_a_solved_problem_stays_and_zero_iterations_move_nothing():
     assert torch.equal(got[0], best[0]) and torch.equal(got[2], best[2])
     torch.testing.assert_close(got[1], best[1])
     assert torch.equal(minimize(fun, x0, iters=0), x0)
+
+
+def test_stacked_blocks_start_aligned_and_products_do_not_depend_on_position():
+    """Each head's block starts on a 64-byte boundary, so its products are those of the
+    head alone: 3 x 6 float32 weights (72 bytes apart when packed) at every position."""
+    from autoal_dist.autoal.crossfit import ALIGN_BYTES, Heads, aligned
+
+    w = torch.from_numpy(np.random.default_rng(0).normal(size=(7, 3, 6)).astype(np.float32))
+    a = aligned(w)
+    assert torch.equal(a, w)
+    assert all(a[i].data_ptr() % ALIGN_BYTES == 0 for i in range(7))
+    heads = Heads(w, torch.zeros(7, 3))
+    e = torch.from_numpy(np.random.default_rng(1).normal(size=(50, 6)).astype(np.float32))
+    y = torch.from_numpy(np.random.default_rng(2).integers(0, 3, 50))
+    all_ = heads.true_class_prob(e, y)
+    for i in range(7):
+        alone = Heads(w[i:i + 1].clone(), torch.zeros(1, 3)).true_class_prob(e, y)
+        assert alone[0] == all_[i]

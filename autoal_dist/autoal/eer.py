@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from autoal_dist.autoal.crossfit import HeadSettings, fit_stacked, standardize
+from autoal_dist.autoal.crossfit import HeadSettings, aligned, fit_stacked, standardize
 from autoal_dist.seeds import derive, hashed_uniform
 
 REFIT_ITERS = 45  # L-BFGS iterations of a refit warm-started from the head on L
@@ -84,7 +84,7 @@ def drawn_labels(probs: np.ndarray, ids: np.ndarray, seed: int) -> np.ndarray:
 def mean_confidence(weight: torch.Tensor, bias: torch.Tensor, e: torch.Tensor) -> np.ndarray:
     """[K]: each stacked head's mean top probability over rows e."""
     with torch.no_grad():  # classes in the middle: a fast softmax axis (`fit_stacked`)
-        logits = torch.matmul(weight, e.T) + bias[:, :, None]  # [K, C, n]
+        logits = torch.matmul(aligned(weight), e.T) + bias[:, :, None]  # [K, C, n]
         return torch.softmax(logits, 1).amax(1).mean(1).double().numpy()
 
 
