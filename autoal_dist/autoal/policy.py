@@ -174,7 +174,8 @@ def gain_policy(ctx: RoundContext) -> Selection:
             if a.combine == "best" and not with_mix else None)
     ctx.progress.note(f"  round {ctx.round}: AutoAL {units} {what}; weights "
                       + ", ".join(f"{n} {x:.2f}" for n, x in zip(options, option_w))
-                      + ("" if best is None else f"; batch: {cfg.candidates[best]}'s"))
+                      + ("" if best is None else f"; batch: {cfg.candidates[best]}'s")
+                      + ("" if best is None or trusted else " (cold start: the estimates wait)"))
     chosen, z = gain.combine(a.combine, picks, ids, member, w, cfg.budget, best)
     rows = np.searchsorted(ids, chosen)
     add_search_seconds(ctx, search_s + time.perf_counter() - t1)
