@@ -155,7 +155,7 @@ class AutoALConfig:
     cold_per_class: float = field(default=5.0, metadata=ge(0))
     # gain, combine best: whether the estimates count in the cold start (false: the cold
     # prior's batch whatever they say, and the cold rounds' estimates are recorded but not
-    # pooled into later rounds': there they were at chance against the oracle's; a run
+    # pooled into later rounds': there they judged no better than the cold prior; a run
     # stored before the key resumes with true)
     cold_evidence: bool = False
     switch_se: float = field(default=2.0, metadata=ge(0))

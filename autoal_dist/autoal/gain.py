@@ -324,8 +324,9 @@ def trusted(a: AutoALConfig, n_labeled: int, num_classes: int) -> bool:
     """Whether a round's estimates count, in its own batch and pooled into later rounds':
     not in the cold start (unless `cold_evidence`).
 
-    Why: there they were at chance. In the regime suite's first rounds on the three pools
-    that start cold, the eer reward's leader was the oracle's best in 3 of 15 (chance 3.75),
+    Why: there they judge no better than the cold prior does. In the regime suite's cold
+    rounds the eer reward's leader was the oracle's best in 3 of 15 first rounds on the Intel
+    VM (chance 3.75) and in 10 of 25 cold rounds on the AMD one (TypiClust's batch: 11),
     yet its leads there are the campaign's largest (a k-means lead of 0.1 at an SE of 0.006
     on the redundant pool: the SE measures the label draws, not whether the estimate is
     right), so they took the cold batch from TypiClust in 4 of 5 seeds there and, pooled,
