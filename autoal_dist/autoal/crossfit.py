@@ -81,9 +81,9 @@ def fit_head(e: torch.Tensor, y: torch.Tensor, num_classes: int, h: HeadSettings
 ALIGN_BYTES = 64  # where each stacked head's block starts (a cache line)
 
 
-def aligned(t: torch.Tensor) -> torch.Tensor:
-    """A copy of t [K, ...] whose blocks t[k] each start on a 64-byte boundary (the blocks
-    padded apart; each block contiguous).
+def aligned_empty(k: int, inner: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialized [k, *inner] tensor whose blocks [i] each start on a 64-byte boundary
+    (the blocks padded apart; each block contiguous).
 
     Why: a BLAS product's bits can depend on where its operands start in memory. MKL on an
     AMD EPYC does (measured: `torch.mm` of the same 3x6 by 6x40 operands differed in the
@@ -92,16 +92,16 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
     products are those of the head alone, so a head's fit does not depend on the heads
     stacked with it and the draws and splits can be dealt to workers in any grouping.
     """
-    k, inner = t.shape[0], tuple(t.shape[1:])
-    n, size = math.prod(inner), t.element_size()
+    n, size = math.prod(inner), torch.empty(0, dtype=dtype).element_size()
     per = -(-n * size // ALIGN_BYTES) * ALIGN_BYTES // size
-    buf = torch.empty(k * per + ALIGN_BYTES // size, dtype=t.dtype)
+    buf = torch.empty(k * per + ALIGN_BYTES // size, dtype=dtype)
     start = (-buf.data_ptr() % ALIGN_BYTES) // size  # torch aligns allocations; never assume
-    strides = [1]
-    for d in reversed(inner[1:]):
-        strides.insert(0, strides[0] * d)
-    out = torch.as_strided(buf, (k, *inner), (per, *strides), start)
-    return out.copy_(t)
+    return buf[start:start + k * per].view(k, per)[:, :n].unflatten(1, inner)
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """A copy of t [K, ...] in `aligned_empty` blocks."""
+    return aligned_empty(t.shape[0], tuple(t.shape[1:]), t.dtype).copy_(t)
 
 
 @dataclass
@@ -150,8 +150,8 @@ def fit_stacked(x: torch.Tensor, t: torch.Tensor, num_classes: int, h: HeadSetti
     onehot = F.one_hot(t, c).to(x.dtype).transpose(1, 2).contiguous()  # [K, C, m]
     x = aligned(x)  # every product's operands and results per head aligned (`aligned`)
     xt = x.transpose(1, 2)  # [K, D, m]
-    w, logits = aligned(torch.zeros(k, c, dim, dtype=x.dtype)), aligned(x.new_empty(k, c, m))
-    resid, grad_w = aligned(x.new_empty(k, c, m)), aligned(x.new_empty(k, c, dim))
+    w, grad_w = (aligned_empty(k, (c, dim), x.dtype) for _ in range(2))
+    logits, resid = (aligned_empty(k, (c, m), x.dtype) for _ in range(2))
     wd = h.weight_decay
 
     def objective(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
