@@ -95,6 +95,19 @@ def to_unit(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def unit_rows32(x: np.ndarray, rows: int | None = None) -> np.ndarray:
+    """x's rows scaled to unit L2 norm in float64 and rounded to float32 (zero rows stay
+    zero; zero rows appended up to `rows`), CHUNK_ROWS rows at a time. Rounded so that
+    the unit rows are exact in float32: the screens and Lloyd read them without a float64
+    copy (half the memory of float64 unit rows, and every step's exact rows come from the
+    array its GEMV keeps in cache). A per-row function: no sharding changes a bit."""
+    out = np.zeros((len(x) if rows is None else rows, x.shape[1]), np.float32)
+    for i in range(0, len(x), CHUNK_ROWS):
+        part = x[i : i + CHUNK_ROWS]
+        out[i : i + len(part)] = to_unit(part.astype(np.float64))
+    return out
+
+
 def exact_dtype(x: np.ndarray) -> Any:
     """float32 where it holds x's values exactly (a model's outputs), else float64."""
     return np.float32 if np.can_cast(x.dtype, np.float32, "safe") else np.float64
@@ -338,15 +351,15 @@ class EmbeddingShard(GreedyShard):
     Distances are float64, so near-equal ones keep their order (a float32 distance
     would round ~10^3 at ~10^-4); the embeddings are held once, as float32 where that
     is exact (a model's outputs) and as float64 otherwise, with a float32 copy then for
-    the screening products. Squared norms are computed once, on the host.
+    the screening products; `unit` rows (TypiClust's, ProbCover's) are rounded to
+    float32 (`unit_rows32`). Squared norms are computed once, on the host.
     """
 
     def __init__(self, ids: np.ndarray, embeddings: np.ndarray, block: int, start: int,
                  device: str, unit: bool = False) -> None:
         super().__init__(ids, block, start, device)
-        x = pad_rows(embeddings, self.rows, 0.0, np.float64 if unit else exact_dtype(embeddings))
-        if unit:  # the low-budget strategies' L2-normalized embeddings, float64
-            to_unit(x)
+        x = (unit_rows32(embeddings, self.rows) if unit
+             else pad_rows(embeddings, self.rows, 0.0, exact_dtype(embeddings)))
         x_sqn = row_sq_norms(x)
         self.x_sqn = self.arrays.put(x_sqn)
         self.x = self.arrays.put(x)

@@ -8,7 +8,8 @@ smaller index). Typicality is 1 / the mean Euclidean distance to the sample's
 min(K_NN, m - 1) nearest neighbours in its own cluster (the paper's definition).
 
 Sharded like `kmeans.py`, whose k-means++ seeding and fixed-point Lloyd it reuses, on
-L2-normalized embeddings (the paper's self-supervised features are normalized). The
+L2-normalized embeddings rounded to float32 (the paper's self-supervised features are
+normalized; `unit_rows32`). The
 neighbours are looked up in a *reference sample* R (`reference_sample`): the at most
 REF_MAX pool rows with the smallest hashed keys for the seed, the same rows however
 the pool is sharded. A pool of at most REF_MAX rows is its own R, and typicality is
@@ -41,7 +42,7 @@ from autoal_dist.strategies.sharded import (
     sq_dists,
     sq_norms,
     stream_seed,
-    to_unit,
+    unit_rows32,
 )
 
 MAX_CLUSTERS = 500
@@ -54,11 +55,11 @@ PAIR_PIECE = 1024  # (row, R row) pairs per broadcast product of the typicality'
 
 
 def unit_rows(x: np.ndarray | None, dim: int = 0) -> np.ndarray:
-    """Rows scaled to unit L2 norm in float64 (zero rows stay zero): a per-row function,
-    so no sharding changes a bit. None or empty gives [0, dim]."""
+    """The labeled embeddings as the pool's unit rows (`unit_rows32`: rounded to float32),
+    held in float64 for the host's products. None or empty gives [0, dim]."""
     if x is None or len(x) == 0:
         return np.zeros((0, dim if x is None else x.shape[1]), np.float64)
-    return to_unit(np.array(x, dtype=np.float64))
+    return unit_rows32(np.asarray(x)).astype(np.float64)
 
 
 def smallest_per_group(groups: np.ndarray, keys: np.ndarray, ids: np.ndarray,
@@ -89,15 +90,15 @@ class ReferenceShard:
 def reference_sample(shards: Sequence[Any], seed: int,
                      r: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """R: the `r` (default REF_MAX) pool rows of smallest (key, id) over all shards, as
-    (ids, unit embeddings) in that order. Exact: the global smallest r are among the
-    shards' smallest r."""
+    (ids, unit embeddings: their float32 values in float64) in that order. Exact: the
+    global smallest r are among the shards' smallest r."""
     r = REF_MAX if r is None else r
     parts = gather(shards, "reference", seed, r)
-    if len(parts) == 1:  # one shard's rows come in that order already: no copies of R
-        return parts[0][1], parts[0][2]
+    if len(parts) == 1:  # one shard's rows come in that order already
+        return parts[0][1], parts[0][2].astype(np.float64)
     keys, ids, x = (np.concatenate(p) for p in zip(*parts))
     top = np.lexsort((ids, keys))[:r]
-    return ids[top], x[top]
+    return ids[top], x[top].astype(np.float64)
 
 
 class TypiClustShard(KMeansShard, ReferenceShard):
