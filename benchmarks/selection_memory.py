@@ -5,9 +5,10 @@ over Ray actors.
 Each case runs in a fresh subprocess. The floor is the arithmetic a strategy cannot
 avoid, timed as single library calls on the float32 inputs with the same threads:
 one GEMV over the embeddings E [N, D] per greedy step (BADGE: and one over the
-probabilities [N, C]), one GEMM E @ [D, k] per Lloyd pass and for the final
-labels or pick (and, for kcenter, the GEMM against the labeled set); ProbCover's
-are E against its reference sample R and R against itself (and R's k-means).
+probabilities [N, C], the two timed one after the other, as a step reads them), one
+GEMM E @ [D, k] per Lloyd pass and for the final labels or pick (and, for kcenter,
+the GEMM against the labeled set); ProbCover's are E against its reference sample R
+and R against itself (and R's k-means).
 Each ratio is given on wall time and on the process's CPU time (on a shared
 machine, waiting for a core inflates the wall time of a long run more than that of
 the floor's short calls). Memory is resident memory (RSS, so BLAS workspaces count
@@ -21,6 +22,12 @@ so their ratio is measured side by side, and check that the ids are identical.
     python benchmarks/selection_memory.py                      # N = 10k, 50k, 100k; Ray 1, 2
     python benchmarks/selection_memory.py --device cuda        # GPU rows (a GPU node)
     python benchmarks/selection_memory.py --quick              # smoke run
+    python benchmarks/selection_memory.py --sizes 10000 --gemv-curve  # + GEMV(E) speed by N
+
+A floor is a best case: its GEMV runs back to back on one matrix, which stays in the
+CPU's last-level cache wherever E fits there, while a greedy step also reads its rows'
+state between GEMVs. `--gemv-curve` shows where that cache edge lies on the machine at
+hand (GEMV(E) time and bandwidth for N around the smallest size).
 """
 from __future__ import annotations
 
@@ -110,8 +117,8 @@ def clusters(strategy: str, n: int, budget: int, labeled: int) -> int:
 def floors(out: PoolOutputs, strategy: str, k: int, classes: int,
            device: str) -> dict[str, tuple[float, float]]:
     """The float32 single calls the case's floor is made of, (wall, CPU) each: one GEMV over
-    E and over P, one GEMM E @ [D, k]; ProbCover: E @ R^T, R @ R^T, and R's k-means (a GEMV
-    over R, a GEMM R @ [D, classes])."""
+    E and over P (alone, and one after the other), one GEMM E @ [D, k]; ProbCover: E @ R^T,
+    R @ R^T, and R's k-means (a GEMV over R, a GEMM R @ [D, classes])."""
     e, p = out.embeddings, out.probs
     if device == "cpu":
         sync, put = (lambda: None), (lambda a: a)
@@ -124,6 +131,8 @@ def floors(out: PoolOutputs, strategy: str, k: int, classes: int,
     ev, pv = e[3] * 1, p[3] * 1
     f = {"gemv_e": median_time(lambda: e @ ev, 15, sync),
          "gemv_p": median_time(lambda: p @ pv, 15, sync),
+         # a BADGE step reads both: timed as a pair, they share the cache as its steps do
+         "gemv_ep": median_time(lambda: (e @ ev, p @ pv), 15, sync),
          "gemm": median_time(lambda: e @ cols, 3, sync)}
     if strategy == "probcover":
         r = e[: ref_rows(len(out))]
@@ -136,11 +145,29 @@ def floors(out: PoolOutputs, strategy: str, k: int, classes: int,
     return f
 
 
+def gemv_curve(n: int, dim: int, threads: int) -> str:
+    """GEMV(E) time and bandwidth for pools around n rows: where E stops fitting the
+    last-level cache, the GEMV slows to memory speed."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    lines = ["| N | E MiB | GEMV(E) ms | GB/s |", "|---:|---:|---:|---:|"]
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for f in (0.4, 0.6, 0.8, 0.9, 1.0, 1.1, 1.2, 1.6, 2.0):
+            rows = int(n * f)
+            e = rng.standard_normal((rows, dim), dtype=np.float32)
+            ev = e[3] * 1
+            t = median_time(lambda e=e, ev=ev: e @ ev, 15, lambda: None)[0]
+            lines.append(f"| {rows} | {e.nbytes / MiB:.1f} | {t * 1e3:.3f} | "
+                         f"{e.nbytes / t / 1e9:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def floor_of(strategy: str, f: dict[str, float], row: dict, budget: int, labeled: int,
              classes: int) -> float:
     """The strategy's unavoidable products, from one clock's floors `f`."""
     if strategy == "badge":
-        return budget * (f["gemv_e"] + f["gemv_p"])
+        return budget * f["gemv_ep"]
     if strategy == "kcenter":
         return budget * f["gemv_e"] + f["gemm"] * labeled / budget
     if strategy == "probcover":  # counts: E x R; delta: R x R and R's k-means
@@ -272,12 +299,15 @@ def kmeans_note(r: dict) -> str:
 
 
 def note(r: dict, budget: int) -> str:
-    """kmeans: its phases; BADGE: its ratio to the GEMV(E)-only floor too; the low-budget
+    """kmeans: its phases; BADGE: its ratios to the GEMVs timed alone too; the low-budget
     strategies: the sizes their floors count."""
     if r["strategy"] == "kmeans":
         return kmeans_note(r)
     if r["strategy"] == "badge":
-        return f"{r['cpu_s'] / (budget * r['gemv_e_cpu']):.2f}x b GEMV(E) alone (CPU time)"
+        alone = budget * (r["gemv_e_cpu"] + r["gemv_p_cpu"])
+        return (f"pair {r['gemv_ep'] * 1e3:.1f} ms; {r['cpu_s'] / alone:.2f}x b x (GEMV(E) + "
+                f"GEMV(P)) each timed alone, {r['cpu_s'] / (budget * r['gemv_e_cpu']):.2f}x "
+                f"b GEMV(E) alone (CPU time)")
     if r["strategy"] == "typiclust":
         return f"K = {r['k']} clusters, {r['passes']} Lloyd passes"
     if r["strategy"] == "probcover":
@@ -301,13 +331,14 @@ def report(args: argparse.Namespace, rows: list[dict], loads: tuple[str, str]) -
             f"{args.device}; {args.threads} thread(s) per single-process case.\n"
             f"- Floor: float32 single calls in the same process (mean of before and after the "
             f"selection, each a median): kcenter b GEMV(E) + GEMM(E, labeled); BADGE b x "
-            f"(GEMV(E) + GEMV(P)); kmeans b GEMV(E) (seeding) + one GEMM(E, b) per Lloyd pass "
-            f"and one for the pick; typiclust K GEMV(E) + one GEMM(E, K) per Lloyd pass and "
-            f"one for the final labels (its typicality, each row against its own cluster's "
-            f"rows of R, is not counted); probcover GEMM(E, R) + GEMM(R, R) + R's k-means "
-            f"(C GEMV(R) + a GEMM(R, C) per pass), |R| = min(4096, N). x floor: seconds / "
-            f"floor on wall time, and on the process's CPU time (both clocks read around the "
-            f"same calls).\n"
+            f"(GEMV(E) then GEMV(P), timed as a pair: a step reads both, so the two matrices "
+            f"share the cache as in its steps); kmeans b GEMV(E) (seeding) + one GEMM(E, b) "
+            f"per Lloyd pass and one for the pick; typiclust K GEMV(E) + one GEMM(E, K) per "
+            f"Lloyd pass and one for the final labels (its typicality, each row against its "
+            f"own cluster's rows of R, is not counted); probcover GEMM(E, R) + GEMM(R, R) + "
+            f"R's k-means (C GEMV(R) + a GEMM(R, C) per pass), |R| = min(4096, N). x floor: "
+            f"seconds / floor on wall time, and on the process's CPU time (both clocks read "
+            f"around the same calls).\n"
             f"- Memory: peak RSS during selection minus RSS after the inputs were built, each "
             f"case in a fresh subprocess ({local[0]['peak_method'] if local else '-'}).\n\n"
             "| strategy | N | inputs MiB | peak above inputs MiB | seconds | floor s "
@@ -346,6 +377,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--ray", default="1,2", help="Ray actor counts at the largest N ('' = none)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU node")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run")
+    p.add_argument("--gemv-curve", action="store_true",
+                   help="also time GEMV(E) alone for N around the smallest size (the cache edge)")
     p.add_argument("--out", type=Path, help=f"results file (default {RESULTS}; --quick: none)")
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--case-n", type=int, help=argparse.SUPPRESS)
@@ -377,6 +410,10 @@ def main() -> None:
         print(f"{strategy:8s} N={n:>7d} actors={actors}  {r['seconds']:7.1f} s  {detail}",
               flush=True)
     text = report(args, rows, (start_load, load_average()))
+    if args.gemv_curve:
+        text += (f"\nGEMV(E) alone by pool size (float32, D = {args.dim}, {args.threads} "
+                 f"thread(s), median of 15 back to back): where E outgrows the last-level "
+                 f"cache\n\n" + gemv_curve(sizes[0], args.dim, args.threads))
     print("\n" + text)
     out = args.out or (None if args.quick else RESULTS)
     if out:
