@@ -26,9 +26,10 @@ NAMES = ["typiclust", "probcover"]
 
 
 def unit(x: np.ndarray) -> np.ndarray:
+    """Unit rows rounded to float32 (the strategies' definition), in float64."""
     x = np.asarray(x, np.float64)
     norm = np.sqrt((x * x).sum(1))
-    return x / np.where(norm > 0, norm, 1.0)[:, None]
+    return (x / np.where(norm > 0, norm, 1.0)[:, None]).astype(np.float32).astype(np.float64)
 
 
 def d2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -210,6 +211,20 @@ def test_selection_does_not_depend_on_cpu_threads(monkeypatch, name):
 
 
 # ---- on blobs ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unit_rows_are_held_once_in_float32(name):
+    """The shard's unit rows are float32 values (no float64 copy beside the screen's), and
+    zero rows (and padding) stay zero."""
+    out, _ = blobs(300, 5)
+    out.embeddings[7] = 0.0
+    shard = STRATEGIES[name].make_shard(out, 64, 0)
+    assert shard.x.dtype == np.float32 and shard.x32 is shard.x
+    norms = np.sqrt((shard.x.astype(np.float64) ** 2).sum(1))
+    assert np.all(np.abs(norms[:300][np.arange(300) != 7] - 1.0) < 1e-6)
+    assert not shard.x[7].any() and not shard.x[300:].any()
+    np.testing.assert_array_equal(shard.x[:300], unit(out.embeddings).astype(np.float32))
+
 
 def test_typiclust_takes_the_most_typical_row_of_each_blob():
     out, blob = blobs(180, 6, noise=0.05, seed=7)
