@@ -16,11 +16,19 @@ def derive(seed: int, round_: int, purpose: str) -> int:
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
     """Counter-based hash: a uniform value per (seed, id), the same on every shard."""
+    return _mix(x.astype(np.uint64))
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer on a uint64 array, in place (a greedy step hashes every row:
+    no temporaries beyond one shift's)."""
     with np.errstate(over="ignore"):
-        z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+        z += np.uint64(0x9E3779B97F4A7C15)
+        for shift, mul in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            z ^= z >> np.uint64(shift)
+            z *= np.uint64(mul)
+        z ^= z >> np.uint64(31)
+    return z
 
 
 def splitmix64_int(x: int) -> int:
@@ -35,6 +43,10 @@ def splitmix64_int(x: int) -> int:
 
 def hashed_uniform(ids: np.ndarray, seed: int) -> np.ndarray:
     """A uniform [0, 1) value per id, a pure function of (seed, id)."""
-    with np.errstate(over="ignore"):
-        key = np.asarray(ids).astype(np.uint64) ^ np.uint64(splitmix64_int(seed))
-    return (splitmix64(key) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    key = np.asarray(ids).astype(np.uint64)  # a copy: hashed in place
+    key ^= np.uint64(splitmix64_int(seed))
+    key = _mix(key)
+    key >>= np.uint64(11)
+    u = key.astype(np.float64)
+    u /= float(1 << 53)
+    return u

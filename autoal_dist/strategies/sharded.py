@@ -133,8 +133,12 @@ def stream_seed(seed: int, step: int) -> int:
 
 
 def exp_keys(ids: np.ndarray, seed: int, step: int) -> np.ndarray:
-    """E_i = -log(1 - U_i) ~ Exp(1), a pure function of (seed, step, id)."""
-    return -np.log1p(-hashed_uniform(ids, stream_seed(seed, step)))
+    """E_i = -log(1 - U_i) ~ Exp(1), a pure function of (seed, step, id) (in place: every
+    greedy step draws one per row)."""
+    e = hashed_uniform(ids, stream_seed(seed, step))
+    np.negative(e, out=e)
+    np.log1p(e, out=e)
+    return np.negative(e, out=e)
 
 
 def race(xp: Any, e: Array, min_d2: Array) -> Array:

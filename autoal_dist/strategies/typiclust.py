@@ -5,7 +5,9 @@ K = min(labeled + b, MAX_CLUSTERS) clusters; then, b times, take the most typica
 unselected sample of the cluster holding the fewest labeled + selected samples (among
 clusters of at least MIN_CLUSTER_SIZE pool rows; ties: the larger cluster, then the
 smaller index). Typicality is 1 / the mean Euclidean distance to the sample's
-min(K_NN, m - 1) nearest neighbours in its own cluster (the paper's definition).
+min(K_NN, m - 1) nearest neighbours in its own cluster (the paper's definition), the
+distances those of the unit rows rounded to multiples of 2^-25 (~3e-8), computed
+exactly by a float64 GEMM (`fixed_sq_dists`).
 
 Sharded like `kmeans.py`, whose k-means++ seeding and fixed-point Lloyd it reuses, on
 L2-normalized embeddings rounded to float32 (the paper's self-supervised features are
@@ -32,7 +34,7 @@ from autoal_dist.seeds import hashed_uniform
 from autoal_dist.strategies.arrays import Array, Backend, pad_rows
 from autoal_dist.strategies.base import register_set
 from autoal_dist.strategies.kmeans import KMeansShard, KMeansShardLike, lloyd
-from autoal_dist.strategies.screen import batches, exact_sq_dists
+from autoal_dist.strategies.screen import batches
 from autoal_dist.strategies.sharded import (
     BLOCK,
     Candidate,
@@ -51,7 +53,8 @@ K_NN = 20
 REF_MAX = 4096  # rows of the reference sample R that density and coverage are measured on
 REF_STREAM = 1 << 40  # hash stream of R's keys: stream_seed(seed, REF_STREAM); no step reaches it
 DEPTH = 4  # candidates per cluster a shard first sends; x4 when a cluster runs out
-PAIR_PIECE = 1024  # (row, R row) pairs per broadcast product of the typicality's exact pass
+PAIR_PIECE = 1 << 20  # (row, R row) pairs per product of the typicality's distances
+FIXED_BITS = 25  # typicality's distances: between unit rows rounded to multiples of 2^-25
 
 
 def unit_rows(x: np.ndarray | None, dim: int = 0) -> np.ndarray:
@@ -197,45 +200,52 @@ class TypiClustShard(KMeansShard, ReferenceShard):
 
     def _spread(self, rows: np.ndarray, rx: np.ndarray, rid: np.ndarray, k: int) -> np.ndarray:
         """Mean distance of each of `rows` to its k nearest of R rows `rx` (ids `rid`, the
-        row itself excluded): the screen keeps every pair within its error of a row's k-th
-        smallest, and their exact distances decide."""
-        if k >= len(rid) - 1:  # every R row but itself counts: no screen
-            d = self._all_pairs(rows, rx)
-            d[self.ids[rows][:, None] == rid[None, :]] = np.inf  # itself
-        else:
-            arrays, c = self.arrays, Centers.of(self.arrays, rx)
-            at, other = arrays.put(rows), arrays.put(self.ids[rows][:, None] != rid[None, :])
-            s, err = self.screen(at, c)
-            s[~other] = np.inf  # itself
-            mask = other
-            if err is not None:
-                kth = arrays.cast(arrays.kth_smallest(s, k)[:, 0], arrays.f64)
-                mask = mask & (s <= arrays.ceil32(kth + 2.0 * err)[:, None])
-            d = arrays.host(self._exact_among(at, c, mask))
-        near = np.sort(np.partition(d, k - 1, axis=1)[:, :k], axis=1)
-        total = np.zeros(len(near))
-        for j in range(k):  # one fixed order of additions per row
-            total += np.sqrt(near[:, j])
-        return total / k
-
-    def _all_pairs(self, rows: np.ndarray, rx: np.ndarray) -> np.ndarray:
-        """[len(rows), len(rx)] (host float64): every pair's exact distance, with
-        `exact_pairs`' bits, as broadcast products over pieces of rows (no gathered pairs)."""
-        arrays, xp = self.arrays, self.arrays.xp
-        c, c_sqn = arrays.put(rx), arrays.put(sq_norms(rx))
-        piece = max(1, PAIR_PIECE // max(1, len(rx)))
-        parts = []
+        row itself excluded), every pair measured (`fixed_sq_dists`)."""
+        arrays = self.arrays
+        r = fixed_rows(arrays, arrays.put(rx))
+        r_sqn, rt = (r * r).sum(1), r.T
+        piece = max(1, PAIR_PIECE // len(rid))
+        total = np.zeros(len(rows))
         for i in range(0, len(rows), piece):
-            at = arrays.put(rows[i:i + piece])
-            parts.append(exact_sq_dists(xp, self.x[at][:, None, :], self.x_sqn[at][:, None],
-                                        c, c_sqn))
-        return arrays.host(xp.concatenate(parts))
+            at = rows[i:i + piece]
+            d = arrays.host(fixed_sq_dists(fixed_rows(arrays, self.x[arrays.put(at)]), rt, r_sqn))
+            d[self.ids[at][:, None] == rid[None, :]] = np.inf  # itself
+            near = np.sort(np.partition(d, k - 1, axis=1)[:, :k], axis=1)
+            for j in range(k):  # one fixed order of additions per row
+                total[i:i + piece] += np.sqrt(near[:, j])
+        return total / k
 
     def best_typical(self, depths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per cluster c, its depths[c] rows of smallest (spread, id): (clusters, spreads, ids)."""
         ids = self.ids[: self.n]
         top = smallest_per_group(self.cluster, self.spread, ids, depths)
         return self.cluster[top], self.spread[top], ids[top]
+
+
+def fixed_rows(arrays: Backend, x: Array) -> Array:
+    """Unit rows (float32 values) as float64 integers: x rounded to multiples of
+    2^-FIXED_BITS, scaled by 2^FIXED_BITS (exact: a power of two)."""
+    f = arrays.cast(x, arrays.f64) * 2.0**FIXED_BITS
+    return arrays.xp.round(f, out=f)
+
+
+def fixed_sq_dists(x: Array, rt: Array, r_sqn: Array) -> Array:
+    """[len(x), len(r)] squared distances between fixed-point unit rows x and r (`rt` = r^T,
+    `r_sqn` = their squared norms), exactly, in units of 2^-2 FIXED_BITS rescaled to 1.
+
+    Every entry of x and r is an integer of magnitude <= 2^25 (+ rounding) and every row's
+    norm about 2^25, so every product and every partial sum of a dot product is an integer
+    of magnitude <= |x_i| |r_j| < 2^51 (Cauchy-Schwarz): exactly representable, so the
+    GEMM's result is exact whatever its summation order, blocking, library or device;
+    |x_i|^2 + |r_j|^2 - 2 x_i.r_j < 2^53 is exact too. Typicality thus runs at BLAS speed
+    with bits no sharding changes (the float64 distances of the unrounded rows, summed in
+    one fixed order, cost ~1 us a pair)."""
+    d = x @ rt
+    d *= -2.0
+    d += (x * x).sum(1)[:, None]
+    d += r_sqn
+    d *= 2.0 ** (-2 * FIXED_BITS)
+    return d
 
 
 class TypiClustShardLike(KMeansShardLike, Protocol):
