@@ -131,14 +131,22 @@ class TypiClustShard(KMeansShard, ReferenceShard):
         return (self.arrays.put(np.ascontiguousarray(centers.T)),
                 self.arrays.put(sq_norms(centers)))
 
-    def _exact_among(self, rows: Any, c: Centers, mask: Array) -> Array:
-        """[len(rows), k] float64: the exact distances of the pairs in `mask`, inf elsewhere."""
+    def _nearest_among(self, ch: slice, c: Centers, mask: Array) -> tuple[
+            np.ndarray, np.ndarray]:
+        """Per row of `ch`, its nearest center among the pairs in `mask` [rows, k] by exact
+        distance (ties: smaller index) and that squared distance (host; a row with no pair:
+        0 and inf). Only the masked pairs are measured and held, never rows x k."""
         arrays, k = self.arrays, len(c.c_sqn)
-        d = arrays.full(mask.shape[0] * k, np.inf, arrays.f64)
-        for part in batches(arrays.nonzero(mask.reshape(-1))):
-            at = part // k + rows.start if isinstance(rows, slice) else rows[part // k]
-            d[part] = self.exact_pairs(at, c, part % k)
-        return d.reshape(mask.shape[0], k)
+        flat = arrays.nonzero(mask.reshape(-1))
+        d = [self.exact_pairs(part // k + ch.start, c, part % k) for part in batches(flat)]
+        flat = arrays.host(flat)
+        d2 = arrays.host(arrays.xp.concatenate(d)) if d else np.empty(0)
+        row, col = flat // k, flat % k
+        order = np.lexsort((col, d2, row))  # per row: smallest distance, then index
+        first = order[np.r_[True, row[order][1:] != row[order][:-1]]] if len(order) else order
+        labels, dist = np.zeros(mask.shape[0], np.int64), np.full(mask.shape[0], np.inf)
+        labels[row[first]], dist[row[first]] = col[first], d2[first]
+        return labels, dist
 
     def assign_final(self, centers: np.ndarray, ref_ids: np.ndarray) -> tuple[
             np.ndarray, np.ndarray, np.ndarray]:
@@ -158,9 +166,7 @@ class TypiClustShard(KMeansShard, ReferenceShard):
             else:
                 low = self.arrays.cast(xp.amin(s, 1), self.arrays.f64) + 2.0 * err
                 mask = s <= self.arrays.ceil32(low)[:, None]
-            d = self._exact_among(ch, c, mask)
-            self.cluster[ch] = self.arrays.host(d.argmin(1))
-            self.center_d2[ch] = self.arrays.host(xp.amin(d, 1))
+            self.cluster[ch], self.center_d2[ch] = self._nearest_among(ch, c, mask)
 
         self.arrays.map(chunk, self.rows)
         mine = np.flatnonzero(np.isin(self.ids[: self.n], ref_ids))
