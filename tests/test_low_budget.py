@@ -229,6 +229,7 @@ def test_unit_rows_are_held_once_in_float32(name):
 def test_typicality_distances_are_exact_in_any_shape_and_library():
     """fixed_sq_dists equals the integer computation (int64: every term < 2^53), whatever
     rows a product holds, on numpy and torch."""
+    from autoal_dist.strategies import sharded
     from autoal_dist.strategies.arrays import backend_for
     from autoal_dist.strategies.sharded import unit_rows32
 
@@ -236,18 +237,18 @@ def test_typicality_distances_are_exact_in_any_shape_and_library():
     x = unit_rows32(r.normal(size=(300, 512)) * r.uniform(0.01, 100, size=(300, 1)))
     x[5] = 0.0
     ref = x[::7]
-    ints = np.round(x.astype(np.float64) * 2.0**typiclust.FIXED_BITS).astype(np.int64)
+    ints = np.round(x.astype(np.float64) * 2.0**sharded.FIXED_BITS).astype(np.int64)
     ri = ints[::7]
     exact = (ints * ints).sum(1)[:, None] + (ri * ri).sum(1)[None, :] - 2 * (ints @ ri.T)
     for device in ("cpu", "torch-cpu"):
         arrays = backend_for(device, 64)
-        f = typiclust.fixed_rows(arrays, arrays.put(ref.astype(np.float64)))
+        f = sharded.fixed_rows(arrays, arrays.put(ref.astype(np.float64)))
         rt, r_sqn = f.T, (f * f).sum(1)
-        whole = arrays.host(typiclust.fixed_sq_dists(
-            typiclust.fixed_rows(arrays, arrays.put(x)), rt, r_sqn))
-        np.testing.assert_array_equal(whole * 2.0 ** (2 * typiclust.FIXED_BITS), exact)
+        whole = arrays.host(sharded.fixed_sq_dists(
+            sharded.fixed_rows(arrays, arrays.put(x)), rt, r_sqn))
+        np.testing.assert_array_equal(whole * 2.0 ** (2 * sharded.FIXED_BITS), exact)
         for rows in (np.arange(1), np.arange(17, 90), np.arange(299, -1, -3)):
-            part = typiclust.fixed_sq_dists(typiclust.fixed_rows(arrays, arrays.put(x[rows])),
+            part = sharded.fixed_sq_dists(sharded.fixed_rows(arrays, arrays.put(x[rows])),
                                             rt, r_sqn)
             np.testing.assert_array_equal(arrays.host(part), whole[rows])
 

@@ -3,6 +3,7 @@ a per-row function, and the screen never skips a row whose minimum would change.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import numpy as np
 import pytest
@@ -59,7 +60,8 @@ def unscreened(shard, centers: list[int]) -> np.ndarray:
 
 @pytest.mark.parametrize("scale", [1e-30, 1e-3, 1.0, 1e12])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("make", [KMeansShard, BadgeShard])
+@pytest.mark.parametrize("make", [KMeansShard, BadgeShard, partial(KMeansShard, unit=True)],
+                         ids=["kmeans", "badge", "unit-rows"])
 def test_screened_folds_equal_exact_folds_bit_for_bit(make, dtype, scale):
     out = hard_outputs(scale, dtype)
     shard = make(dataclasses.replace(out, labeled_embeddings=None), block=16)

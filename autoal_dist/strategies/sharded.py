@@ -31,7 +31,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,6 +51,7 @@ from autoal_dist.strategies.screen import (
     underflow,
 )
 
+FIXED_BITS = 25  # unit rows' exact distances: between the rows rounded to multiples of 2^-25
 PAD_ID = np.iinfo(np.int64).max  # id of the padding rows a backend adds (never selected)
 LABELED_BLOCK = 1024  # labeled embeddings per product when seeding k-center
 
@@ -106,6 +107,34 @@ def unit_rows32(x: np.ndarray, rows: int | None = None) -> np.ndarray:
         part = x[i : i + CHUNK_ROWS]
         out[i : i + len(part)] = to_unit(part.astype(np.float64))
     return out
+
+
+def fixed_rows(arrays: Backend, x: Array) -> Array:
+    """Unit rows (float32 values) as float64 integers: x rounded to multiples of
+    2^-FIXED_BITS, scaled by 2^FIXED_BITS (exact: a power of two). The exact distances of
+    unit rows are those of these rows (`fixed_sq_dists`)."""
+    f = arrays.cast(x, arrays.f64) * 2.0**FIXED_BITS
+    return arrays.xp.round(f, out=f)
+
+
+def fixed_sq_dists(x: Array, rt: Array, r_sqn: Any, x_sqn: Array | None = None) -> Array:
+    """[len(x), len(r)] squared distances between fixed-point unit rows x and r (`rt` = r^T,
+    `r_sqn` = their squared norms), exactly, in units of 2^-2 FIXED_BITS rescaled to 1.
+
+    Every entry of x and r is an integer of magnitude <= 2^25 (+ rounding) and every row's
+    norm about 2^25, so every product and every partial sum of a dot product is an integer
+    of magnitude <= |x_i| |r_j| < 2^51 (Cauchy-Schwarz): exactly representable, so the
+    GEMM's result is exact whatever its summation order, blocking, library or device;
+    |x_i|^2 + |r_j|^2 - 2 x_i.r_j < 2^53 is exact too. Typicality thus runs at BLAS speed
+    with bits no sharding changes (the float64 distances of the unrounded rows, summed in
+    one fixed order, cost ~1 us a pair)."""
+    d = x @ rt
+    d *= -2.0
+    x_sqn = (x * x).sum(1) if x_sqn is None else x_sqn
+    d += x_sqn.reshape((-1,) + (1,) * (rt.ndim - 1))
+    d += r_sqn
+    d *= 2.0 ** (-2 * FIXED_BITS)
+    return d
 
 
 def exact_dtype(x: np.ndarray) -> Any:
@@ -356,7 +385,10 @@ class EmbeddingShard(GreedyShard):
     would round ~10^3 at ~10^-4); the embeddings are held once, as float32 where that
     is exact (a model's outputs) and as float64 otherwise, with a float32 copy then for
     the screening products; `unit` rows (TypiClust's, ProbCover's) are rounded to
-    float32 (`unit_rows32`). Squared norms are computed once, on the host.
+    float32 (`unit_rows32`), and their exact distances are those of the rows rounded to
+    multiples of 2^-FIXED_BITS: a float64 GEMV on the gathered rows, exact in any order
+    (`fixed_sq_dists`), where the fixed-order float64 sums cost ~1 us a row. Squared norms
+    are computed once, on the host.
     """
 
     def __init__(self, ids: np.ndarray, embeddings: np.ndarray, block: int, start: int,
@@ -377,6 +409,23 @@ class EmbeddingShard(GreedyShard):
         self.screened = math.isfinite(kappa)
         self.x_sqn_lo = self.arrays.put(x_sqn * (1.0 - SLACK))
         self.x_norm_k = self.arrays.put(np.sqrt(x_sqn) * (kappa if self.screened else 0.0))
+        self.unit = unit  # exact distances: fixed-point (`fixed_sq_dists`)
+
+    @cached_property
+    def fixed_sqn(self) -> Array:
+        """The fixed-point unit rows' squared norms (`fixed_rows`; exact integers)."""
+        parts = [self.arrays.host((f * f).sum(1)) for f in (
+            fixed_rows(self.arrays, self.x[i : i + CHUNK_ROWS])
+            for i in range(0, self.rows, CHUNK_ROWS))]
+        return self.arrays.put(np.concatenate(parts) if parts else np.zeros(0))
+
+    def fixed_slack(self, c_norm: float) -> float:
+        """How far a fixed-point distance can lie below the float32 rows' exact one: rounding
+        moves each row by at most eta = sqrt(D) 2^-(FIXED_BITS + 1), so a distance d by at
+        most 2 eta, and d^2 by 2 eta (2 d + 2 eta) <= 4 eta (|x| + |c|) + 4 eta^2 (x2 to
+        spare)."""
+        eta = math.sqrt(self.x.shape[1]) * 2.0 ** -(FIXED_BITS + 1)
+        return 2.0 * (4.0 * eta * (self.x_norm_max + c_norm) + 4.0 * eta * eta)
 
     def rows64(self, rows: Any) -> Array:
         """Rows of the embeddings in float64 (their exact values)."""
@@ -388,11 +437,15 @@ class EmbeddingShard(GreedyShard):
     def _prepare(self, payload: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
         c = np.asarray(payload[0], dtype=np.float64)
         c_sqn = float(sq_norms(c))
+        cf, cf_sqn = None, 0.0
+        if self.unit:
+            cf = fixed_rows(self.arrays, self.arrays.put(c))
+            cf_sqn = float((cf * cf).sum())
         return (self.arrays.put(c), self.arrays.put(c.astype(np.float32)), c_sqn,
-                math.sqrt(c_sqn))
+                math.sqrt(c_sqn), cf, cf_sqn)
 
     def _lower_d2(self, ch: slice, c: Array, c32: Array, c_sqn: float,
-                  c_norm: float) -> Array | None:
+                  c_norm: float, cf: Array | None, cf_sqn: float) -> Array | None:
         if not (self.screened and screenable(self.x_norm_max, c_norm)):
             return None
         low = self.arrays.cast(self.x32[ch] @ c32, self.arrays.f64)  # the floor: one GEMV
@@ -401,11 +454,16 @@ class EmbeddingShard(GreedyShard):
         low -= self.x_norm_k[ch] * c_norm
         low += c_sqn * (1.0 - SLACK) - 2.0 * underflow(self.x.shape[1], self.x_norm_max,
                                                          c_norm)
+        if self.unit:
+            low -= self.fixed_slack(c_norm)
         return low
 
     def _exact_d2(self, rows: Any, c: Array, c32: Array, c_sqn: float,
-                  c_norm: float) -> Array:
-        return exact_sq_dists(self.arrays.xp, self.x[rows], self.x_sqn[rows], c, c_sqn)
+                  c_norm: float, cf: Array | None, cf_sqn: float) -> Array:
+        if cf is None:
+            return exact_sq_dists(self.arrays.xp, self.x[rows], self.x_sqn[rows], c, c_sqn)
+        return fixed_sq_dists(fixed_rows(self.arrays, self.x[rows]), cf, cf_sqn,
+                              self.fixed_sqn[rows])
 
     def screen(self, ch: slice, centers: Centers) -> tuple[Array, Array | None]:
         """s = |c|^2 / 2 - x.c [rows, k] in float32 (so d = |x|^2 + 2 s) for the rows `ch`,

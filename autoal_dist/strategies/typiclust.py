@@ -39,6 +39,8 @@ from autoal_dist.strategies.sharded import (
     BLOCK,
     Candidate,
     Centers,
+    fixed_rows,
+    fixed_sq_dists,
     gather,
     merge,
     sq_dists,
@@ -54,7 +56,6 @@ REF_MAX = 4096  # rows of the reference sample R that density and coverage are m
 REF_STREAM = 1 << 40  # hash stream of R's keys: stream_seed(seed, REF_STREAM); no step reaches it
 DEPTH = 4  # candidates per cluster a shard first sends; x4 when a cluster runs out
 PAIR_PIECE = 1 << 20  # (row, R row) pairs per product of the typicality's distances
-FIXED_BITS = 25  # typicality's distances: between unit rows rounded to multiples of 2^-25
 
 
 def unit_rows(x: np.ndarray | None, dim: int = 0) -> np.ndarray:
@@ -226,32 +227,6 @@ class TypiClustShard(KMeansShard, ReferenceShard):
         ids = self.ids[: self.n]
         top = smallest_per_group(self.cluster, self.spread, ids, depths)
         return self.cluster[top], self.spread[top], ids[top]
-
-
-def fixed_rows(arrays: Backend, x: Array) -> Array:
-    """Unit rows (float32 values) as float64 integers: x rounded to multiples of
-    2^-FIXED_BITS, scaled by 2^FIXED_BITS (exact: a power of two)."""
-    f = arrays.cast(x, arrays.f64) * 2.0**FIXED_BITS
-    return arrays.xp.round(f, out=f)
-
-
-def fixed_sq_dists(x: Array, rt: Array, r_sqn: Array) -> Array:
-    """[len(x), len(r)] squared distances between fixed-point unit rows x and r (`rt` = r^T,
-    `r_sqn` = their squared norms), exactly, in units of 2^-2 FIXED_BITS rescaled to 1.
-
-    Every entry of x and r is an integer of magnitude <= 2^25 (+ rounding) and every row's
-    norm about 2^25, so every product and every partial sum of a dot product is an integer
-    of magnitude <= |x_i| |r_j| < 2^51 (Cauchy-Schwarz): exactly representable, so the
-    GEMM's result is exact whatever its summation order, blocking, library or device;
-    |x_i|^2 + |r_j|^2 - 2 x_i.r_j < 2^53 is exact too. Typicality thus runs at BLAS speed
-    with bits no sharding changes (the float64 distances of the unrounded rows, summed in
-    one fixed order, cost ~1 us a pair)."""
-    d = x @ rt
-    d *= -2.0
-    d += (x * x).sum(1)[:, None]
-    d += r_sqn
-    d *= 2.0 ** (-2 * FIXED_BITS)
-    return d
 
 
 class TypiClustShardLike(KMeansShardLike, Protocol):
