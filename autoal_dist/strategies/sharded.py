@@ -119,15 +119,17 @@ def fixed_rows(arrays: Backend, x: Array) -> Array:
 
 def fixed_sq_dists(x: Array, rt: Array, r_sqn: Any, x_sqn: Array | None = None) -> Array:
     """[len(x), len(r)] squared distances between fixed-point unit rows x and r (`rt` = r^T,
-    `r_sqn` = their squared norms), exactly, in units of 2^-2 FIXED_BITS rescaled to 1.
+    or one row r [D]; `r_sqn` their squared norms; `x_sqn` x's, computed when None), exact,
+    rescaled from units of 2^-2 FIXED_BITS to the unit rows' scale.
 
     Every entry of x and r is an integer of magnitude <= 2^25 (+ rounding) and every row's
     norm about 2^25, so every product and every partial sum of a dot product is an integer
     of magnitude <= |x_i| |r_j| < 2^51 (Cauchy-Schwarz): exactly representable, so the
     GEMM's result is exact whatever its summation order, blocking, library or device;
-    |x_i|^2 + |r_j|^2 - 2 x_i.r_j < 2^53 is exact too. Typicality thus runs at BLAS speed
-    with bits no sharding changes (the float64 distances of the unrounded rows, summed in
-    one fixed order, cost ~1 us a pair)."""
+    |x_i|^2 + |r_j|^2 - 2 x_i.r_j < 2^53 is exact too. TypiClust's typicality and its
+    seeding's exact distances thus run at BLAS speed with bits no sharding changes (the
+    float64 distances of the unrounded rows, summed in one fixed order, cost ~1 us a
+    pair)."""
     d = x @ rt
     d *= -2.0
     x_sqn = (x * x).sum(1) if x_sqn is None else x_sqn

@@ -11,13 +11,12 @@ exactly by a float64 GEMM (`fixed_sq_dists`).
 
 Sharded like `kmeans.py`, whose k-means++ seeding and fixed-point Lloyd it reuses, on
 L2-normalized embeddings rounded to float32 (the paper's self-supervised features are
-normalized; `unit_rows32`). The
-neighbours are looked up in a *reference sample* R (`reference_sample`): the at most
-REF_MAX pool rows with the smallest hashed keys for the seed, the same rows however
-the pool is sharded. A pool of at most REF_MAX rows is its own R, and typicality is
-exactly the all-pairs one; above that it is estimated on R (m = R's rows in the
-cluster), which bounds the cost at N x REF_MAX distances. A cluster with fewer than
-two rows in R ranks its rows by distance to its centroid instead.
+normalized; `unit_rows32`). The neighbours are looked up in a *reference sample* R
+(`reference_sample`): the at most REF_MAX pool rows with the smallest hashed keys for
+the seed, the same rows however the pool is sharded. A pool of at most REF_MAX rows is
+its own R, and typicality is exactly the all-pairs one; above that it is estimated on R
+(m = R's rows in the cluster), which bounds the cost at N x REF_MAX distances. A cluster
+with fewer than two rows in R ranks its rows by distance to its centroid instead.
 
 The driver merges exactly: each shard sends, per cluster, its few most typical rows
 by (-typicality, id), and more when a cluster runs out (`best_typical`).
