@@ -14,14 +14,10 @@ def derive(seed: int, round_: int, purpose: str) -> int:
     return int(ss.generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """Counter-based hash: a uniform value per (seed, id), the same on every shard."""
-    return _mix(x.astype(np.uint64))
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer on a uint64 array, in place (a greedy step hashes every row:
-    no temporaries beyond one shift's)."""
+def splitmix64(z: np.ndarray) -> np.ndarray:
+    """Counter-based hash of a uint64 array, in place (a greedy step hashes every row: no
+    temporaries beyond one shift's): a uniform value per (seed, id), the same on every
+    shard."""
     with np.errstate(over="ignore"):
         z += np.uint64(0x9E3779B97F4A7C15)
         for shift, mul in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
@@ -45,7 +41,7 @@ def hashed_uniform(ids: np.ndarray, seed: int) -> np.ndarray:
     """A uniform [0, 1) value per id, a pure function of (seed, id)."""
     key = np.asarray(ids).astype(np.uint64)  # a copy: hashed in place
     key ^= np.uint64(splitmix64_int(seed))
-    key = _mix(key)
+    key = splitmix64(key)
     key >>= np.uint64(11)
     u = key.astype(np.float64)
     u /= float(1 << 53)

@@ -142,8 +142,7 @@ class TypiClustShard(KMeansShard, ReferenceShard):
         flat = arrays.host(flat)
         d2 = arrays.host(arrays.xp.concatenate(d)) if d else np.empty(0)
         row, col = flat // k, flat % k
-        order = np.lexsort((col, d2, row))  # per row: smallest distance, then index
-        first = order[np.r_[True, row[order][1:] != row[order][:-1]]] if len(order) else order
+        first = smallest_per_group(row, d2, col, np.ones(mask.shape[0], np.int64))
         labels, dist = np.zeros(mask.shape[0], np.int64), np.full(mask.shape[0], np.inf)
         labels[row[first]], dist[row[first]] = col[first], d2[first]
         return labels, dist
